@@ -76,3 +76,24 @@ def test_atomic_save_and_clear_load_errors(tmp_path):
         load_torch_file(tmp_path / "corrupt.pth")
     with pytest.raises(CheckpointError, match="absent.pth"):
         load_torch_file(tmp_path / "absent.pth")
+
+
+def test_serialize_records_constructor_arguments_and_rebuilds():
+    import torch
+
+    from isegm.utils.serialization import build_from_config, get_model_config, serialize
+
+    class Tiny(torch.nn.Module):
+        @serialize
+        def __init__(self, width=3, stages=(0, 1), name="x"):
+            super().__init__()
+            self.lin = torch.nn.Linear(width, 1)
+
+    Tiny.__module__ = "isegm.tests_fake"
+    model = Tiny(5, stages=(2,))
+    assert get_model_config(model) == {"class": "isegm.tests_fake.Tiny",
+                                       "params": {"width": 5, "stages": [2], "name": "x"}}
+    with pytest.raises(ValueError, match="only classes under 'isegm.'"):
+        build_from_config({"class": "os.system", "params": {}})
+    with pytest.raises(ValueError, match="does not exist in this code"):
+        build_from_config({"class": "isegm.nothing.Here", "params": {}})
