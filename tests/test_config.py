@@ -89,7 +89,7 @@ def test_serialize_records_constructor_arguments_and_rebuilds():
             super().__init__()
             self.lin = torch.nn.Linear(width, 1)
 
-    Tiny.__module__ = "isegm.tests_fake"
+    Tiny.__module__, Tiny.__qualname__ = "isegm.tests_fake", "Tiny"
     model = Tiny(5, stages=(2,))
     assert get_model_config(model) == {"class": "isegm.tests_fake.Tiny",
                                        "params": {"width": 5, "stages": [2], "name": "x"}}
