@@ -1,0 +1,1 @@
+"""Inference: click simulation, metrics, predictors and the NoC evaluation loop."""

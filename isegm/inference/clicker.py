@@ -1,0 +1,221 @@
+"""Simulated user clicks: the evaluation rule and the training rule, sharing one error-map code.
+
+Evaluation (evaluation-protocol.md rules 4-12): the next click goes to the pixel farthest from
+the boundary of the largest error, measured with the exact Euclidean distance transform on the
+one-pixel-padded error mask; squared distances are compared as integers, so ties are exact:
+
+    clicker = Clicker(gt_mask=gt)                 # gt: HxW, 1 object, -1 ignore, other background
+    click = clicker.make_next_click(pred_mask)    # pred_mask: HxW bool, the previous binary mask
+    clicker.get_clicks()                          # [Click(is_positive, coords=(y, x), indx), ...]
+
+Training (rule 53): `next_click_training(gt_mask, pred_prob, rng)` uses OpenCV's chamfer distance
+(maskSize 5) and a uniform pick among pixels deeper than half the maximum.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+from scipy import ndimage
+
+PRED_THRESHOLD = 0.49  # rule 3 and rule 53
+
+
+@dataclass(frozen=True)
+class Click:
+    """One click. `coords` are (y, x) in image pixels; `indx` is its 0-based order."""
+
+    is_positive: bool
+    coords: Tuple[float, float]
+    indx: Optional[int] = None
+
+    @property
+    def coords_and_indx(self) -> Tuple[float, float, Optional[int]]:
+        return (self.coords[0], self.coords[1], self.indx)
+
+    def copy(self, **kwargs) -> "Click":
+        return replace(self, **kwargs)
+
+
+def error_masks(gt_positive: np.ndarray, pred_mask: np.ndarray,
+                valid: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """False-negative and false-positive masks (HxW bool each).
+
+    FN = gt & ~pred & valid, FP = ~gt & pred & valid (rule 6). `valid=None` means every pixel
+    counts (the training rule, where ignore pixels are background).
+    """
+    gt_positive = np.asarray(gt_positive, dtype=bool)
+    pred_mask = np.asarray(pred_mask, dtype=bool)
+    if gt_positive.shape != pred_mask.shape:
+        raise ValueError(f"gt mask {gt_positive.shape} and prediction {pred_mask.shape} differ in shape")
+    fn = gt_positive & ~pred_mask
+    fp = ~gt_positive & pred_mask
+    if valid is not None:
+        fn &= valid
+        fp &= valid
+    return fn, fp
+
+
+def squared_edt_padded(mask: np.ndarray) -> np.ndarray:
+    """Exact squared Euclidean distance (int64, HxW) of each mask pixel to the nearest pixel
+    outside the mask, where the mask is first padded with a one-pixel ring of False (so the image
+    border is a boundary and a border pixel of the mask has distance 1). 0 outside the mask."""
+    mask = np.asarray(mask, dtype=bool)
+    h, w = mask.shape
+    out = np.zeros((h, w), dtype=np.int64)
+    if not mask.any():
+        return out
+    padded = np.pad(mask, 1, mode="constant", constant_values=False)
+    indices = ndimage.distance_transform_edt(padded, return_distances=False, return_indices=True)
+    rows = np.arange(h + 2, dtype=np.int64)[:, None]
+    cols = np.arange(w + 2, dtype=np.int64)[None, :]
+    dy = indices[0].astype(np.int64) - rows
+    dx = indices[1].astype(np.int64) - cols
+    sq = dy * dy + dx * dx
+    out[:] = sq[1:-1, 1:-1]
+    out[~mask] = 0
+    return out
+
+
+def chamfer_dt_padded(mask: np.ndarray) -> np.ndarray:
+    """OpenCV chamfer distance (DIST_L2, maskSize 5; float32 HxW) on the one-pixel-padded mask,
+    ring removed: the training rule's distance (rule 53, rule 63)."""
+    padded = np.pad(np.asarray(mask, dtype=np.uint8), 1, mode="constant", constant_values=0)
+    return cv2.distanceTransform(padded, cv2.DIST_L2, 5)[1:-1, 1:-1]
+
+
+def next_click_evaluation(gt_mask: np.ndarray, pred_mask: np.ndarray,
+                          clicked: Optional[np.ndarray] = None,
+                          ignore_label: int = -1) -> Tuple[int, int, bool]:
+    """The evaluation click (rules 6-11) as (y, x, is_positive).
+
+    gt_mask: HxW, 1 object, `ignore_label` ignore, anything else background.
+    pred_mask: HxW bool, the previous binary prediction. clicked: HxW bool of already clicked
+    pixels (excluded as candidates, still part of the error regions).
+    """
+    gt_mask = np.asarray(gt_mask)
+    valid = gt_mask != ignore_label
+    fn, fp = error_masks(gt_mask == 1, pred_mask, valid)
+    d_fn = squared_edt_padded(fn)
+    d_fp = squared_edt_padded(fp)
+    if clicked is not None:
+        d_fn[clicked] = 0
+        d_fp[clicked] = 0
+    a = int(d_fn.max())
+    b = int(d_fp.max())
+    if a == 0 and b == 0:
+        return 0, 0, False
+    is_positive = a > b
+    dist = d_fn if is_positive else d_fp
+    flat = int(np.argmax(dist))  # first maximum in row-major order
+    y, x = divmod(flat, dist.shape[1])
+    return y, x, is_positive
+
+
+def next_click_training(gt_mask: np.ndarray, pred_prob: np.ndarray,
+                        rng: Optional[np.random.Generator] = None,
+                        pred_thresh: float = PRED_THRESHOLD) -> Optional[Tuple[int, int, bool]]:
+    """The iterative-training click (rule 53) as (y, x, is_positive), or None without candidate.
+
+    gt_mask: HxW; object where gt > 0.5 (ignore counts as background). pred_prob: HxW
+    probabilities. FN = gt & prob < thresh, FP = ~gt & prob > thresh; chamfer DT (maskSize 5) on
+    the padded masks; positive iff max FN > max FP; uniform pick among pixels of the chosen map
+    with d > max(maxFN, maxFP) / 2. `rng` is a numpy Generator (or RandomState).
+    """
+    if rng is None:
+        rng = np.random.default_rng()
+    gt_positive = np.asarray(gt_mask) > 0.5
+    pred_prob = np.asarray(pred_prob)
+    fn = gt_positive & (pred_prob < pred_thresh)
+    fp = ~gt_positive & (pred_prob > pred_thresh)
+    d_fn = chamfer_dt_padded(fn)
+    d_fp = chamfer_dt_padded(fp)
+    max_fn = float(d_fn.max())
+    max_fp = float(d_fp.max())
+    is_positive = max_fn > max_fp
+    dist = d_fn if is_positive else d_fp
+    candidates = np.argwhere(dist > max(max_fn, max_fp) / 2.0)
+    if len(candidates) == 0:
+        return None
+    pick = rng.integers(len(candidates)) if hasattr(rng, "integers") else rng.randint(len(candidates))
+    y, x = candidates[int(pick)]
+    return int(y), int(x), bool(is_positive)
+
+
+class Clicker:
+    """RITM-style click simulator for one sample (rules 4-12).
+
+    gt_mask: HxW ground truth (1 object, `ignore_label` ignore, other values background), or None
+    when clicks are only added by hand. init_clicks: clicks to start from.
+    """
+
+    def __init__(self, gt_mask: Optional[np.ndarray] = None,
+                 init_clicks: Optional[Sequence[Click]] = None,
+                 ignore_label: int = -1, click_indx_offset: int = 0):
+        self.click_indx_offset = click_indx_offset
+        self.ignore_label = ignore_label
+        if gt_mask is not None:
+            self.gt_mask = np.asarray(gt_mask)
+            if self.gt_mask.ndim != 2:
+                raise ValueError(f"gt_mask must be HxW, got shape {self.gt_mask.shape}")
+        else:
+            self.gt_mask = None
+        self.reset_clicks()
+        if init_clicks is not None:
+            for click in init_clicks:
+                self.add_click(click)
+
+    def make_next_click(self, pred_mask: np.ndarray) -> Click:
+        """Add and return the next simulated click given the previous binary prediction (HxW)."""
+        if self.gt_mask is None:
+            raise ValueError("Clicker.make_next_click needs a gt_mask")
+        pred_mask = np.asarray(pred_mask)
+        if pred_mask.shape != self.gt_mask.shape:
+            raise ValueError(f"prediction shape {pred_mask.shape} differs from the gt mask shape "
+                             f"{self.gt_mask.shape}")
+        y, x, is_positive = next_click_evaluation(self.gt_mask, pred_mask.astype(bool),
+                                                  self._clicked, self.ignore_label)
+        click = Click(is_positive=is_positive, coords=(y, x))
+        self.add_click(click)
+        return self.clicks_list[-1]
+
+    def add_click(self, click: Click) -> None:
+        """Append a click; its index is the number of earlier clicks (plus the offset)."""
+        click = click.copy(indx=self.click_indx_offset + len(self.clicks_list))
+        self.clicks_list.append(click)
+        if self._clicked is not None:
+            y, x = int(round(click.coords[0])), int(round(click.coords[1]))
+            if 0 <= y < self._clicked.shape[0] and 0 <= x < self._clicked.shape[1]:
+                self._clicked[y, x] = True
+
+    def get_clicks(self, clicks_limit: Optional[int] = None) -> List[Click]:
+        """The clicks so far, or only the first `clicks_limit` of them."""
+        if clicks_limit is None or clicks_limit < 0:
+            return list(self.clicks_list)
+        return self.clicks_list[:clicks_limit]
+
+    def reset_clicks(self) -> None:
+        self.clicks_list: List[Click] = []
+        self._clicked = (np.zeros(self.gt_mask.shape, dtype=bool)
+                         if self.gt_mask is not None else None)
+
+    @property
+    def num_pos_clicks(self) -> int:
+        return sum(c.is_positive for c in self.clicks_list)
+
+    @property
+    def num_neg_clicks(self) -> int:
+        return len(self.clicks_list) - self.num_pos_clicks
+
+    def get_state(self) -> List[Click]:
+        return list(self.clicks_list)
+
+    def set_state(self, state: Sequence[Click]) -> None:
+        self.reset_clicks()
+        for click in state:
+            self.add_click(click)
+
+    def __len__(self) -> int:
+        return len(self.clicks_list)

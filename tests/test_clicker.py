@@ -1,0 +1,130 @@
+"""Click simulator rules (evaluation-protocol.md §1 and rule 53) on hand-made masks."""
+import numpy as np
+import pytest
+
+from isegm.inference.clicker import (Click, Clicker, chamfer_dt_padded, next_click_evaluation,
+                                     next_click_training, squared_edt_padded)
+
+
+def test_squared_edt_matches_brute_force_with_padding():
+    rng = np.random.default_rng(1)
+    for _ in range(40):
+        h, w = rng.integers(2, 14, 2)
+        mask = rng.random((h, w)) < 0.7
+        sq = squared_edt_padded(mask)
+        padded = np.pad(mask, 1)
+        outside = np.argwhere(~padded)
+        for y, x in np.argwhere(mask):
+            expected = ((outside - [y + 1, x + 1]) ** 2).sum(1).min()
+            assert sq[y, x] == expected
+        assert (sq[~mask] == 0).all()
+    full = np.ones((5, 7), bool)
+    sq = squared_edt_padded(full)
+    assert sq[0, 3] == 1 and sq[2, 3] == 9 and sq[2, 0] == 1  # border pixels have d = 1
+
+
+def test_first_click_at_deepest_interior_point():
+    gt = np.zeros((11, 13), np.int64)
+    gt[2:9, 3:12] = 1  # 7 x 9 box: deepest row 5, columns 6..8 tie at d = 4; row-major first
+    clicker = Clicker(gt)
+    click = clicker.make_next_click(np.zeros_like(gt, dtype=bool))
+    assert click.is_positive and click.coords == (5, 6) and click.indx == 0
+
+
+def test_padding_makes_image_border_a_boundary():
+    gt = np.zeros((9, 9), np.int64)
+    gt[2:7, :5] = 1  # touches the left border; unpadded, column 0 would be as deep as column 2
+    y, x, pos = next_click_evaluation(gt, np.zeros((9, 9), bool))
+    assert pos and (y, x) == (4, 2)
+    assert squared_edt_padded(gt == 1)[4, 0] == 1
+
+
+def test_tie_is_negative_and_row_major_first():
+    gt = np.zeros((7, 12), np.int64)
+    gt[1:6, 1:6] = 1
+    pred = np.zeros_like(gt, dtype=bool)
+    pred[1:6, 6:11] = True  # FP square identical in size to the FN square: a = b
+    y, x, pos = next_click_evaluation(gt, pred)
+    assert not pos and (y, x) == (3, 8)
+    # among equal maxima, the smallest row then column is chosen
+    gt2 = np.zeros((8, 8), np.int64)
+    gt2[5:8, 0:3] = 1
+    gt2[0:3, 5:8] = 1
+    y, x, pos = next_click_evaluation(gt2, np.zeros((8, 8), bool))
+    assert pos and (y, x) == (1, 6)
+
+
+def test_positive_only_when_strictly_larger():
+    gt = np.zeros((7, 14), np.int64)
+    gt[1:6, 1:6] = 1
+    pred = np.zeros_like(gt, dtype=bool)
+    pred[1:5, 7:11] = True  # smaller FP region
+    assert next_click_evaluation(gt, pred)[2] is True
+
+
+def test_perfect_mask_gives_negative_click_at_origin():
+    gt = np.zeros((6, 6), np.int64)
+    gt[2:4, 2:4] = 1
+    gt[0, 0] = -1  # even when (0, 0) is ignored
+    assert next_click_evaluation(gt, gt == 1) == (0, 0, False)
+
+
+def test_ignore_pixels_are_not_errors_but_repel():
+    gt = np.zeros((9, 20), np.int64)
+    gt[:, :] = 1
+    gt[:, 10] = -1  # an ignore column splits the object; ignore acts as a boundary
+    clicker = Clicker(gt)
+    y, x = clicker.make_next_click(np.zeros_like(gt, dtype=bool)).coords
+    assert (y, x) == (4, 4)  # centre of the left half (d = 5), not the middle of the image
+    gt3 = np.zeros((5, 5), np.int64)
+    gt3[1:4, 1:4] = -1
+    pred = np.zeros((5, 5), bool)
+    pred[1:4, 1:4] = True  # predicted positive on ignore pixels only: no error
+    assert next_click_evaluation(gt3, pred) == (0, 0, False)
+
+
+def test_clicked_pixels_excluded_but_still_in_error():
+    gt = np.zeros((7, 7), np.int64)
+    gt[1:6, 1:6] = 1
+    clicker = Clicker(gt)
+    empty = np.zeros_like(gt, dtype=bool)
+    first = clicker.make_next_click(empty)
+    second = clicker.make_next_click(empty)  # same error: the deepest pixel is already clicked
+    assert first.coords == (3, 3)
+    # the next candidates have d^2 = 4 (distances computed with (3, 3) still in the error)
+    assert second.coords == (2, 2) and second.is_positive and second.indx == 1
+    assert len(clicker) == 2 and clicker.num_pos_clicks == 2
+
+
+def test_clicker_api():
+    clicker = Clicker(init_clicks=[Click(True, (3, 4)), Click(False, (1, 1))])
+    assert [c.indx for c in clicker.get_clicks()] == [0, 1]
+    assert clicker.get_clicks(clicks_limit=1)[0].coords == (3, 4)
+    clicker.reset_clicks()
+    assert len(clicker) == 0
+    with pytest.raises(ValueError, match="gt_mask"):
+        clicker.make_next_click(np.zeros((3, 3), bool))
+
+
+def test_training_click_rule():
+    gt = np.zeros((20, 30), np.float32)
+    gt[2:18, 2:14] = 1
+    prob = np.zeros_like(gt)
+    prob[5:12, 20:27] = 0.9  # a smaller FP blob
+    rng = np.random.default_rng(0)
+    seen = set()
+    for _ in range(30):
+        y, x, pos = next_click_training(gt, prob, rng)
+        assert pos
+        d = chamfer_dt_padded(gt > 0.5)
+        assert d[y, x] > d.max() / 2
+        seen.add((y, x))
+    assert len(seen) > 3  # uniform over the candidate set, not the argmax
+    assert next_click_training(gt, gt.copy(), rng) is None  # nothing wrong: no click
+    # equal maxima -> negative; ignore (-1) counts as background in training
+    gt2 = -np.ones((5, 5), np.float32)
+    prob2 = np.full((5, 5), 0.8, np.float32)
+    y, x, pos = next_click_training(gt2, prob2, rng)
+    assert not pos and 1 <= y <= 3 and 1 <= x <= 3  # d > 3 / 2 keeps the inner 3 x 3
+    chamfer = chamfer_dt_padded(np.ones((5, 5), bool))
+    assert chamfer.dtype == np.float32 and chamfer[0, 0] == pytest.approx(1.0)
