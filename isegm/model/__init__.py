@@ -1,0 +1,12 @@
+"""IGLR model: MiT backbone with Interaction-Guided Attention, SegFormer head, Local Region
+Refiner, click encoding, ROI sampling, checkpoints and pretrained MiT loading."""
+from .heads import SegFormerHead
+from .is_model import IGLRModel, load_is_model, save_is_model
+from .layers import IGA_TERMS
+from .mit import BACKBONES, MIT_CONFIGS, MixVisionTransformer
+from .ops import click_maps, points_to_crop, roi_align
+from .refiner import LocalRefiner
+
+__all__ = ["BACKBONES", "IGA_TERMS", "IGLRModel", "LocalRefiner", "MIT_CONFIGS",
+           "MixVisionTransformer", "SegFormerHead", "click_maps", "load_is_model",
+           "points_to_crop", "roi_align", "save_is_model"]

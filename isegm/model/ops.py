@@ -1,0 +1,175 @@
+"""Click encoding and ROI sampling in core torch (no torchvision), vectorised over the batch.
+
+- `click_maps(points, size, radius)`: positive / negative disk (or soft distance) maps.
+- `points_to_crop(points, boxes, size)`: map clicks into crops taken with `roi_align`.
+- `roi_align(input, boxes, output_size, ...)`: torchvision `roi_align` semantics, average of
+  bilinear samples on a regular grid per output bin, computed separably (columns, then rows)
+  on a window around each box, with no Python loop over boxes.
+"""
+from __future__ import annotations
+
+from typing import Sequence, Tuple, Union
+
+import torch
+
+Size = Union[int, Sequence[int]]
+
+
+def _pair(size: Size) -> Tuple[int, int]:
+    if isinstance(size, int):
+        return size, size
+    h, w = size
+    return int(h), int(w)
+
+
+def valid_points(points: torch.Tensor) -> torch.Tensor:
+    """(B, K, 3) clicks -> (B, K) bool; a padding row has all of (y, x, order) negative."""
+    return points.amax(dim=2) >= 0
+
+
+def click_maps(points: torch.Tensor, size: Size, radius: float = 5.0,
+               use_disks: bool = True) -> torch.Tensor:
+    """Encode padded clicks as a positive and a negative map.
+
+    points: (B, 2M, 3) float rows (y, x, order) in pixel coordinates of a `size` = (H, W) image;
+    rows [0, M) positive, [M, 2M) negative; padding rows are (-1, -1, -1).
+    Returns (B, 2, H, W) float: with `use_disks`, 1 inside the union of disks
+    (y - cy)^2 + (x - cx)^2 <= radius^2, else 0; otherwise the soft map
+    1 - tanh(2 d / radius) of the distance d to the nearest click (1 at a click, 0 far away and
+    where there is no click).
+    """
+    if points.ndim != 3 or points.shape[2] < 2 or points.shape[1] % 2:
+        raise ValueError(f"click_maps: points must be (B, 2M, 3), got {tuple(points.shape)}")
+    h, w = _pair(size)
+    b, k2, _ = points.shape
+    m = k2 // 2
+    dtype = points.dtype if points.is_floating_point() else torch.float32
+    pts = points.to(dtype)
+    valid = valid_points(pts)
+    ys = torch.arange(h, device=pts.device, dtype=dtype)
+    xs = torch.arange(w, device=pts.device, dtype=dtype)
+    if m == 0:
+        return pts.new_zeros(b, 2, h, w)
+    dy2 = (ys.view(1, 1, h) - pts[:, :, 0:1]).square_()  # (B, 2M, H)
+    dx2 = (xs.view(1, 1, w) - pts[:, :, 1:2]).square_()  # (B, 2M, W)
+    big = torch.finfo(dtype).max / 4
+    dy2 = dy2.masked_fill_(~valid.unsqueeze(2), big)
+    d2 = dy2.view(b, 2, m, h, 1) + dx2.view(b, 2, m, 1, w)  # (B, 2, M, H, W)
+    d2 = d2.amin(dim=2)
+    if use_disks:
+        return (d2 <= radius * radius).to(dtype)
+    return 1 - torch.tanh(2 * torch.sqrt(d2.clamp_(max=1e12)) / max(float(radius), 1e-6))
+
+
+def points_to_crop(points: torch.Tensor, boxes: torch.Tensor, size: Size) -> torch.Tensor:
+    """Map clicks into crops of `size` = (S_h, S_w) sampled with `roi_align(aligned=True)`.
+
+    points: (B, K, 3) pixel (y, x, order); boxes: (B, 4) (x1, y1, x2, y2) in the same pixel
+    frame (pixel i covers [i, i+1)). A pixel centre u maps to (u + 0.5 - x1) * S / (x2 - x1) - 0.5.
+    Padding rows stay (-1, -1, -1). Returns (B, K, 3).
+    """
+    sh, sw = _pair(size)
+    boxes = boxes.to(points.dtype)
+    x1, y1, x2, y2 = boxes.unbind(1)
+    sy = sh / (y2 - y1).clamp(min=1e-6)
+    sx = sw / (x2 - x1).clamp(min=1e-6)
+    out = points.clone()
+    out[:, :, 0] = (points[:, :, 0] + 0.5 - y1[:, None]) * sy[:, None] - 0.5
+    out[:, :, 1] = (points[:, :, 1] + 0.5 - x1[:, None]) * sx[:, None] - 0.5
+    return torch.where(valid_points(points).unsqueeze(2), out, torch.full_like(out, -1))
+
+
+def _taps(start: torch.Tensor, bin_size: torch.Tensor, grid: torch.Tensor, n_out: int,
+          length: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """1-D bilinear taps of roi_align along one axis, for K boxes.
+
+    Returns indices (K, n_out, 2G) (long, within [0, length)) and weights (K, n_out, 2G) that
+    already include the 1/grid averaging and zero weight for invalid samples, G = max grid.
+    """
+    k = start.shape[0]
+    g_max = max(int(grid.max().item()) if k else 1, 1)
+    dtype = start.dtype
+    p = torch.arange(n_out, device=start.device, dtype=dtype).view(1, n_out, 1)
+    i = torch.arange(g_max, device=start.device, dtype=dtype).view(1, 1, g_max)
+    g = grid.clamp(min=1).to(dtype).view(k, 1, 1)
+    b = bin_size.view(k, 1, 1)
+    pos = start.view(k, 1, 1) + p * b + (i + 0.5) * b / g  # (K, n_out, G)
+    valid = (i < grid.view(k, 1, 1)) & (pos >= -1.0) & (pos <= length)
+    pos = pos.clamp(min=0)
+    low = pos.floor().long()
+    at_end = low >= length - 1
+    low = torch.where(at_end, torch.full_like(low, length - 1), low)
+    high = torch.where(at_end, low, low + 1)
+    frac = torch.where(at_end, torch.zeros_like(pos), pos - low.to(dtype))
+    scale = valid.to(dtype) / g
+    idx = torch.stack((low, high), 3).view(k, n_out, 2 * g_max)
+    wts = torch.stack(((1 - frac) * scale, frac * scale), 3).view(k, n_out, 2 * g_max)
+    return idx, wts
+
+
+def roi_align(input: torch.Tensor, boxes: torch.Tensor, output_size: Size,
+              spatial_scale: float = 1.0, sampling_ratio: int = -1,
+              aligned: bool = True) -> torch.Tensor:
+    """RoIAlign with torchvision semantics.
+
+    input: (N, C, H, W); boxes: (K, 5) rows (batch_idx, x1, y1, x2, y2) in input pixel
+    coordinates before `spatial_scale`. With `aligned`, 0.5 is subtracted from the scaled box
+    corners (pixel-centre alignment); `sampling_ratio` <= 0 samples ceil(roi_size / output_size)
+    points per bin and axis; samples outside [-1, size] count as zero, others are clamped
+    bilinear. Returns (K, C, out_h, out_w) (channels-last memory layout).
+    """
+    if input.ndim != 4:
+        raise ValueError(f"roi_align: input must be (N, C, H, W), got {tuple(input.shape)}")
+    if boxes.ndim != 2 or boxes.shape[1] != 5:
+        raise ValueError(f"roi_align: boxes must be (K, 5) (batch_idx, x1, y1, x2, y2), "
+                         f"got {tuple(boxes.shape)}")
+    ph, pw = _pair(output_size)
+    n, c, h, w = input.shape
+    k = boxes.shape[0]
+    dtype = input.dtype if input.is_floating_point() else torch.float32
+    boxes = boxes.to(device=input.device, dtype=dtype)
+    if k == 0:
+        return input.new_zeros(0, c, ph, pw)
+    bidx = boxes[:, 0].long()
+    offset = 0.5 if aligned else 0.0
+    x1 = boxes[:, 1] * spatial_scale - offset
+    y1 = boxes[:, 2] * spatial_scale - offset
+    roi_w = boxes[:, 3] * spatial_scale - offset - x1
+    roi_h = boxes[:, 4] * spatial_scale - offset - y1
+    if not aligned:
+        roi_w = roi_w.clamp(min=1.0)
+        roi_h = roi_h.clamp(min=1.0)
+    bin_w = roi_w / pw
+    bin_h = roi_h / ph
+    if sampling_ratio > 0:
+        grid_w = torch.full((k,), sampling_ratio, device=input.device, dtype=torch.long)
+        grid_h = grid_w
+    else:
+        grid_w = torch.ceil(roi_w / pw).long()
+        grid_h = torch.ceil(roi_h / ph).long()
+    ix, wx = _taps(x1, bin_w, grid_w, pw, w)  # (K, pw, Tx)
+    iy, wy = _taps(y1, bin_h, grid_h, ph, h)  # (K, ph, Ty)
+
+    # Window of rows / columns each box touches, padded to the largest window.
+    x0 = ix.amin(dim=(1, 2))
+    y0 = iy.amin(dim=(1, 2))
+    ww = int((ix.amax(dim=(1, 2)) - x0).max().item()) + 1
+    wh = int((iy.amax(dim=(1, 2)) - y0).max().item()) + 1
+    cols = (x0.view(k, 1) + torch.arange(ww, device=input.device)).clamp_(max=w - 1)
+    rows = (y0.view(k, 1) + torch.arange(wh, device=input.device)).clamp_(max=h - 1)
+    ix = ix - x0.view(k, 1, 1)
+    iy = iy - y0.view(k, 1, 1)
+    # (K, wh, ww, C): channel-last so that gathers move whole channel vectors.
+    window = input.to(dtype)[bidx.view(k, 1, 1), :, rows.view(k, wh, 1), cols.view(k, 1, ww)]
+
+    # Pass 1: along x -> (K, wh, pw, C).
+    tmp = window.new_zeros(k, wh, pw, c)
+    for t in range(ix.shape[2]):
+        index = ix[:, :, t].view(k, 1, pw, 1).expand(k, wh, pw, c)
+        tmp.addcmul_(window.gather(2, index), wx[:, :, t].view(k, 1, pw, 1))
+    # Pass 2: along y -> (K, ph, pw, C).
+    out = window.new_zeros(k, ph, pw, c)
+    for t in range(iy.shape[2]):
+        index = iy[:, :, t].view(k, ph, 1, 1).expand(k, ph, pw, c)
+        out.addcmul_(tmp.gather(1, index), wy[:, :, t].view(k, ph, 1, 1))
+    return out.permute(0, 3, 1, 2)
