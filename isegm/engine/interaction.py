@@ -1,0 +1,152 @@
+"""Training-time interaction: iterative clicks (protocol rule 53) and refiner targets (spec §5).
+
+    points = add_training_clicks(points, gt, prev_prob, t, rng)   # one click per sample at round t
+    boxes = FocusBoxSampler()(gt, points, rng)                   # (B, 4) x1, y1, x2, y2
+    crop, band = crop_refine_targets(gt, boxes, size=256)        # (B, 1, S, S) each
+
+The click rule itself lives in `isegm.inference.clicker.next_click_training`, shared with the
+click simulator of the evaluation.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import numpy as np
+import torch
+
+from isegm.engine.losses import boundary_band
+from isegm.inference.clicker import next_click_training
+
+
+@torch.no_grad()
+def add_training_clicks(points: torch.Tensor, gt: torch.Tensor, prev_prob: torch.Tensor, t: int,
+                        rng: np.random.Generator) -> torch.Tensor:
+    """Add the rule-53 click of round `t` (1-based) to every sample.
+
+    points: (B, 2M, 3) rows (y, x, order), [0, M) positive, [M, 2M) negative, padding -1.
+    gt: (B, 1, H, W) 1/0/-1 (ignore counts as background). prev_prob: (B, 1, H, W) probabilities.
+    The click overwrites row M - t (positive) or 2M - t (negative) with (y, x, t); a sample
+    without an error region gets no click. Returns a new tensor.
+    """
+    num_rows = points.shape[1]
+    m = num_rows // 2
+    if not 1 <= t <= m:
+        raise ValueError(f"iterative round t={t} needs 1 <= t <= M={m} (max_num_points)")
+    out = points.clone()
+    gt_np = gt[:, 0].detach().float().cpu().numpy()
+    prob_np = prev_prob[:, 0].detach().float().cpu().numpy()
+    for b in range(points.shape[0]):
+        click = next_click_training(gt_np[b], prob_np[b], rng)
+        if click is None:
+            continue
+        y, x, is_positive = click
+        row = m - t if is_positive else num_rows - t
+        out[b, row] = torch.tensor([float(y), float(x), float(t)], dtype=out.dtype)
+    return out
+
+
+def last_click(points_b: np.ndarray, rng: np.random.Generator) -> Optional[Tuple[float, float]]:
+    """(y, x) of the most recent click of one sample: the iterative click of the highest round,
+    else the centre first click (order 0), else a random one of the sampled clicks."""
+    valid = points_b[:, 0] >= 0
+    if not valid.any():
+        return None
+    rows = points_b[valid]
+    orders = rows[:, 2]
+    iterative = (orders >= 1) & (orders < 100)
+    if iterative.any():
+        row = rows[iterative][np.argmax(orders[iterative])]
+    elif (orders == 0).any():
+        row = rows[orders == 0][0]
+    else:
+        row = rows[rng.integers(len(rows))]
+    return float(row[0]), float(row[1])
+
+
+@dataclass
+class FocusBoxSampler:
+    """Focus boxes for refiner training: a square around the object boundary near the last click.
+
+    The centre is a boundary pixel (1-px band of the object) among those within `near_px` of the
+    boundary pixel nearest to the last click, jittered by `center_jitter` x side; the side is
+    `U(size_range) * max(object box h, w)`, at least `min_size` px, at most the image. Without an
+    object (or clicks) the box is centred on the last click (or the image centre) with side
+    `U(size_range) * max(H, W)`. Boxes are shifted inside the image, then clamped to it.
+    """
+    size_range: Tuple[float, float] = (0.3, 0.8)
+    min_size: float = 16.0
+    center_jitter: float = 0.1
+    near_px: float = 8.0
+
+    def __call__(self, gt: torch.Tensor, points: torch.Tensor,
+                 rng: np.random.Generator) -> torch.Tensor:
+        """gt (B, 1, H, W), points (B, 2M, 3) -> boxes (B, 4) float (x1, y1, x2, y2) in pixels."""
+        gt_np = (gt[:, 0].detach().cpu().numpy() > 0.5)
+        pts = points.detach().cpu().numpy()
+        boxes = [self.sample_one(gt_np[b], pts[b], rng) for b in range(gt_np.shape[0])]
+        return torch.tensor(np.array(boxes), dtype=torch.float32, device=gt.device)
+
+    def sample_one(self, mask: np.ndarray, points_b: np.ndarray,
+                   rng: np.random.Generator) -> np.ndarray:
+        h, w = mask.shape
+        click = last_click(points_b, rng)
+        lo, hi = self.size_range
+        ys, xs = np.nonzero(mask)
+        if len(ys) == 0:
+            cy, cx = click if click is not None else ((h - 1) / 2.0, (w - 1) / 2.0)
+            side = rng.uniform(lo, hi) * max(h, w)
+        else:
+            extent = max(ys.max() - ys.min() + 1, xs.max() - xs.min() + 1)
+            side = rng.uniform(lo, hi) * extent
+            by, bx = self._boundary_pixels(mask)
+            if click is None:
+                k = rng.integers(len(by))
+            else:
+                d = np.hypot(by - click[0], bx - click[1])
+                near = np.flatnonzero(d <= d.min() + self.near_px)
+                k = near[rng.integers(len(near))]
+            cy, cx = float(by[k]), float(bx[k])
+        side = float(np.clip(side, min(self.min_size, max(h, w)), max(h, w)))
+        cy += rng.uniform(-self.center_jitter, self.center_jitter) * side
+        cx += rng.uniform(-self.center_jitter, self.center_jitter) * side
+        return np.array([*self._fit(cx, side, w), *self._fit(cy, side, h)])[[0, 2, 1, 3]]
+
+    @staticmethod
+    def _fit(center: float, side: float, limit: int) -> Tuple[float, float]:
+        """[start, end] of length `side` around `center`, shifted inside [0, limit]."""
+        start = center + 0.5 - side / 2.0
+        start = min(max(start, 0.0), max(limit - side, 0.0))
+        return start, min(start + side, float(limit))
+
+    @staticmethod
+    def _boundary_pixels(mask: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        m = torch.from_numpy(mask.astype(np.float32))[None, None]
+        inner = 1.0 - torch.nn.functional.max_pool2d(1.0 - m, 3, stride=1, padding=1)
+        edge = (m - inner)[0, 0].numpy() > 0
+        if not edge.any():
+            edge = mask
+        return np.nonzero(edge)
+
+
+@torch.no_grad()
+def crop_refine_targets(gt: torch.Tensor, boxes: torch.Tensor, size: int,
+                        band_ratio: float = 0.02) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Ground truth of the refiner over the focus boxes, sampled like the model's image crops.
+
+    gt: (B, 1, H, W) 1/0/-1; boxes: (B, 4) x1, y1, x2, y2 in pixels; size: refine_size S.
+    Returns (instances_crop, boundary_crop), both (B, 1, S, S) with 1/0/-1: the object mask and the
+    band dilate(gt) XOR erode(gt) of half-width max(1, round(band_ratio * S)); ignore stays -1.
+    """
+    from isegm.model.ops import roi_align
+    rois = torch.cat([torch.arange(len(boxes), dtype=boxes.dtype, device=boxes.device)[:, None],
+                      boxes.to(gt.dtype)], dim=1)
+    planes = torch.cat([(gt > 0.5).to(gt.dtype), (gt == -1).to(gt.dtype)], dim=1)
+    crops = roi_align(planes, rois, output_size=(size, size), spatial_scale=1.0,
+                      sampling_ratio=-1, aligned=True)
+    obj = (crops[:, :1] > 0.5).to(gt.dtype)
+    ignore = crops[:, 1:] > 0.5
+    band = boundary_band(obj, max(1, int(round(band_ratio * size))))
+    instances = torch.where(ignore, torch.full_like(obj, -1), obj)
+    boundary = torch.where(ignore, torch.full_like(band, -1), band)
+    return instances, boundary

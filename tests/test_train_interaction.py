@@ -1,0 +1,88 @@
+"""Training-time interaction: iterative clicks (rule 53), focus boxes, refiner targets."""
+import numpy as np
+import pytest
+import torch
+
+from isegm.engine.interaction import (FocusBoxSampler, add_training_clicks, crop_refine_targets,
+                                      last_click)
+
+
+def _padded_points(m, clicks):
+    pts = -torch.ones(1, 2 * m, 3)
+    for row, (y, x, order) in clicks.items():
+        pts[0, row] = torch.tensor([y, x, order], dtype=torch.float32)
+    return pts
+
+
+def test_iterative_click_lands_in_the_missed_region():
+    # gt: a 40x40 image with a 20x20 object; prediction covers only its left half.
+    gt = torch.zeros(1, 1, 40, 40)
+    gt[0, 0, 10:30, 10:30] = 1
+    prob = torch.zeros_like(gt)
+    prob[0, 0, 10:30, 10:20] = 0.9
+    m = 4
+    points = _padded_points(m, {0: (20, 15, 0)})
+    rng = np.random.default_rng(0)
+    out = add_training_clicks(points, gt, prob, t=1, rng=rng)
+    y, x, order = out[0, m - 1].tolist()       # row M - t: a positive click of round 1
+    assert order == 1
+    assert 10 <= y < 30 and 20 <= x < 30       # inside the false-negative half
+    assert 13 <= y <= 26 and 23 <= x <= 27     # deep inside it: d > max/2 around its centre
+    assert torch.equal(out[0, :m - 1], points[0, :m - 1])  # other rows untouched
+    assert torch.equal(out[0, m:], points[0, m:])
+
+    # A false positive blob outside the object gives a negative click in row 2M - t.
+    prob2 = gt.clone() * 0.9
+    prob2[0, 0, 0:12, 30:40] = 0.9            # 12x10 FP region, larger than any FN
+    out2 = add_training_clicks(out, gt, prob2, t=2, rng=rng)
+    y, x, order = out2[0, 2 * m - 2].tolist()
+    assert order == 2 and 0 <= y < 12 and 30 <= x < 40 and gt[0, 0, int(y), int(x)] == 0
+
+    # A perfect prediction adds no click; t beyond M is an error.
+    out3 = add_training_clicks(out2, gt, gt.clone(), t=3, rng=rng)
+    assert torch.equal(out3, out2)
+    with pytest.raises(ValueError, match="1 <= t <= M"):
+        add_training_clicks(out2, gt, prob, t=m + 1, rng=rng)
+
+
+def test_last_click_prefers_latest_iterative_round():
+    rng = np.random.default_rng(0)
+    pts = _padded_points(3, {0: (5, 5, 0), 1: (7, 7, 100), 2: (9, 9, 2), 4: (11, 11, 1)})[0].numpy()
+    assert last_click(pts, rng) == (9.0, 9.0)
+    pts = _padded_points(3, {0: (5, 5, 100), 1: (7, 7, 0)})[0].numpy()
+    assert last_click(pts, rng) == (7.0, 7.0)
+    assert last_click(-np.ones((6, 3)), rng) is None
+
+
+def test_focus_box_is_around_the_boundary_near_the_click():
+    gt = torch.zeros(1, 1, 64, 64)
+    gt[0, 0, 16:48, 16:48] = 1                 # object extent 32
+    points = _padded_points(2, {0: (32, 20, 0)})  # click near the left edge (x=16)
+    sampler = FocusBoxSampler(size_range=(0.5, 0.5), center_jitter=0.0, near_px=0.0, min_size=4)
+    box = sampler(gt, points, np.random.default_rng(0))[0].tolist()
+    x1, y1, x2, y2 = box
+    assert x2 - x1 == pytest.approx(16) and y2 - y1 == pytest.approx(16)
+    assert x1 < 16 < x2 and y1 < 32 < y2       # contains the boundary point (32, 16)
+    # Random sizes stay inside the image and inside the size range.
+    sampler = FocusBoxSampler(size_range=(0.3, 0.8))
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        x1, y1, x2, y2 = sampler(gt, points, rng)[0].tolist()
+        assert 0 <= x1 < x2 <= 64 and 0 <= y1 < y2 <= 64
+        assert 0.3 * 32 - 1e-4 <= x2 - x1 <= 0.8 * 32 + 1e-4
+    # Empty ground truth: a box around the click.
+    x1, y1, x2, y2 = sampler(torch.zeros_like(gt), points, rng)[0].tolist()
+    assert x1 <= 20 <= x2 and y1 <= 32 <= y2
+
+
+def test_refine_targets_crop_and_band():
+    gt = torch.zeros(1, 1, 64, 64)
+    gt[0, 0, :, 32:] = 1                       # right half is object
+    gt[0, 0, :4, :] = -1                       # top rows ignored
+    boxes = torch.tensor([[16.0, 0.0, 48.0, 32.0]])  # 32x32 box, object edge at its middle
+    crop, band = crop_refine_targets(gt, boxes, size=16, band_ratio=0.125)  # half-width 2
+    assert crop.shape == band.shape == (1, 1, 16, 16)
+    row = crop[0, 0, 10].tolist()
+    assert row == [0.0] * 8 + [1.0] * 8
+    assert band[0, 0, 10].tolist() == [0.0] * 6 + [1.0] * 4 + [0.0] * 6
+    assert (crop[0, 0, :2] == -1).all() and (band[0, 0, :2] == -1).all()
