@@ -1,0 +1,489 @@
+"""Command-line NoC evaluation (the body of `scripts/evaluate_model.py`), importable.
+
+    python scripts/evaluate_model.py NoBRS --gpu=0 --checkpoint=iglr_b0 --eval-mode=cvpr \
+        --datasets=GrabCut,Berkeley,DAVIS,SBD
+
+    from isegm.inference.runner import main, parse_args, run_evaluation
+    results = run_evaluation(parse_args(["NoBRS", "--checkpoint=...", "--datasets=GrabCut"]))
+
+Everything that can fail on bad input (unknown dataset or predictor names, a missing or
+foreign checkpoint, an unconfigured dataset path, an unwritable output folder) is checked by
+`prepare()` before any evaluation starts and raised as `EvaluationSetupError`.
+
+Outputs under `--logs-path` (default EXPS_PATH/evaluation_logs) / <model name>/:
+  results_<predictor>_<eval-mode>_<N>.txt   RITM-style table (appended)
+  results_<predictor>_<eval-mode>_<N>.csv   one row per (checkpoint, dataset) (appended)
+  results_<predictor>_<eval-mode>_<N>.json  list of the same records (rewritten with new ones)
+  ious/<dataset>_<checkpoint>_<predictor>_<eval-mode>.npz   per-sample IoU series (NaN-padded)
+  ious/<...>.pkl  RITM's {'all_ious', 'elapsed_time'} pickle with --save-ious
+  vis/<checkpoint>/<dataset>/<sample>_<click>.jpg  with --vis-preds
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import pickle
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from ..utils.config import Config, ConfigError, ConfigPathError, load_config
+from ..utils.device import parse_gpus, select_device
+from ..utils.log import logger, setup_logging
+from ..utils.serialization import CheckpointError, load_torch_file
+from .evaluation import evaluate_dataset
+from .predictors import MODES, PREDICTORS, get_predictor, predictor_name_for_mode
+from .transforms import FOCUS_STRATEGIES, ZoomIn
+from .utils import (compute_noc_metric, compute_strict_nof, get_iou_thresholds,
+                    mean_iou_per_click, percent_key, stop_iou)
+
+EVAL_DATASETS = ("GrabCut", "Berkeley", "DAVIS", "SBD", "SBD_Train", "PascalVOC", "COCO_MVal",
+                 "Synthetic")
+MODEL_FREE_PREDICTORS = ("cv_grabcut", "oracle", "empty")
+
+
+class EvaluationSetupError(ValueError):
+    """Bad input found before evaluation starts; the message says what and how to fix it."""
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="evaluate_model.py",
+        description="NoC evaluation of interactive segmentation models (RITM protocol).")
+    parser.add_argument("mode", help=f"'NoBRS' (the network, one forward pass per click) or a "
+                                     f"predictor name: {', '.join(PREDICTORS.names())}")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--checkpoint", type=str, default="",
+                       help="checkpoint file, or a name (with or without .pth) under "
+                            "INTERACTIVE_MODELS_PATH")
+    group.add_argument("--exp-path", type=str, default="",
+                       help="an experiment run folder (absolute, or relative to EXPS_PATH, a "
+                            "prefix like 'iglr/b0/000' is enough): evaluates its checkpoints")
+    parser.add_argument("--checkpoints-glob", type=str, default="*.pth",
+                        help="which checkpoints of --exp-path to evaluate (default: all *.pth)")
+    parser.add_argument("--datasets", type=str, default="GrabCut,Berkeley,DAVIS,SBD",
+                        help=f"comma-separated, from: {', '.join(EVAL_DATASETS)}")
+    parser.add_argument("--eval-mode", type=str, default="cvpr",
+                        help="'cvpr' or 'fixed<S>' (RITM ZoomIn settings of the coarse "
+                             "predictor's zoom_in crop mode; the IGLR target crop ignores it)")
+    parser.add_argument("--infer-size", type=int, default=None,
+                        help="network input size S of the target crop (default: the model's)")
+    parser.add_argument("--target-crop-r", type=float, default=None)
+    parser.add_argument("--focus-crop-r", type=float, default=None)
+    parser.add_argument("--focus-strategy", type=str, default=None, choices=FOCUS_STRATEGIES)
+    parser.add_argument("--crop-mode", type=str, default="target", choices=("target", "zoom_in"),
+                        help="coarse predictor: FocalClick target crop or RITM ZoomIn")
+    parser.add_argument("--n-clicks", type=int, default=20, help="maximum clicks per sample (N)")
+    parser.add_argument("--min-n-clicks", type=int, default=1)
+    parser.add_argument("--target-iou", type=float, default=0.90)
+    parser.add_argument("--thresh", type=float, default=0.49, help="prediction threshold")
+    parser.add_argument("--with-flip", action=argparse.BooleanOptionalAction, default=True,
+                        help="horizontal flip averaging (on by default, as in IGLR)")
+    parser.add_argument("--clicks-limit", type=int, default=None,
+                        help="feed only the first L clicks to the network (-1: all)")
+    parser.add_argument("--max-samples", type=int, default=None,
+                        help="evaluate only the first K samples of each dataset")
+    parser.add_argument("--cpu", action="store_true", help="run on CPU")
+    parser.add_argument("--gpus", "--gpu", dest="gpus", type=str, default="",
+                        help="GPU id(s), e.g. 0; falls back to CPU with a warning without CUDA")
+    parser.add_argument("--print-ious", action="store_true",
+                        help="print every sample's IoU series (implies no early stop)")
+    parser.add_argument("--iou-analysis", action="store_true",
+                        help="run all N clicks and report mIoU per click")
+    parser.add_argument("--save-ious", action="store_true",
+                        help="also save RITM's pickle of the IoU series")
+    parser.add_argument("--vis-preds", action="store_true",
+                        help="save every prediction with its clicks drawn")
+    parser.add_argument("--logs-path", type=str, default="",
+                        help="output root (default: EXPS_PATH/evaluation_logs)")
+    parser.add_argument("--model-name", type=str, default=None,
+                        help="name of the output folder and table rows")
+    parser.add_argument("--config", type=str, default=None, help="another configs.yml")
+    args = parser.parse_args(argv)
+    args.target_iou = max(0.8, args.target_iou)
+    return args
+
+
+@dataclass
+class EvaluationPlan:
+    """Everything `prepare` validated: what to evaluate and where to write."""
+
+    predictor_name_or_mode: str
+    checkpoints: List[Optional[Path]]
+    datasets: Dict[str, Any]
+    device: torch.device
+    output_dir: Path
+    model_name: str
+    cfg: Config
+    tables: List[str] = field(default_factory=list)
+
+
+def _eval_mode(args: argparse.Namespace) -> Optional[int]:
+    """None for 'cvpr', S for 'fixed<S>'."""
+    if args.eval_mode == "cvpr":
+        return None
+    match = re.fullmatch(r"fixed(\d+)", args.eval_mode)
+    if not match or int(match.group(1)) <= 0:
+        raise EvaluationSetupError(f"--eval-mode must be 'cvpr' or 'fixed<S>' (e.g. fixed400), "
+                                   f"got '{args.eval_mode}'")
+    return int(match.group(1))
+
+
+def find_checkpoint(cfg: Config, checkpoint: str) -> Path:
+    """A checkpoint file path, or a name looked up (recursively) under INTERACTIVE_MODELS_PATH."""
+    direct = Path(os.path.expanduser(checkpoint))
+    if direct.is_file():
+        return direct.resolve()
+    models_root = cfg.resolve("INTERACTIVE_MODELS_PATH")
+    names = [checkpoint] if checkpoint.endswith(".pth") else [checkpoint, checkpoint + ".pth"]
+    for name in names:
+        if (models_root / name).is_file():
+            return (models_root / name).resolve()
+    found: List[Path] = []
+    if models_root.is_dir():
+        for name in names:
+            found += [p for p in models_root.rglob(Path(name).name) if p.is_file()]
+    if len(found) == 1:
+        return found[0].resolve()
+    if len(found) > 1:
+        raise EvaluationSetupError(f"checkpoint name '{checkpoint}' matches several files under "
+                                   f"{models_root}: {', '.join(map(str, sorted(found)))}; "
+                                   f"give a path")
+    raise EvaluationSetupError(f"checkpoint '{checkpoint}' not found: no such file, and no "
+                               f"'{names[-1]}' under INTERACTIVE_MODELS_PATH={models_root}")
+
+
+def find_exp_checkpoints(cfg: Config, exp_path: str, pattern: str = "*.pth") -> List[Path]:
+    """Checkpoints of a run folder (its checkpoints/ subfolder if present), sorted by name."""
+    path = Path(os.path.expanduser(exp_path))
+    if not path.is_absolute() and not path.exists():
+        path = cfg.resolve("EXPS_PATH") / exp_path
+    if not path.is_dir():
+        parent = path.parent
+        matches = sorted(p for p in parent.glob(path.name + "*") if p.is_dir()) if parent.is_dir() else []
+        if len(matches) != 1:
+            raise EvaluationSetupError(
+                f"--exp-path '{exp_path}' is not a run folder (looked at {path}"
+                + (f"; several runs match: {', '.join(m.name for m in matches)}" if matches else "")
+                + ")")
+        path = matches[0]
+    folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+    checkpoints = sorted(p for p in folder.glob(pattern) if p.is_file())
+    if not checkpoints:
+        raise EvaluationSetupError(f"no checkpoints matching '{pattern}' in {folder}")
+    return checkpoints
+
+
+def check_checkpoint(path: Path) -> None:
+    """Raise if `path` is not an IGLR checkpoint (without building the model)."""
+    try:
+        data = load_torch_file(path)
+    except CheckpointError as e:
+        raise EvaluationSetupError(str(e)) from e
+    if not isinstance(data, dict) or data.get("arch") != "iglr" or "config" not in data \
+            or "state_dict" not in data:
+        keys = sorted(data)[:8] if isinstance(data, dict) else type(data).__name__
+        raise EvaluationSetupError(f"checkpoint '{path}' is not an IGLR model checkpoint "
+                                   f"(expected 'arch': 'iglr', 'config', 'state_dict'; found "
+                                   f"{keys})")
+
+
+def check_writable(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write_test_{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise EvaluationSetupError(f"output folder '{folder}' cannot be written ({e.strerror or e}); "
+                                   f"choose another with --logs-path") from e
+
+
+def prepare(args: argparse.Namespace) -> EvaluationPlan:
+    """Validate every input and build the datasets; nothing is evaluated here."""
+    from ..data.datasets import get_dataset  # deferred: only the script needs the loaders
+
+    if args.mode not in MODES and args.mode not in PREDICTORS:
+        raise EvaluationSetupError(f"unknown mode or predictor '{args.mode}'; known: "
+                                   f"{', '.join(list(MODES) + PREDICTORS.names())}")
+    _eval_mode(args)
+    names = [d.strip() for d in args.datasets.split(",") if d.strip()]
+    unknown = [d for d in names if d not in EVAL_DATASETS]
+    if unknown or not names:
+        raise EvaluationSetupError(f"unknown dataset(s) {', '.join(unknown) or '(none given)'}; "
+                                   f"known: {', '.join(EVAL_DATASETS)}")
+    if args.n_clicks < 1:
+        raise EvaluationSetupError(f"--n-clicks must be >= 1, got {args.n_clicks}")
+    try:
+        cfg = load_config(args.config)
+    except (ConfigPathError, ConfigError) as e:
+        raise EvaluationSetupError(str(e)) from e
+
+    needs_model = args.mode not in MODEL_FREE_PREDICTORS
+    checkpoints: List[Optional[Path]] = [None]
+    if needs_model:
+        if args.exp_path:
+            checkpoints = list(find_exp_checkpoints(cfg, args.exp_path, args.checkpoints_glob))
+        elif args.checkpoint:
+            checkpoints = [find_checkpoint(cfg, args.checkpoint)]
+        else:
+            raise EvaluationSetupError(f"mode '{args.mode}' needs --checkpoint or --exp-path")
+        for path in checkpoints:
+            check_checkpoint(path)
+
+    datasets: Dict[str, Any] = {}
+    for name in names:
+        try:
+            datasets[name] = get_dataset(name, cfg)
+        except (ConfigPathError, ConfigError) as e:
+            raise EvaluationSetupError(f"dataset {name}: {e}") from e
+        except KeyError as e:
+            raise EvaluationSetupError(f"dataset {name}: {e.args[0] if e.args else e}") from e
+
+    try:
+        logs_root = Path(args.logs_path) if args.logs_path else \
+            cfg.resolve("EXPS_PATH") / "evaluation_logs"
+    except ConfigError as e:
+        raise EvaluationSetupError(str(e)) from e
+    if args.model_name:
+        model_name = args.model_name
+    elif args.exp_path:
+        model_name = Path(args.exp_path).name
+    elif checkpoints[0] is not None:
+        model_name = checkpoints[0].stem
+    else:
+        model_name = args.mode
+    output_dir = logs_root / model_name
+    check_writable(output_dir)
+
+    gpus = parse_gpus(args.gpus)
+    if not args.cpu and gpus and not torch.cuda.is_available():
+        logger.warning("--gpus=%s requested but CUDA is not available: running on CPU", args.gpus)
+    device = select_device(cpu=args.cpu, gpus=gpus)
+    return EvaluationPlan(args.mode, checkpoints, datasets, device, output_dir, model_name, cfg)
+
+
+def _zoom_in_for(args: argparse.Namespace, dataset_name: str) -> ZoomIn:
+    fixed = _eval_mode(args)
+    if fixed is None:
+        return ZoomIn(target_size=600 if dataset_name == "DAVIS" else 400, skip_clicks=1)
+    return ZoomIn(target_size=(fixed, fixed), skip_clicks=-1)
+
+
+def results_table(rows: List[Dict[str, Any]], n_clicks: int, extra_thr: Optional[str]) -> str:
+    """RITM-style table: NoC@80/85/90, >=N@85/90, SPC, time (plus NoC@target if unusual)."""
+    cols = [("Predictor", 13), ("Dataset", 11), ("NoC@80%", 9), ("NoC@85%", 9), ("NoC@90%", 9)]
+    if extra_thr:
+        cols.append((f"NoC@{extra_thr}%", 9))
+    cols += [(f">={n_clicks}@85%", 9), (f">={n_clicks}@90%", 9), ("SPC,s", 7), ("Time", 9)]
+    header = "|" + "|".join(f"{name:^{w}}" for name, w in cols) + "|"
+    lines = ["-" * len(header), header, "-" * len(header)]
+
+    def fmt(value: Any, width: int, digits: int = 2) -> str:
+        if value is None:
+            return f"{'-':^{width}}"
+        if isinstance(value, float):
+            return f"{value:^{width}.{digits}f}"
+        return f"{value:^{width}}"
+
+    for r in rows:
+        cells = [fmt(r["predictor"], 13), fmt(r["dataset"], 11), fmt(r.get("NoC@80"), 9),
+                 fmt(r.get("NoC@85"), 9), fmt(r.get("NoC@90"), 9)]
+        if extra_thr:
+            cells.append(fmt(r.get(f"NoC@{extra_thr}"), 9))
+        spent = time.strftime("%H:%M:%S", time.gmtime(r["time_s"]))
+        cells += [fmt(r.get("NoF@85"), 9), fmt(r.get("NoF@90"), 9), fmt(r["spc_s"], 7, 3),
+                  fmt(spent, 9)]
+        lines.append("|" + "|".join(cells) + "|")
+    lines.append("-" * len(header))
+    return "\n".join(lines)
+
+
+def _save_ious(path: Path, all_ious: List[np.ndarray], sample_ids: List[Any], meta: Dict[str, Any],
+               n_clicks: int) -> None:
+    padded = np.full((len(all_ious), n_clicks), np.nan, dtype=np.float32)
+    for i, ious in enumerate(all_ious):
+        padded[i, :len(ious)] = ious
+    np.savez_compressed(path, ious=padded,
+                        lengths=np.array([len(x) for x in all_ious], dtype=np.int64),
+                        sample_ids=np.array([str(s) for s in sample_ids]),
+                        meta=np.array(json.dumps(meta)))
+
+
+def load_ious(path: str | os.PathLike) -> Dict[str, Any]:
+    """Read an IoU file written by the evaluator: {'all_ious': [float32 arrays], 'sample_ids',
+    'meta' (dict)}."""
+    with np.load(path, allow_pickle=False) as data:
+        lengths = data["lengths"]
+        ious = data["ious"]
+        return {"all_ious": [ious[i, :n] for i, n in enumerate(lengths)],
+                "sample_ids": [str(s) for s in data["sample_ids"]],
+                "meta": json.loads(str(data["meta"]))}
+
+
+def draw_prediction(image: np.ndarray, probs: np.ndarray, clicks: Sequence[Any], thresh: float,
+                    gt_mask: Optional[np.ndarray] = None) -> np.ndarray:
+    """RGB uint8 image with the predicted mask blended in and clicks drawn (green positive,
+    red negative), optionally the ground-truth contour in yellow."""
+    out = image.astype(np.float32).copy()
+    mask = probs > thresh
+    out[mask] = 0.55 * out[mask] + 0.45 * np.array([0, 120, 255], np.float32)
+    out = out.clip(0, 255).astype(np.uint8)
+    if gt_mask is not None:
+        contours, _ = cv2.findContours((gt_mask == 1).astype(np.uint8), cv2.RETR_EXTERNAL,
+                                       cv2.CHAIN_APPROX_NONE)
+        cv2.drawContours(out, contours, -1, (255, 220, 0), 1)
+    radius = max(3, int(round(0.008 * max(image.shape[:2]))))
+    for click in clicks:
+        y, x = int(round(click.coords[0])), int(round(click.coords[1]))
+        color = (0, 220, 0) if click.is_positive else (230, 0, 0)
+        cv2.circle(out, (x, y), radius, color, -1)
+        cv2.circle(out, (x, y), radius, (255, 255, 255), 1)
+    return out
+
+
+def _append_records(output_dir: Path, stem: str, records: List[Dict[str, Any]], table: str) -> None:
+    with open(output_dir / f"{stem}.txt", "a", encoding="utf-8") as f:
+        f.write(f"{datetime.now():%Y-%m-%d %H:%M:%S}\n{table}\n\n")
+    csv_path = output_dir / f"{stem}.csv"
+    fields = ["date", "model", "checkpoint", "predictor", "dataset", "num_samples", "NoC@80",
+              "NoC@85", "NoC@90", "NoC@95", "NoF@85", "NoF@90", "strict_NoF@85", "strict_NoF@90",
+              "spc_s", "spi_s", "time_s", "clicks", "n_clicks", "target_iou", "eval_mode",
+              "with_flip", "infer_size"]
+    new_file = not csv_path.exists()
+    with open(csv_path, "a", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        if new_file:
+            writer.writeheader()
+        for r in records:
+            writer.writerow(r)
+    json_path = output_dir / f"{stem}.json"
+    existing: List[Dict[str, Any]] = []
+    if json_path.exists():
+        try:
+            existing = json.loads(json_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            logger.warning("%s is not valid JSON; starting a new list", json_path)
+    tmp = json_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(existing + records, indent=2, default=str), encoding="utf-8")
+    os.replace(tmp, json_path)
+
+
+def run_evaluation(args: argparse.Namespace) -> List[Dict[str, Any]]:
+    """Validate, evaluate every (checkpoint, dataset), write all outputs; returns the records."""
+    plan = prepare(args)
+    from ..model import load_is_model  # deferred: model-free predictors need no model code
+
+    tau_stop = stop_iou(args.target_iou, args.iou_analysis or args.print_ious, args.min_n_clicks)
+    iou_thrs = get_iou_thresholds(args.target_iou if tau_stop <= 1.0 else 0.95)
+    extra = percent_key(args.target_iou) if int(100 * args.target_iou) not in (80, 85, 90) else None
+    if extra and extra not in {percent_key(t) for t in iou_thrs} and args.target_iou <= 1.0:
+        iou_thrs.append(args.target_iou)
+    suffix = f"{args.eval_mode}_{args.n_clicks}"
+    records: List[Dict[str, Any]] = []
+    ious_dir = plan.output_dir / "ious"
+    ious_dir.mkdir(exist_ok=True)
+    for checkpoint in plan.checkpoints:
+        model = load_is_model(checkpoint, plan.device) if checkpoint is not None else None
+        predictor_name = predictor_name_for_mode(args.mode, model)
+        ckpt_name = checkpoint.stem if checkpoint is not None else "none"
+        rows = []
+        for ds_name, dataset in plan.datasets.items():
+            predictor = get_predictor(
+                predictor_name, model, plan.device, clicks_limit=args.clicks_limit,
+                with_flip=args.with_flip, infer_size=args.infer_size,
+                target_crop_r=args.target_crop_r, focus_crop_r=args.focus_crop_r,
+                focus_strategy=args.focus_strategy, crop_mode=args.crop_mode,
+                zoom_in=_zoom_in_for(args, ds_name))
+            indices = None
+            if args.max_samples is not None:
+                indices = list(range(min(len(dataset), args.max_samples)))
+            callback = None
+            if args.vis_preds:
+                vis_dir = plan.output_dir / "vis" / ckpt_name / ds_name
+                vis_dir.mkdir(parents=True, exist_ok=True)
+
+                def callback(image, gt_mask, probs, sample_id, click_indx, clicks, _d=vis_dir):
+                    vis = draw_prediction(image, probs, clicks, args.thresh, gt_mask)
+                    cv2.imwrite(str(_d / f"{sample_id}_{click_indx + 1:02d}.jpg"),
+                                cv2.cvtColor(vis, cv2.COLOR_RGB2BGR))
+            logger.info("Evaluating %s on %s (%s, predictor %s, %s samples) on %s", ckpt_name,
+                        ds_name, args.mode, predictor_name,
+                        len(indices) if indices is not None else len(dataset), plan.device)
+            stats: Dict[str, Any] = {}
+            all_ious, elapsed = evaluate_dataset(
+                dataset, predictor, indices=indices, callback=callback, stats=stats,
+                max_iou_thr=tau_stop, pred_thr=args.thresh, min_clicks=args.min_n_clicks,
+                max_clicks=args.n_clicks)
+            noc, nof = compute_noc_metric(all_ious, iou_thrs, args.n_clicks)
+            clicks = int(stats.get("clicks", 0))
+            record: Dict[str, Any] = {
+                "date": f"{datetime.now():%Y-%m-%d %H:%M:%S}", "model": plan.model_name,
+                "checkpoint": str(checkpoint) if checkpoint else "", "predictor": predictor_name,
+                "dataset": ds_name, "num_samples": len(all_ious), "clicks": clicks,
+                "spc_s": elapsed / max(clicks, 1), "spi_s": elapsed / max(len(all_ious), 1),
+                "time_s": elapsed, "model_s": stats.get("model_s", 0.0),
+                "n_clicks": args.n_clicks, "target_iou": args.target_iou,
+                "eval_mode": args.eval_mode, "with_flip": args.with_flip,
+                "infer_size": getattr(predictor, "infer_size", None)}
+            for thr, n, f in zip(iou_thrs, noc, nof):
+                record[f"NoC@{percent_key(thr)}"] = n
+                record[f"NoF@{percent_key(thr)}"] = f
+            for thr in (0.85, 0.90):
+                if thr <= tau_stop:
+                    record[f"strict_NoF@{percent_key(thr)}"] = compute_strict_nof(all_ious, thr)
+            if tau_stop > 1.0:
+                record["mIoU_per_click"] = [round(float(v), 6) for v in mean_iou_per_click(all_ious)]
+            meta = {k: record[k] for k in ("model", "checkpoint", "predictor", "dataset",
+                                           "n_clicks", "eval_mode", "with_flip")}
+            meta["max_iou_thr"] = tau_stop
+            stem = f"{ds_name}_{ckpt_name}_{predictor_name}_{args.eval_mode}"
+            _save_ious(ious_dir / f"{stem}.npz", all_ious, stats.get("sample_ids", []), meta,
+                       args.n_clicks)
+            if args.save_ious:
+                with open(ious_dir / f"{stem}.pkl", "wb") as f:
+                    pickle.dump({"all_ious": all_ious, "elapsed_time": elapsed}, f)
+            if args.print_ious:
+                for sid, ious in zip(stats.get("sample_ids", []), all_ious):
+                    print(f"{ds_name} {sid}: " + " ".join(f"{v:.4f}" for v in ious))
+            if tau_stop > 1.0:
+                miou = record["mIoU_per_click"]
+                print(f"{ds_name} mIoU@k: " + ", ".join(f"{k + 1}:{v:.4f}" for k, v in enumerate(miou)))
+            records.append(record)
+            rows.append(record)
+        table = results_table(rows, args.n_clicks, extra)
+        header = f"Eval results for model: {plan.model_name} ({ckpt_name})"
+        print(f"{header}\n{table}")
+        plan.tables.append(table)
+        _append_records(plan.output_dir, f"results_{args.mode}_{suffix}", rows,
+                        f"{header}\n{table}")
+    logger.info("Results written to %s", plan.output_dir)
+    return records
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point; returns the exit status (2 on bad input, with the reason on stderr)."""
+    args = parse_args(argv)
+    if not logger.handlers:
+        setup_logging()
+    try:
+        run_evaluation(args)
+    except EvaluationSetupError as e:
+        print(f"evaluate_model.py: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+__all__ = ["EVAL_DATASETS", "EvaluationSetupError", "draw_prediction", "find_checkpoint",
+           "find_exp_checkpoints", "load_ious", "main", "parse_args", "prepare", "results_table",
+           "run_evaluation"]

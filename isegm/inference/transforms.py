@@ -1,0 +1,237 @@
+"""Crops used at inference (evaluation-protocol.md §4-5).
+
+- `ZoomIn`: RITM's stateful zoom-in (rule 28, `--eval-mode=cvpr`; rule 29, `fixed<S>`).
+- `target_crop_roi`: the FocalClick/IGLR target crop (rules 31-32), recomputed at every click.
+- `focus_crop`: the IGLR/FocalClick focus region for the refiner (rule 35), with the named
+  strategies of `FOCUS_STRATEGIES` ('diff' is the released behaviour).
+
+ROIs named `roi` are inclusive (rmin, rmax, cmin, cmax) like RITM's; focus boxes are half-open
+(y1, y2, x1, x2).
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple, Union
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .clicker import Click
+from .utils import get_bbox_from_mask
+
+Roi = Tuple[int, int, int, int]
+FOCUS_STRATEGIES = ("diff", "click_square", "whole_object")
+
+
+def resize_bilinear(tensor: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize with align_corners=True of a (B, C, H, W) tensor (no-op on equal size)."""
+    if tuple(tensor.shape[-2:]) == tuple(size):
+        return tensor
+    return F.interpolate(tensor, size=size, mode="bilinear", align_corners=True)
+
+
+def expand_bbox(bbox: Roi, expand_ratio: float, min_crop_size: Optional[float] = None) -> Roi:
+    """Scale an inclusive box about its centre to expand_ratio * (extent + 1), at least
+    `min_crop_size`; corners rounded with Python's round (half to even), rule 28b."""
+    rmin, rmax, cmin, cmax = bbox
+    rcenter = 0.5 * (rmin + rmax)
+    ccenter = 0.5 * (cmin + cmax)
+    height = expand_ratio * (rmax - rmin + 1)
+    width = expand_ratio * (cmax - cmin + 1)
+    if min_crop_size is not None:
+        height = max(height, min_crop_size)
+        width = max(width, min_crop_size)
+    return (int(round(rcenter - 0.5 * height)), int(round(rcenter + 0.5 * height)),
+            int(round(ccenter - 0.5 * width)), int(round(ccenter + 0.5 * width)))
+
+
+def clamp_bbox(bbox: Roi, rmin: int, rmax: int, cmin: int, cmax: int) -> Roi:
+    return (max(rmin, bbox[0]), min(rmax, bbox[1]), max(cmin, bbox[2]), min(cmax, bbox[3]))
+
+
+def get_object_roi(pred_mask: np.ndarray, clicks: Sequence[Click], expansion_ratio: float,
+                   min_crop_size: float) -> Roi:
+    """Inclusive ROI around (mask united with the positive click pixels), expanded and clamped."""
+    mask = np.asarray(pred_mask, dtype=bool).copy()
+    for click in clicks:
+        if click.is_positive:
+            mask[int(click.coords[0]), int(click.coords[1])] = True
+    bbox = get_bbox_from_mask(mask)
+    if bbox is None:
+        raise ValueError("get_object_roi needs a non-empty mask or a positive click")
+    bbox = expand_bbox(bbox, expansion_ratio, min_crop_size)
+    h, w = mask.shape
+    return clamp_bbox(bbox, 0, h - 1, 0, w - 1)
+
+
+def segments_iou(s1: Tuple[int, int], s2: Tuple[int, int]) -> float:
+    """1-D IoU of inclusive integer intervals."""
+    a, b = s1
+    c, d = s2
+    intersection = max(0, min(b, d) - max(a, c) + 1)
+    union = max(1e-6, max(b, d) - min(a, c) + 1)
+    return intersection / union
+
+
+def get_bbox_iou(b1: Roi, b2: Roi) -> float:
+    """Product of the row and column interval IoUs (rule 28c)."""
+    return segments_iou(b1[:2], b2[:2]) * segments_iou(b1[2:4], b2[2:4])
+
+
+def check_object_roi(roi: Roi, clicks: Sequence[Click]) -> bool:
+    """True iff every positive click lies in [rmin, rmax) x [cmin, cmax) (rule 28c)."""
+    for click in clicks:
+        if click.is_positive:
+            y, x = click.coords
+            if y < roi[0] or y >= roi[1] or x < roi[2] or x >= roi[3]:
+                return False
+    return True
+
+
+def map_clicks(clicks: Sequence[Click], roi: Roi, new_size: Tuple[int, int]) -> list:
+    """Clicks into an inclusive ROI resized to new_size: y' = h_new * (y - rmin) / h."""
+    rmin, rmax, cmin, cmax = roi
+    h, w = rmax - rmin + 1, cmax - cmin + 1
+    return [c.copy(coords=(new_size[0] * (c.coords[0] - rmin) / h,
+                           new_size[1] * (c.coords[1] - cmin) / w)) for c in clicks]
+
+
+class ZoomIn:
+    """RITM zoom-in (rules 28-29); state lives across the clicks of one sample.
+
+    target_size: int (longest side, aspect kept; up-sampling allowed) or (h, w) (fixed, aspect
+    ignored). skip_clicks: clicks processed on the full image at native resolution (1 for cvpr,
+    -1 for fixed). prob_thresh 0.50 as in RITM.
+    """
+
+    def __init__(self, target_size: Union[int, Tuple[int, int]] = 400, skip_clicks: int = 1,
+                 expansion_ratio: float = 1.4, min_crop_size: int = 200,
+                 recompute_thresh_iou: float = 0.5, prob_thresh: float = 0.50):
+        self.target_size = target_size
+        self.skip_clicks = skip_clicks
+        self.expansion_ratio = expansion_ratio
+        self.min_crop_size = min_crop_size
+        self.recompute_thresh_iou = recompute_thresh_iou
+        self.prob_thresh = prob_thresh
+        self.reset()
+
+    def reset(self) -> None:
+        self._object_roi: Optional[Roi] = None
+        self._prev_probs: Optional[np.ndarray] = None
+        self._roi_size: Optional[Tuple[int, int]] = None
+        self.image_changed = False
+
+    def _roi_output_size(self, roi: Roi) -> Tuple[int, int]:
+        h, w = roi[1] - roi[0] + 1, roi[3] - roi[2] + 1
+        if isinstance(self.target_size, (tuple, list)):
+            return int(self.target_size[0]), int(self.target_size[1])
+        scale = self.target_size / max(h, w)
+        return int(round(h * scale)), int(round(w * scale))
+
+    def transform(self, image_nd: torch.Tensor, clicks: Sequence[Click]) -> Tuple[torch.Tensor, list]:
+        """image_nd (1, C, H, W) -> (cropped and resized (1, C, h', w'), clicks in its coords)."""
+        self.image_changed = False
+        clicks = list(clicks)
+        if len(clicks) <= self.skip_clicks:
+            return image_nd, clicks
+        current_roi = None
+        if self._prev_probs is not None:
+            mask = self._prev_probs > self.prob_thresh
+            if mask.any():
+                current_roi = get_object_roi(mask, clicks, self.expansion_ratio, self.min_crop_size)
+        if current_roi is None:
+            if self.skip_clicks >= 0:
+                return image_nd, clicks  # rule 28f: an old ROI may still receive the output
+            current_roi = (0, image_nd.shape[2] - 1, 0, image_nd.shape[3] - 1)
+        update = (self._object_roi is None or not check_object_roi(self._object_roi, clicks)
+                  or get_bbox_iou(current_roi, self._object_roi) < self.recompute_thresh_iou)
+        if update:
+            self._object_roi = current_roi
+            self.image_changed = True
+        rmin, rmax, cmin, cmax = self._object_roi
+        size = self._roi_output_size(self._object_roi)
+        roi_image = resize_bilinear(image_nd[:, :, rmin:rmax + 1, cmin:cmax + 1], size)
+        return roi_image, map_clicks(clicks, self._object_roi, size)
+
+    def inv_transform(self, prob_map: torch.Tensor, full_size: Tuple[int, int]) -> torch.Tensor:
+        """prob_map (1, 1, h', w') -> (1, 1, H, W): resized into the stored ROI, zero outside."""
+        if self._object_roi is None:
+            self._prev_probs = prob_map[0, 0].detach().cpu().numpy()
+            return prob_map
+        rmin, rmax, cmin, cmax = self._object_roi
+        roi_probs = resize_bilinear(prob_map, (rmax - rmin + 1, cmax - cmin + 1))
+        out = torch.zeros((1, 1) + tuple(full_size), dtype=prob_map.dtype, device=prob_map.device)
+        out[:, :, rmin:rmax + 1, cmin:cmax + 1] = roi_probs
+        self._prev_probs = out[0, 0].detach().cpu().numpy()
+        return out
+
+
+def target_crop_roi(prev_prob: Optional[np.ndarray], clicks: Sequence[Click], image_size: Tuple[int, int],
+                    expansion_ratio: float = 1.4, min_crop_size: int = 10,
+                    prob_thresh: float = 0.49) -> Roi:
+    """FocalClick/IGLR target crop (rule 31), inclusive: the whole image at click 1 or when the
+    previous mask (> 0.49) is empty, otherwise the expanded box of mask + positive clicks."""
+    h, w = image_size
+    full = (0, h - 1, 0, w - 1)
+    if len(clicks) <= 1 or prev_prob is None:
+        return full
+    mask = np.asarray(prev_prob) > prob_thresh
+    if not mask.any():
+        return full
+    return get_object_roi(mask, clicks, expansion_ratio, min_crop_size)
+
+
+def _focus_bbox(mask: np.ndarray) -> Tuple[int, int, int, int]:
+    """(ymin, ymax, xmin, xmax) of a mask; the whole image (0, H, 0, W) under 10 pixels."""
+    h, w = mask.shape
+    if mask.sum() < 10:
+        return 0, h, 0, w
+    return get_bbox_from_mask(mask)  # type: ignore[return-value]
+
+
+def focus_crop(coarse_logits: np.ndarray, prev_prob: np.ndarray, target_box: Tuple[int, int, int, int],
+               click: Tuple[float, float], strategy: str = "diff", expand_ratio: float = 1.4,
+               thresh: float = 0.49) -> Optional[Tuple[int, int, int, int]]:
+    """Half-open focus box (y1, y2, x1, x2) for the refiner (rule 35), or None if empty.
+
+    coarse_logits: HxW full-resolution coarse logits (-inf outside the target crop).
+    prev_prob: HxW previous final probabilities. target_box: half-open target crop.
+    strategy: 'diff' (the connected XOR component at the click, else a square around the click),
+    'click_square' (always the square), 'whole_object' (the coarse object's box).
+    """
+    if strategy not in FOCUS_STRATEGIES:
+        raise KeyError(f"unknown focus strategy '{strategy}'; known: {', '.join(FOCUS_STRATEGIES)}")
+    pred = np.asarray(coarse_logits) > thresh
+    prev = np.asarray(prev_prob) > thresh
+    y, x = int(click[0]), int(click[1])
+    py1, py2, px1, px2 = _focus_bbox(pred)
+    hp, wp = py2 - py1, px2 - px1
+    square = None
+    r = 0.2 * max(hp, wp)
+    if strategy == "whole_object":
+        box = (py1, py2, px1, px2)
+    elif strategy == "click_square":
+        box = (y - r, y + r, x - r, x + r)
+    elif not prev.any():
+        box = (py1, py2, px1, px2)
+    else:
+        diff = np.logical_xor(pred, prev).astype(np.uint8)
+        _, labels = cv2.connectedComponents(diff, connectivity=8)
+        component = labels == labels[y, x]
+        dy1, dy2, dx1, dx2 = _focus_bbox(component)
+        if (dy2 - dy1) < hp / 3 or (dx2 - dx1) < wp / 3:
+            square = (y - r, y + r, x - r, x + r)
+        box = square if square is not None else (dy1, dy2, dx1, dx2)
+    y1, y2, x1, x2 = box
+    cy, cx = 0.5 * (y1 + y2), 0.5 * (x1 + x2)
+    hh = expand_ratio * (y2 - y1 + 1) / 2
+    hw = expand_ratio * (x2 - x1 + 1) / 2
+    y1, y2, x1, x2 = int(cy - hh), int(cy + hh), int(cx - hw), int(cx + hw)
+    ty1, ty2, tx1, tx2 = target_box
+    h, w = pred.shape
+    y1, y2 = max(y1, ty1, 0), min(y2, ty2, h)
+    x1, x2 = max(x1, tx1, 0), min(x2, tx2, w)
+    if y2 - y1 < 1 or x2 - x1 < 1:
+        return None
+    return y1, y2, x1, x2

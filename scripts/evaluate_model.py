@@ -1,0 +1,18 @@
+"""NoC evaluation of interactive segmentation models (RITM protocol); see isegm/inference/runner.py.
+
+    python scripts/evaluate_model.py NoBRS --gpu=0 --checkpoint=<file or name> --eval-mode=cvpr \
+        --datasets=GrabCut,Berkeley,DAVIS,SBD
+    python scripts/evaluate_model.py NoBRS --exp-path=iglr/segformerB0_S2_sbd/000 --datasets=GrabCut
+    python scripts/evaluate_model.py cv_grabcut --datasets=GrabCut      # weight-free reference row
+"""
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from isegm.inference.runner import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main())
