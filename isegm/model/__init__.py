@@ -5,8 +5,10 @@ from .is_model import IGLRModel, load_is_model, save_is_model
 from .layers import IGA_TERMS
 from .mit import BACKBONES, MIT_CONFIGS, MixVisionTransformer
 from .ops import click_maps, points_to_crop, roi_align
+from .pretrained import LoadReport, PretrainedLoadError, convert_mit_state_dict, load_pretrained_mit
 from .refiner import LocalRefiner
 
-__all__ = ["BACKBONES", "IGA_TERMS", "IGLRModel", "LocalRefiner", "MIT_CONFIGS",
-           "MixVisionTransformer", "SegFormerHead", "click_maps", "load_is_model",
-           "points_to_crop", "roi_align", "save_is_model"]
+__all__ = ["BACKBONES", "IGA_TERMS", "IGLRModel", "LoadReport", "LocalRefiner", "MIT_CONFIGS",
+           "MixVisionTransformer", "PretrainedLoadError", "SegFormerHead", "click_maps",
+           "convert_mit_state_dict", "load_is_model", "load_pretrained_mit", "points_to_crop",
+           "roi_align", "save_is_model"]

@@ -13,7 +13,7 @@ embeddings, `q`/`kv`/`proj`/`sr`/`norm` in attention, `fc1`/`dwconv.dwconv`/`fc2
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -172,21 +172,35 @@ class EfficientAttention(nn.Module):
         b, _, _, nk = bias.shape
         return bias.expand(b, heads, nq, nk)
 
-    def forward(self, x: torch.Tensor, h: int, w: int,
-                iga: Optional[IGAMaps] = None) -> torch.Tensor:
-        """x: (B, N, C) tokens of an h x w grid -> (B, N, C)."""
+    def _qkv(self, x: torch.Tensor, h: int, w: int) -> Tuple[torch.Tensor, ...]:
         b, n, c = x.shape
         heads = self.num_heads
         q = self.q(x).view(b, n, heads, c // heads).transpose(1, 2)
         if self.sr_ratio > 1:
             x = self.norm(map_to_tokens(self.sr(tokens_to_map(x, h, w))))
-        nk = x.shape[1]
-        kv = self.kv(x).view(b, nk, 2, heads, c // heads).permute(2, 0, 3, 1, 4)
+        kv = self.kv(x).view(b, x.shape[1], 2, heads, c // heads).permute(2, 0, 3, 1, 4)
+        return q, kv[0], kv[1]
+
+    def forward(self, x: torch.Tensor, h: int, w: int,
+                iga: Optional[IGAMaps] = None) -> torch.Tensor:
+        """x: (B, N, C) tokens of an h x w grid -> (B, N, C)."""
+        b, n, c = x.shape
+        q, k, v = self._qkv(x, h, w)
         mask = None
         if iga is not None and self.iga_terms:
             mask = self.iga_bias(iga, n).to(q.dtype)
-        out = F.scaled_dot_product_attention(q, kv[0], kv[1], attn_mask=mask)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.proj(out.transpose(1, 2).reshape(b, n, c))
+
+    def attention_weights(self, x: torch.Tensor, h: int, w: int,
+                          iga: Optional[IGAMaps] = None) -> torch.Tensor:
+        """Explicit softmax attention probabilities (B, heads, Nq, Nk), for inspection and
+        tests (the forward pass uses the fused kernel instead)."""
+        q, k, _ = self._qkv(x, h, w)
+        logits = q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5
+        if iga is not None and self.iga_terms:
+            logits = logits + self.iga_bias(iga, x.shape[1])
+        return logits.softmax(dim=-1)
 
 
 class DWConv(nn.Module):

@@ -108,12 +108,17 @@ class MixVisionTransformer(nn.Module):
         outs = []
         for s in range(4):
             tokens, h, w = getattr(self, f"patch_embed{s + 1}")(x)
+            sr = self.config.sr_ratios[s]
+            if h < sr or w < sr:
+                raise ValueError(f"backbone input too small: stage {s + 1} grid {h}x{w} is "
+                                 f"smaller than its spatial reduction {sr}; MiT needs inputs "
+                                 f"of at least 32x32 px (64x64 with pipeline 's1')")
             if s == 0 and self.in_interaction > 0:
                 extra, _, _ = self.interaction_embed(interaction)
                 tokens = tokens + self.interaction_scale * extra
             iga = None
             if s in self.iga_stages:
-                iga = IGAMaps.build(interaction, h, w, self.config.sr_ratios[s], self.iga_terms)
+                iga = IGAMaps.build(interaction, h, w, sr, self.iga_terms)
             for block in getattr(self, f"block{s + 1}"):
                 tokens = block(tokens, h, w, iga)
             tokens = getattr(self, f"norm{s + 1}")(tokens)
