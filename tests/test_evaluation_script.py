@@ -110,3 +110,20 @@ def test_exp_path_and_main_exit_code(env, b0_checkpoint, capsys):
     assert [p.name for p in found] == ["010.pth", "last_checkpoint.pth"]
     assert main(["NoBRS", "--exp-path=iglr/b0_test/999", "--datasets=GrabCut"]) == 2
     assert "is not a run folder" in capsys.readouterr().err
+
+
+def test_plot_ious_analysis(env):
+    logs = env / "logs"
+    for mode in ("oracle", "empty"):
+        run_evaluation(parse_args([mode, "--datasets=GrabCut", "--max-samples=2", "--n-clicks=5",
+                                   "--iou-analysis", f"--logs-path={logs}"]))
+    output = env / "curves.png"
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "plot_ious_analysis.py"),
+                           f"--folder={logs}", f"--output={output}"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert output.stat().st_size > 5000 and output.read_bytes()[:4] == b"\x89PNG"
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "plot_ious_analysis.py"),
+                           f"--files={env / 'none.npz'}", f"--output={output}"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "does not exist" in proc.stderr
