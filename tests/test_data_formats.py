@@ -3,7 +3,6 @@ import pickle
 
 import cv2
 import numpy as np
-import pytest
 from PIL import Image
 from scipy.io import loadmat, savemat
 

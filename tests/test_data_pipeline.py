@@ -8,7 +8,6 @@ import torch
 from isegm.data.compose import ComposeDataset, ProportionalComposeDataset
 from isegm.data.datasets import SyntheticDataset
 from isegm.data.points_sampler import MultiPointSampler
-from isegm.data.sample import DSample
 from isegm.data.transforms import (ObjectCentricCrop, UniformRandomResize, build_train_augmentator,
                                    build_val_augmentator)
 from isegm.utils.log import logger

@@ -120,6 +120,9 @@ class ISDataset(torch.utils.data.Dataset):
                 break
         if len(sample) == 0:
             self.stats['background_only_items'] += 1
+            if had_objects:
+                logger.debug(f"{self.name}: sample '{sample.sample_id}' kept without objects after "
+                             f"augmentation ({self.stats['background_only_items']} such items)")
         return sample
 
     def _log_dropped(self, sample: DSample, dropped: int) -> None:
