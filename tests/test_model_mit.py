@@ -1,5 +1,7 @@
 """MiT backbone with Interaction-Guided Attention: exactness at zero coefficients, effect of the
 bias, official parameter names, the fused head."""
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -19,8 +21,22 @@ def _inputs(h=64, w=96, batch=2, seed=0):
     return image, torch.cat([maps, prev], 1)
 
 
-def _pair(name):
+@pytest.fixture(scope="module")
+def b5():
     torch.manual_seed(0)
+    return BACKBONES.get("mit_b5")(drop_path_rate=0.1)
+
+
+def _pair(name, b5):
+    """An IGA backbone and the same weights with IGA disabled. B0-B3: a second backbone built
+    with iga_stages=() (no IGA parameters at all); B4/B5 (slow to build): the same module with
+    its IGA stages switched off at run time, which also skips building any bias."""
+    torch.manual_seed(0)
+    if name in ("mit_b4", "mit_b5"):
+        iga = (b5 if name == "mit_b5" else BACKBONES.get(name)()).eval()  # eval: no drop path
+        plain = copy.copy(iga)  # shallow: shares every parameter
+        plain.iga_stages = ()
+        return iga, plain
     iga = BACKBONES.get(name)(iga_stages=(0, 1, 2, 3), drop_path_rate=0.0).eval()
     plain = BACKBONES.get(name)(iga_stages=(), drop_path_rate=0.0).eval()
     result = plain.load_state_dict(iga.state_dict(), strict=False)
@@ -36,8 +52,8 @@ def test_registry_lists_all_variants_and_fails_loudly():
 
 
 @pytest.mark.parametrize("name", list(MIT_CONFIGS))
-def test_zero_iga_equals_plain_and_nonzero_differs(name):
-    iga, plain = _pair(name)
+def test_zero_iga_equals_plain_and_nonzero_differs(name, b5):
+    iga, plain = _pair(name, b5)
     h, w = (64, 96) if name in ("mit_b0", "mit_b1", "mit_b2", "mit_b3") else (32, 64)
     image, inter = _inputs(h, w)
     with torch.no_grad():
@@ -46,10 +62,13 @@ def test_zero_iga_equals_plain_and_nonzero_differs(name):
         for a, b in zip(out_iga, out_plain):
             assert a.shape == b.shape
             torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-5)
-        for name_, p in iga.named_parameters():
-            if ".iga_" in name_:
-                p.fill_(2.0)
+        coefs = [p for name_, p in iga.named_parameters() if ".iga_" in name_]
+        assert coefs and all(p.abs().max() == 0 for p in coefs)  # zero-initialised
+        for p in coefs:
+            p.fill_(2.0)
         changed = iga(image, inter)
+        for p in coefs:
+            p.zero_()
     assert all((a - b).abs().max() > 1e-3 for a, b in zip(changed, out_plain))
 
 
@@ -68,12 +87,12 @@ def test_parameter_names_match_official_mit():
         "block1.0.attn.iga_feedback", "block1.0.attn.iga_neg", "block1.0.attn.iga_pos"]
 
 
-def test_standard_widths_depths_and_b5_builds():
-    b5 = BACKBONES.get("mit_b5")(drop_path_rate=0.1)
+def test_standard_widths_depths_and_b5_builds(b5):
     assert [len(getattr(b5, f"block{s}")) for s in range(1, 5)] == [3, 6, 40, 3]
     assert b5.embed_dims == (64, 128, 320, 512)
     n_params = sum(p.numel() for k, p in b5.named_parameters() if k not in b5.new_keys())
     assert 81e6 < n_params < 82.5e6  # ImageNet MiT-B5 without its classifier: ~81.4M
+    assert b5.block3[39].mlp.fc1.weight.shape == (1280, 320)
     assert b5.block3[39].drop_path.drop_prob == pytest.approx(0.1 * 48 / 51)
 
 

@@ -6,6 +6,7 @@ then a 1x1 classifier. Channel mixing commutes with bilinear upsampling (whose w
 so  F(concat_i up(L_i x_i)) = sum_i up((F_i L_i) x_i + F_i b_i).  The fused path composes the
 small matrices F_i L_i (D x C_i) on the fly and applies each at its stage's own resolution: the
 expensive 4D -> D conv over the 1/4 grid disappears, and only D-channel maps are upsampled.
+In eval mode the BatchNorm (a per-channel affine map) is folded into the same weights as well.
 Parameters (and so training and checkpoints) are those of the textbook head; `fused=False`
 runs the textbook path, which tests compare against.
 """
@@ -55,6 +56,11 @@ class SegFormerHead(nn.Module):
         size = feats[0].shape[-2:]
         if self.fused:
             weights, bias = self._composed()
+            fold_bn = not self.bn.training
+            if fold_bn:  # eval: BN is an affine map per channel, fold it into the weights
+                scale = self.bn.weight * torch.rsqrt(self.bn.running_var + self.bn.eps)
+                weights = [wt * scale[:, None] for wt in weights]
+                bias = (bias - self.bn.running_mean) * scale + self.bn.bias
             x = None
             for i in reversed(range(len(feats))):
                 f = feats[i]
@@ -64,6 +70,7 @@ class SegFormerHead(nn.Module):
                 if (h, w) != size:
                     y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
                 x = y if x is None else x.add_(y)
+            feature = F.relu(x, inplace=True) if fold_bn else F.relu(self.bn(x), inplace=True)
         else:
             ups = []
             for f, lin in zip(feats, self.linear_c):
@@ -72,6 +79,5 @@ class SegFormerHead(nn.Module):
                 if (h, w) != size:
                     y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
                 ups.append(y)
-            x = self.linear_fuse(torch.cat(ups, dim=1))
-        feature = F.relu(self.bn(x), inplace=True)
+            feature = F.relu(self.bn(self.linear_fuse(torch.cat(ups, dim=1))), inplace=True)
         return self.classifier(self.dropout(feature)), feature

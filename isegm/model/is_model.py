@@ -84,6 +84,8 @@ class IGLRModel(nn.Module):
         self.refiner = LocalRefiner(decoder_dim) if use_refiner else None
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), False)
+        # Convolutions run channels-last on CPU (token maps are channels-last views already).
+        self.to(memory_format=torch.channels_last)
 
     def normalize(self, image: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) in [0, 1] -> ImageNet-normalised."""
