@@ -63,19 +63,24 @@ def squared_edt_padded(mask: np.ndarray) -> np.ndarray:
     outside the mask, where the mask is first padded with a one-pixel ring of False (so the image
     border is a boundary and a border pixel of the mask has distance 1). 0 outside the mask."""
     mask = np.asarray(mask, dtype=bool)
-    h, w = mask.shape
-    out = np.zeros((h, w), dtype=np.int64)
-    if not mask.any():
+    out = np.zeros(mask.shape, dtype=np.int64)
+    rows_any = np.flatnonzero(mask.any(axis=1))
+    if len(rows_any) == 0:
         return out
-    padded = np.pad(mask, 1, mode="constant", constant_values=False)
+    cols_any = np.flatnonzero(mask.any(axis=0))
+    # Exact on the mask's bounding box: the one-pixel ring around it is all False (image
+    # padding or background), and for any pixel inside, the nearest False pixel outside the
+    # box is never closer than that ring.
+    r0, r1, c0, c1 = rows_any[0], rows_any[-1] + 1, cols_any[0], cols_any[-1] + 1
+    crop = mask[r0:r1, c0:c1]
+    padded = np.pad(crop, 1, mode="constant", constant_values=False)
     indices = ndimage.distance_transform_edt(padded, return_distances=False, return_indices=True)
-    rows = np.arange(h + 2, dtype=np.int64)[:, None]
-    cols = np.arange(w + 2, dtype=np.int64)[None, :]
-    dy = indices[0].astype(np.int64) - rows
-    dx = indices[1].astype(np.int64) - cols
-    sq = dy * dy + dx * dx
-    out[:] = sq[1:-1, 1:-1]
-    out[~mask] = 0
+    h, w = padded.shape
+    dy = indices[0].astype(np.int64) - np.arange(h, dtype=np.int64)[:, None]
+    dx = indices[1].astype(np.int64) - np.arange(w, dtype=np.int64)[None, :]
+    sq = (dy * dy + dx * dx)[1:-1, 1:-1]
+    sq[~crop] = 0
+    out[r0:r1, c0:c1] = sq
     return out
 
 

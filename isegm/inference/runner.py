@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -379,8 +379,13 @@ def _append_records(output_dir: Path, stem: str, records: List[Dict[str, Any]], 
     os.replace(tmp, json_path)
 
 
-def run_evaluation(args: argparse.Namespace) -> List[Dict[str, Any]]:
-    """Validate, evaluate every (checkpoint, dataset), write all outputs; returns the records."""
+def run_evaluation(args: argparse.Namespace,
+                   echo: Optional[Callable[[str], None]] = None) -> List[Dict[str, Any]]:
+    """Validate, evaluate every (checkpoint, dataset), write all outputs; returns the records.
+
+    `echo` receives the final text (tables, --print-ious series, mIoU per click); by default
+    it goes to the project logger (`main` prints it)."""
+    echo = echo or logger.info
     plan = prepare(args)
     from ..model import load_is_model  # deferred: model-free predictors need no model code
 
@@ -455,15 +460,15 @@ def run_evaluation(args: argparse.Namespace) -> List[Dict[str, Any]]:
                     pickle.dump({"all_ious": all_ious, "elapsed_time": elapsed}, f)
             if args.print_ious:
                 for sid, ious in zip(stats.get("sample_ids", []), all_ious):
-                    print(f"{ds_name} {sid}: " + " ".join(f"{v:.4f}" for v in ious))
+                    echo(f"{ds_name} {sid}: " + " ".join(f"{v:.4f}" for v in ious))
             if tau_stop > 1.0:
                 miou = record["mIoU_per_click"]
-                print(f"{ds_name} mIoU@k: " + ", ".join(f"{k + 1}:{v:.4f}" for k, v in enumerate(miou)))
+                echo(f"{ds_name} mIoU@k: " + ", ".join(f"{k + 1}:{v:.4f}" for k, v in enumerate(miou)))
             records.append(record)
             rows.append(record)
         table = results_table(rows, args.n_clicks, extra)
         header = f"Eval results for model: {plan.model_name} ({ckpt_name})"
-        print(f"{header}\n{table}")
+        echo(f"{header}\n{table}")
         plan.tables.append(table)
         _append_records(plan.output_dir, f"results_{args.mode}_{suffix}", rows,
                         f"{header}\n{table}")
@@ -477,7 +482,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not logger.handlers:
         setup_logging()
     try:
-        run_evaluation(args)
+        run_evaluation(args, echo=print)
     except EvaluationSetupError as e:
         print(f"evaluate_model.py: error: {e}", file=sys.stderr)
         return 2
