@@ -1,0 +1,230 @@
+"""Shared pieces of the training config modules: each module states only what differs.
+
+    # models/iglr/segformerB3_S2_cclvs.py
+    from isegm.engine import recipe
+    MODEL_NAME = "segformerB3_S2_cclvs"
+    RECIPE = recipe.COCO_LVIS.replace(backbone="mit_b3", batch_size=24)
+    BATCH_SIZE = RECIPE.batch_size
+    def init_model(cfg): return recipe.init_model(cfg, RECIPE)
+    def train(model, cfg, model_cfg): recipe.train(model, cfg, model_cfg, RECIPE)
+    def main(cfg): recipe.main(cfg, RECIPE)
+
+`Recipe` holds the model constructor arguments, data (datasets, crop, click sampler), loss
+weights and the schedule. Reference values follow spec §5 and protocol rule 54 (IGLR: M = 24,
+gamma 0.8, merge 0.15 of at most 2 objects, centre first click, 3 iterative rounds, 256x256 crop,
+click disks of radius 5, Adam lr 5e-4 with backbone lr x 0.1, multi-step decay).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import torch.nn as nn  # noqa: E402
+
+from isegm.engine.interaction import FocusBoxSampler  # noqa: E402
+from isegm.engine.losses import (BoundaryWeightedFocalLoss, LossSpec, NormalizedFocalLoss,  # noqa: E402
+                                 SigmoidBinaryCrossEntropyLoss)
+from isegm.engine.runconfig import RunConfig  # noqa: E402
+from isegm.utils.log import logger  # noqa: E402
+
+PRETRAINED_KEYS = {f"mit_b{i}": f"SEGFORMER_B{i}" for i in range(6)}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    # --- model (IGLRModel constructor) ---
+    backbone: str = "mit_b0"
+    pipeline: str = "s2"
+    model_kwargs: dict = field(default_factory=dict)  # other IGLRModel arguments (ablations)
+    pretrained: bool = True           # IMAGENET_PRETRAINED_MODELS.SEGFORMER_B* from configs.yml
+    # --- data ---
+    train_dataset: str = "SBD_Train"
+    train_dataset_kwargs: dict = field(default_factory=dict)
+    val_dataset: Optional[str] = "SBD_Train"   # the SBD val split as training-style items
+    val_dataset_kwargs: dict = field(default_factory=lambda: {"split": "val"})
+    crop_size: tuple = (256, 256)
+    num_max_points: int = 24
+    prob_gamma: float = 0.80
+    merge_objects_prob: float = 0.15
+    max_num_merged_objects: int = 2
+    first_click_center: bool = True
+    min_object_area: int = 80
+    keep_background_prob: float = 0.0
+    epoch_len: int = -1               # samples per epoch (-1: the whole training set)
+    val_epoch_len: int = 500
+    # --- losses (weights; 0 disables a term) ---
+    instance_loss_weight: float = 1.0      # normalised focal loss on the coarse output
+    aux_loss_weight: float = 0.4           # same loss on the 1/4-resolution logits
+    refined_loss_weight: float = 1.0       # boundary-weighted focal loss on the refined crop
+    boundary_loss_weight: float = 1.0      # BCE on the boundary logits vs dilate XOR erode
+    boundary_weight: float = 4.0           # extra weight of boundary-band pixels (refined loss)
+    band_ratio: float = 0.02               # band half-width / crop size
+    # --- interaction during training ---
+    max_num_next_clicks: int = 3
+    prev_mask_drop_prob: float = 0.0
+    focus_size_range: tuple = (0.3, 0.8)   # focus box side / object extent
+    # --- schedule ---
+    batch_size: int = 28
+    epochs: int = 230
+    lr: float = 5e-4
+    backbone_lr_mult: float = 0.1
+    milestones: tuple = (190, 220)
+    lr_gamma: float = 0.1
+    clip_grad_norm: Optional[float] = None
+    use_amp: bool = True
+    checkpoint_interval: int = 10
+    image_dump_interval: int = 500
+    log_interval: int = 10
+
+    def replace(self, **changes: Any) -> "Recipe":
+        """A copy with `changes`; `model_kwargs` entries are merged, not replaced."""
+        if "model_kwargs" in changes:
+            changes["model_kwargs"] = {**self.model_kwargs, **changes["model_kwargs"]}
+        return dataclasses.replace(self, **changes)
+
+    def model_params(self) -> dict[str, Any]:
+        return {"backbone": self.backbone, "pipeline": self.pipeline,
+                "infer_size": self.crop_size[0], **self.model_kwargs}
+
+
+# Reference recipes (spec §5).
+SBD = Recipe()
+COCO_LVIS = Recipe(train_dataset="COCO_LVIS",
+                   train_dataset_kwargs={"split": "train", "stuff_prob": 0.2},
+                   val_dataset="COCO_LVIS", val_dataset_kwargs={"split": "val"},
+                   min_object_area=1000, epoch_len=30000, epochs=85, milestones=(70, 80),
+                   batch_size=24)
+# CPU scale: the procedural dataset, small crops, minutes per run.
+SYNTHETIC_CPU = Recipe(train_dataset="Synthetic",
+                       train_dataset_kwargs={"num_samples": 2000, "image_size": (128, 128),
+                                             "split": "train"},
+                       val_dataset="Synthetic",
+                       val_dataset_kwargs={"num_samples": 48, "image_size": (128, 128),
+                                           "split": "val"},
+                       crop_size=(96, 96), num_max_points=12, min_object_area=30,
+                       model_kwargs={"refine_size": 64, "drop_path_rate": 0.0},
+                       pretrained=False, epoch_len=320, val_epoch_len=-1, batch_size=8,
+                       epochs=12, lr=1e-3, backbone_lr_mult=1.0, milestones=(9,),
+                       use_amp=False, checkpoint_interval=4, image_dump_interval=40,
+                       log_interval=5)
+
+
+def pretrained_path(cfg: RunConfig, backbone: str) -> Optional[str]:
+    """configs.yml IMAGENET_PRETRAINED_MODELS.SEGFORMER_B* if the file exists, else None
+    (with a logged warning: training starts from scratch)."""
+    key = PRETRAINED_KEYS.get(backbone)
+    if key is None:
+        logger.warning(f"no ImageNet weights are known for backbone '{backbone}': training it "
+                       f"from scratch")
+        return None
+    try:
+        path = cfg.paths.resolve(f"IMAGENET_PRETRAINED_MODELS.{key}")
+    except Exception as e:  # key absent from configs.yml
+        logger.warning(f"IMAGENET_PRETRAINED_MODELS.{key} is not configured ({e}): training "
+                       f"{backbone} from scratch")
+        return None
+    if not path.is_file():
+        logger.warning(f"ImageNet weights for {backbone} not found at '{path}' "
+                       f"(IMAGENET_PRETRAINED_MODELS.{key} in {cfg.paths.source}): training the "
+                       f"backbone FROM SCRATCH, which needs far longer schedules")
+        return None
+    return str(path)
+
+
+def init_model(cfg: RunConfig, recipe: Recipe) -> tuple[nn.Module, dict[str, Any]]:
+    """Build the IGLRModel of the recipe (with ImageNet MiT weights if configured)."""
+    from isegm.model import IGLRModel, load_pretrained_mit
+    model = IGLRModel(**recipe.model_params())
+    if recipe.pretrained and cfg.resume_checkpoint is None and cfg.weights is None:
+        path = pretrained_path(cfg, recipe.backbone)
+        if path is not None:
+            report = load_pretrained_mit(model.backbone, path)
+            logger.info(f"ImageNet weights loaded from {path}: {report}")
+    model_cfg = {"crop_size": tuple(recipe.crop_size), "num_max_points": recipe.num_max_points,
+                 "model": recipe.model_params()}
+    return model, model_cfg
+
+
+def build_datasets(cfg: RunConfig, recipe: Recipe):
+    """(trainset, valset or None); a missing dataset path raises before any other work."""
+    from isegm.data.points_sampler import MultiPointSampler
+    from isegm.data.transforms import build_train_augmentator, build_val_augmentator
+    from isegm.data.datasets import get_dataset
+    sampler = MultiPointSampler(recipe.num_max_points, prob_gamma=recipe.prob_gamma,
+                                merge_objects_prob=recipe.merge_objects_prob,
+                                max_num_merged_objects=recipe.max_num_merged_objects,
+                                first_click_center=recipe.first_click_center)
+    trainset = get_dataset(recipe.train_dataset, cfg.paths, for_training=True,
+                           augmentator=build_train_augmentator(tuple(recipe.crop_size)),
+                           points_sampler=sampler, min_object_area=recipe.min_object_area,
+                           keep_background_prob=recipe.keep_background_prob,
+                           epoch_len=recipe.epoch_len, **recipe.train_dataset_kwargs)
+    valset = None
+    if recipe.val_dataset:
+        val_sampler = MultiPointSampler(recipe.num_max_points, prob_gamma=recipe.prob_gamma,
+                                        first_click_center=recipe.first_click_center)
+        valset = get_dataset(recipe.val_dataset, cfg.paths, for_training=True,
+                             augmentator=build_val_augmentator(tuple(recipe.crop_size)),
+                             points_sampler=val_sampler, min_object_area=recipe.min_object_area,
+                             epoch_len=recipe.val_epoch_len, **recipe.val_dataset_kwargs)
+    return trainset, valset
+
+
+def loss_specs(recipe: Recipe, use_refiner: bool) -> list[LossSpec]:
+    """The declared loss terms (spec §5); terms of weight 0 are left out."""
+    specs = [
+        LossSpec("instance", recipe.instance_loss_weight, NormalizedFocalLoss(alpha=0.5, gamma=2),
+                 output="instances", target="instances"),
+        LossSpec("instance_aux", recipe.aux_loss_weight, NormalizedFocalLoss(alpha=0.5, gamma=2),
+                 output="instances_lowres", target="instances"),
+    ]
+    if use_refiner:
+        specs += [
+            LossSpec("refined", recipe.refined_loss_weight,
+                     BoundaryWeightedFocalLoss(alpha=0.5, gamma=2,
+                                               boundary_weight=recipe.boundary_weight,
+                                               band_ratio=recipe.band_ratio),
+                     output="refined", target="instances_crop"),
+            LossSpec("boundary", recipe.boundary_loss_weight, SigmoidBinaryCrossEntropyLoss(),
+                     output="boundary", target="boundary_crop"),
+        ]
+    return [s for s in specs if s.weight > 0]
+
+
+def make_trainer(model: nn.Module, cfg: RunConfig, model_cfg: dict[str, Any], recipe: Recipe,
+                 trainset, valset, **overrides: Any):
+    """The ISTrainer of the recipe (`overrides` replace trainer arguments)."""
+    from isegm.engine.trainer import ISTrainer
+    kwargs = dict(
+        optimizer="adam", optimizer_params={"lr": recipe.lr, "betas": (0.9, 0.999), "eps": 1e-8},
+        backbone_lr_mult=recipe.backbone_lr_mult, lr_milestones=recipe.milestones,
+        lr_gamma=recipe.lr_gamma, checkpoint_interval=recipe.checkpoint_interval,
+        image_dump_interval=recipe.image_dump_interval, log_interval=recipe.log_interval,
+        max_num_next_clicks=recipe.max_num_next_clicks,
+        prev_mask_drop_prob=recipe.prev_mask_drop_prob,
+        focus_sampler=FocusBoxSampler(size_range=tuple(recipe.focus_size_range)),
+        refine_band_ratio=recipe.band_ratio, clip_grad_norm=recipe.clip_grad_norm,
+        use_amp=recipe.use_amp, extra_settings={"recipe": dataclasses.asdict(recipe)})
+    kwargs.update(overrides)
+    use_refiner = bool(getattr(model, "use_refiner", False))
+    return ISTrainer(model, cfg, model_cfg, loss_specs(recipe, use_refiner), trainset, valset,
+                     **kwargs)
+
+
+def train(model: nn.Module, cfg: RunConfig, model_cfg: dict[str, Any], recipe: Recipe,
+          datasets=None) -> dict[str, float]:
+    """Build the datasets (unless given) and the trainer, then run the schedule."""
+    trainset, valset = datasets if datasets is not None else build_datasets(cfg, recipe)
+    trainer = make_trainer(model, cfg, model_cfg, recipe, trainset, valset)
+    return trainer.run(num_epochs=recipe.epochs)
+
+
+def main(cfg: RunConfig, recipe: Recipe) -> dict[str, float]:
+    """Datasets first (a missing path fails before anything is built), then model and training."""
+    datasets = build_datasets(cfg, recipe)
+    model, model_cfg = init_model(cfg, recipe)
+    return train(model, cfg, model_cfg, recipe, datasets=datasets)

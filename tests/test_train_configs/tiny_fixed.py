@@ -1,0 +1,63 @@
+"""Test config: B0 at 64x64 on a fixed in-memory set; records losses and per-rank weights.
+
+Environment knobs (tests only): IGLR_TEST_NEXT_CLICKS (iterative rounds, default 0).
+"""
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fixed_data import FixedDataset, fixed_focus_boxes  # noqa: E402
+
+from isegm.engine import recipe  # noqa: E402
+
+MODEL_NAME = "tiny_fixed"
+RECIPE = recipe.SYNTHETIC_CPU.replace(
+    crop_size=(64, 64), num_max_points=4, model_kwargs={"refine_size": 32, "drop_path_rate": 0.0},
+    batch_size=4, epochs=2, lr=1e-3, milestones=(1,), checkpoint_interval=1,
+    image_dump_interval=0, log_interval=1,
+    max_num_next_clicks=int(os.environ.get("IGLR_TEST_NEXT_CLICKS", "0")))
+BATCH_SIZE = RECIPE.batch_size
+
+
+def init_model(cfg):
+    model, model_cfg = recipe.init_model(cfg, RECIPE)
+    # Stochastic layers draw per-process randomness: switch dropout off (drop path is 0 above)
+    # so that N processes and one process compute the same update.
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.dropout._DropoutNd):
+            module.p = 0.0
+    return model, model_cfg
+
+
+def train(model, cfg, model_cfg):
+    trainer = recipe.make_trainer(model, cfg, model_cfg, RECIPE, FixedDataset(8),
+                                  FixedDataset(4, offset=100), focus_sampler=fixed_focus_boxes,
+                                  # eps 1e-3: Adam's first steps are sign-like, so weights whose
+                                  # true gradient is 0 (biases before BatchNorm, the feedback IGA
+                                  # term with a zero prev mask) would move by +-lr on float noise
+                                  # and hide the comparison of one and N processes.
+                                  optimizer_params={"lr": RECIPE.lr, "eps": 1e-3})
+    losses = []
+    step = trainer.train_step
+
+    def recording_step(batch):
+        out = step(batch)
+        losses.append(float(out[0]))
+        return out
+
+    trainer.train_step = recording_step
+    start = trainer.start_epoch
+    trainer.run(RECIPE.epochs)
+    rank = cfg.dist.rank
+    root = Path(cfg.exp.root)
+    torch.save(trainer.net_module.state_dict(), root / f"rank{rank}_from{start}_weights.pt")
+    (root / f"rank{rank}_from{start}_losses.json").write_text(json.dumps(losses))
+
+
+def main(cfg):
+    model, model_cfg = init_model(cfg)
+    train(model, cfg, model_cfg)

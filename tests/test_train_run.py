@@ -1,0 +1,153 @@
+"""End-to-end training on CPU: experiment folder, overfitting, exact resume, two gloo processes.
+
+The runs use B0 at 64x64 crops with a 32x32 refiner for a few steps (`tests/test_train_configs`).
+"""
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from isegm.engine import launch
+from isegm.engine.checkpoint import read_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "tests" / "test_train_configs"
+TINY_FIXED = CONFIGS / "tiny_fixed.py"
+TINY_SYNTHETIC = CONFIGS / "tiny_synthetic.py"
+
+
+@pytest.fixture
+def exps(tmp_path, monkeypatch):
+    monkeypatch.setenv("EXPS_PATH", str(tmp_path / "exps"))
+    return tmp_path / "exps" / "test_train_configs"
+
+
+def _run(*args):
+    rc = launch.main([str(a) for a in args])
+    assert rc == 0
+
+
+@pytest.mark.slow
+def test_synthetic_run_writes_the_experiment_folder(exps):
+    _run(TINY_SYNTHETIC, "--cpu", "--workers=0", "--exp-name=smoke", "--seed=1")
+    root = exps / "tiny_synthetic" / "000_smoke"
+    assert (root / "tiny_synthetic.py").read_text() == TINY_SYNTHETIC.read_text()
+    resolved = (root / "config.yml").read_text()
+    assert "per_process_batch: 4" in resolved and "max_num_next_clicks: 2" in resolved
+    log = (root / "train_log.txt").read_text()
+    assert "epoch 1: val/loss" in log and "new best val/iou" in log
+    assert list(root.glob("events.out.tfevents.*"))
+    names = sorted(p.name for p in (root / "checkpoints").iterdir())
+    assert names == ["000.pth", "001.pth", "best_checkpoint.pth", "last_checkpoint.pth"]
+    vis = sorted(p.name for p in (root / "vis").iterdir())
+    assert "val_epoch001.png" in vis and any(n.startswith("train_epoch001") for n in vis)
+    last = read_checkpoint(root / "checkpoints" / "last_checkpoint.pth")
+    assert last["arch"] == "iglr" and last["epoch"] == 1 and last["step"] == 4
+    assert {"optimizer", "lr_scheduler", "grad_scaler", "rng_states", "best_metric"} <= set(last)
+    assert last["config"]["params"]["refine_size"] == 32
+    # The model is rebuilt from the checkpoint alone.
+    from isegm.model import load_is_model
+    model = load_is_model(root / "checkpoints" / "best_checkpoint.pth")
+    assert model.refine_size == 32
+    # A second run gets a new folder; the first is untouched.
+    from isegm.engine.experiment import create_exp_dir
+    second = create_exp_dir(exps / "tiny_synthetic", "smoke")
+    assert second.root.name == "001_smoke" and (root / "checkpoints" / "000.pth").is_file()
+    # Tensorboard holds the scalars and the image dumps.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(root)).Reload()
+    assert "epoch/val/iou" in events.Tags()["scalars"] and "train/step_loss" in events.Tags()["scalars"]
+    assert "train/images" in events.Tags()["images"]
+
+
+@pytest.mark.slow
+def test_tiny_fixed_set_overfits(tmp_path):
+    import sys
+    sys.path.insert(0, str(CONFIGS))
+    from fixed_data import FixedDataset, fixed_focus_boxes
+    from isegm.engine import recipe
+    from isegm.engine.distributed import DistInfo
+    from isegm.engine.experiment import ExperimentPaths
+    from isegm.engine.runconfig import RunConfig
+    from isegm.utils.config import load_config
+
+    torch.manual_seed(0)
+    data = FixedDataset(4, size=48)
+    rec = recipe.SYNTHETIC_CPU.replace(crop_size=(48, 48), num_max_points=4, lr=2e-3,
+                                       model_kwargs={"refine_size": 32, "drop_path_rate": 0.0},
+                                       batch_size=4, milestones=(), max_num_next_clicks=0,
+                                       checkpoint_interval=0, image_dump_interval=0)
+    paths = ExperimentPaths.at(tmp_path / "exp")
+    paths.make_dirs()
+    cfg = RunConfig(config_path=TINY_FIXED, paths=load_config(), batch_size=4, workers=0,
+                    cpu=True, dist=DistInfo(), exp=paths)
+    model, model_cfg = recipe.init_model(cfg, rec)
+    trainer = recipe.make_trainer(model, cfg, model_cfg, rec, data, data,
+                                  focus_sampler=fixed_focus_boxes)
+    start = trainer.validation(0)["val/iou"]
+    for epoch in range(40):  # one step per epoch; no checkpoints (they would dominate the time)
+        summary = trainer.training(epoch)
+    summary.update(trainer.validation(40))
+    assert start < 0.4, start
+    # Eval mode (BatchNorm running statistics) and train mode both fit the 4 samples.
+    assert summary["val/iou"] > 0.75, (start, summary)
+    assert summary["train/iou"] > 0.75, (start, summary)
+    assert summary["val/refined_iou"] > 0.7, (start, summary)
+
+
+@pytest.mark.slow
+def test_resume_continues_exactly(exps, monkeypatch):
+    monkeypatch.setenv("IGLR_TEST_NEXT_CLICKS", "2")  # iterative rounds draw from the RNGs too
+    common = [TINY_FIXED, "--cpu", "--workers=0", "--seed=5"]
+    _run(*common, "--epochs=2", "--exp-name=full")
+    _run(*common, "--epochs=1", "--exp-name=part")
+    _run(*common, "--epochs=2", "--resume-exp=001")
+    full, part = exps / "tiny_fixed" / "000_full", exps / "tiny_fixed" / "001_part"
+    full_losses = json.loads((full / "rank0_from0_losses.json").read_text())
+    resumed_losses = json.loads((part / "rank0_from1_losses.json").read_text())
+    assert len(full_losses) == 4 and len(resumed_losses) == 2
+    assert resumed_losses == pytest.approx(full_losses[2:], rel=1e-6, abs=1e-7)
+    a = read_checkpoint(full / "checkpoints" / "last_checkpoint.pth")
+    b = read_checkpoint(part / "checkpoints" / "last_checkpoint.pth")
+    assert a["epoch"] == b["epoch"] == 1 and a["step"] == b["step"] == 4
+    lrs_a = [g["lr"] for g in a["optimizer"]["param_groups"]]
+    lrs_b = [g["lr"] for g in b["optimizer"]["param_groups"]]
+    assert lrs_a == lrs_b == pytest.approx([1e-4, 1e-4])  # decayed at the milestone (epoch 1)
+    assert a["lr_scheduler"]["last_epoch"] == b["lr_scheduler"]["last_epoch"] == 2
+    for key, state in a["optimizer"]["state"].items():
+        for name in ("exp_avg", "exp_avg_sq"):
+            torch.testing.assert_close(state[name], b["optimizer"]["state"][key][name],
+                                       rtol=1e-5, atol=1e-8)
+        assert float(state["step"]) == float(b["optimizer"]["state"][key]["step"]) == 4
+    for key, value in a["state_dict"].items():
+        torch.testing.assert_close(value, b["state_dict"][key], rtol=1e-5, atol=1e-7)
+    # The resumed run appended to the same folder: both resolved configs and the log are kept.
+    assert (part / "config.yml").is_file() and (part / "config_1.yml").is_file()
+    assert "resumed from" in (part / "train_log.txt").read_text()
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_match_one_process(exps):
+    """2 CPU processes (gloo, global BatchNorm statistics) x 2 samples == 1 process x 4 samples.
+
+    Data, clicks and focus boxes are deterministic and dropout is off in this config, so both
+    runs see the same global batches; float reduction order differs, hence the tolerance."""
+    common = [TINY_FIXED, "--cpu", "--workers=0", "--seed=3", "--batch-size=4"]
+    _run(*common, "--ngpus=2", "--exp-name=ddp")
+    _run(*common, "--exp-name=single")
+    ddp, single = exps / "tiny_fixed" / "000_ddp", exps / "tiny_fixed" / "001_single"
+    w0 = torch.load(ddp / "rank0_from0_weights.pt")
+    w1 = torch.load(ddp / "rank1_from0_weights.pt")
+    ws = torch.load(single / "rank0_from0_weights.pt")
+    for key in w0:
+        assert torch.equal(w0[key], w1[key]), f"ranks differ in {key}"
+    for key in w0:
+        torch.testing.assert_close(w0[key], ws[key], rtol=1e-4, atol=1e-4, msg=key)
+    l0 = json.loads((ddp / "rank0_from0_losses.json").read_text())
+    l1 = json.loads((ddp / "rank1_from0_losses.json").read_text())
+    ls = json.loads((single / "rank0_from0_losses.json").read_text())
+    assert len(ls) == 4
+    assert [(a + b) / 2 for a, b in zip(l0, l1)] == pytest.approx(ls, rel=1e-4)
+    assert "2 process(es), backend gloo" in (ddp / "train_log.txt").read_text()
