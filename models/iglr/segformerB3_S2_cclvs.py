@@ -1,0 +1,19 @@
+"""IGLR, MiT-B3, S2 pipeline, trained on COCO+LVIS: 85 epochs of 30k samples, batch 24, decay at 70/80.
+    python train.py models/iglr/segformerB3_S2_cclvs.py --ngpus=2 --batch-size=24"""
+from isegm.engine import recipe
+
+MODEL_NAME = "segformerB3_S2_cclvs"
+RECIPE = recipe.COCO_LVIS.replace(backbone="mit_b3", batch_size=24)
+BATCH_SIZE = RECIPE.batch_size
+
+
+def init_model(cfg):
+    return recipe.init_model(cfg, RECIPE)
+
+
+def train(model, cfg, model_cfg):
+    return recipe.train(model, cfg, model_cfg, RECIPE)
+
+
+def main(cfg):
+    return recipe.main(cfg, RECIPE)
