@@ -319,13 +319,16 @@ class ISTrainer:
         return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()
                 if isinstance(v, torch.Tensor)}
 
-    def _interactive_rounds(self, images: torch.Tensor, points: torch.Tensor,
-                            gt: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """Rule 53: prev mask and clicks after t_max ~ U{0..max} rounds without gradients."""
+    def _interactive_rounds(self, images: torch.Tensor, points: torch.Tensor, gt: torch.Tensor,
+                            num_rounds: Optional[int] = None
+                            ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Rule 53: prev mask and clicks after t_max ~ U{0..max} rounds without gradients
+        (`num_rounds` fixes t_max, e.g. for benchmarks)."""
         if not self.with_prev_mask:
             return points, None
         prev = torch.zeros_like(gt, dtype=images.dtype)
-        num_rounds = int(self.rng.integers(0, self.max_num_next_clicks + 1))
+        if num_rounds is None:
+            num_rounds = int(self.rng.integers(0, self.max_num_next_clicks + 1))
         if num_rounds > 0:
             was_training = self.net_module.training
             self.net_module.eval()
