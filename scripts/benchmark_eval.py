@@ -5,9 +5,10 @@ the classical (OpenCV GrabCut) predictor's NoC on GrabCut.
 
 Part 1: IGLR predictor (flip averaging on, as in evaluation) with freshly initialised B0-S2 and
 B3-S2 models at infer/refine size 256 on the first `--samples` GrabCut images, `--clicks`
-clicks each (no early stop). Per click: model (network forward passes), predictor overhead
-(crops, resampling, focus box, paste), simulator + IoU, and the rest (image loading,
-set_image). Part 2: `cv_grabcut` on all GrabCut samples, NoC@85/90 and NoF (20 clicks).
+clicks each (no early stop). Per click: model (network forward passes), the refiner's ROI
+sampling (roi_align of image, coarse logits and feature), other predictor work (target crop,
+resampling, focus box, paste), simulator + IoU, and the rest (image loading, set_image). On a
+shared CPU use `--threads 1`: oversubscribed OpenMP threads inflate every small op. Part 2: `cv_grabcut` on all GrabCut samples, NoC@85/90 and NoF (20 clicks).
 """
 from __future__ import annotations
 
@@ -40,19 +41,23 @@ def time_model(backbone: str, dataset, samples: int, clicks: int, device: torch.
     evaluate_dataset(dataset, predictor, indices=[0], show_progress=False, max_iou_thr=1.01,
                      max_clicks=2)
     predictor.model_time = 0.0
+    predictor.sampling_time = 0.0
     stats: dict = {}
     evaluate_dataset(dataset, predictor, indices=range(samples), show_progress=False,
                      stats=stats, max_iou_thr=1.01, max_clicks=clicks)
     n = stats["clicks"]
     model_s = stats["model_s"] / n
-    predictor_overhead = (stats["predictor_s"] - stats["model_s"]) / n
+    sampling = predictor.sampling_time / n
+    predictor_overhead = (stats["predictor_s"] - stats["model_s"]) / n - sampling
     simulator = stats["overhead_s"] / n
     total = stats["elapsed_s"] / n
-    rest = total - model_s - predictor_overhead - simulator
+    rest = total - model_s - sampling - predictor_overhead - simulator
     return {"backbone": backbone, "clicks": n, "total_s_per_click": total,
-            "model_s_per_click": model_s, "predictor_overhead_s_per_click": predictor_overhead,
+            "model_s_per_click": model_s, "roi_sampling_s_per_click": sampling,
+            "predictor_overhead_s_per_click": predictor_overhead,
             "simulator_iou_s_per_click": simulator, "other_s_per_click": rest,
-            "overhead_fraction": (total - model_s) / total}
+            "overhead_fraction": (total - model_s) / total,
+            "overhead_fraction_without_roi_sampling": (total - model_s - sampling) / total}
 
 
 def main() -> int:
@@ -74,10 +79,13 @@ def main() -> int:
         row = time_model(backbone, dataset, args.samples, args.clicks, device)
         result["timing"].append(row)
         print(f"{backbone}-S2: {row['total_s_per_click']:.3f} s/click = model "
-              f"{row['model_s_per_click']:.3f} + predictor crops/resampling "
+              f"{row['model_s_per_click']:.3f} + refiner ROI sampling "
+              f"{row['roi_sampling_s_per_click']:.4f} + other crops/resampling "
               f"{row['predictor_overhead_s_per_click']:.4f} + simulator/IoU "
               f"{row['simulator_iou_s_per_click']:.4f} + other {row['other_s_per_click']:.4f} "
-              f"(overhead {100 * row['overhead_fraction']:.1f}%)", flush=True)
+              f"(overhead {100 * row['overhead_fraction']:.1f}%, "
+              f"{100 * row['overhead_fraction_without_roi_sampling']:.1f}% without ROI sampling)",
+              flush=True)
     if not args.skip_classical:
         start = time.perf_counter()
         stats: dict = {}

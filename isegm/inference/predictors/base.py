@@ -3,7 +3,8 @@
     predictor.set_image(image)                       # HxWx3 uint8 RGB
     prob = predictor.get_prediction(clicker)         # HxW float32 probabilities, native size
 
-`model_time` accumulates the seconds spent inside the network (for the benchmark split).
+`model_time` accumulates the seconds spent inside the network and `sampling_time` those spent
+ROI-sampling the refiner's inputs (for the benchmark split).
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ class BasePredictor:
         self.device = torch.device(device)
         self.clicks_limit = None if clicks_limit is None or clicks_limit < 0 else int(clicks_limit)
         self.model_time = 0.0
+        self.sampling_time = 0.0
         self.image: Optional[np.ndarray] = None
         self.prev_prediction: Optional[np.ndarray] = None
 
@@ -59,8 +61,8 @@ class BasePredictor:
         raise NotImplementedError
 
     @contextmanager
-    def timed_model(self) -> Iterator[None]:
-        """Adds the enclosed wall time (device-synchronised) to `model_time`."""
+    def timed_model(self, counter: str = "model_time") -> Iterator[None]:
+        """Adds the enclosed wall time (device-synchronised) to `counter` (an attribute)."""
         sync = self.device.type == "cuda"
         if sync:
             torch.cuda.synchronize(self.device)
@@ -70,7 +72,7 @@ class BasePredictor:
         finally:
             if sync:
                 torch.cuda.synchronize(self.device)
-            self.model_time += time.perf_counter() - start
+            setattr(self, counter, getattr(self, counter) + time.perf_counter() - start)
 
 
 def clicks_to_points(clicks_lists: Sequence[Sequence[Click]], order: Optional[int] = None,

@@ -164,16 +164,17 @@ class IGLRPredictor(CoarsePredictor):
         """Refiner logits (1,1,R,R) over the half-open focus box (y1, y2, x1, x2)."""
         y1, y2, x1, x2 = box
         size = self.refine_size
-        img_box = torch.tensor([[0, x1, y1, x2, y2]], dtype=torch.float32, device=self.device)
-        image_crop = roi_align(self.image_nd, img_box, size)
         r0, r1, c0, c1 = roi
         sy = self.infer_size / (r1 - r0 + 1)
         sx = self.infer_size / (c1 - c0 + 1)
+        img_box = torch.tensor([[0, x1, y1, x2, y2]], dtype=torch.float32, device=self.device)
         net_box = torch.tensor([[0, (x1 - c0) * sx, (y1 - r0) * sy, (x2 - c0) * sx,
                                  (y2 - r0) * sy]], dtype=torch.float32, device=self.device)
-        coarse_crop = roi_align(net_logits, net_box, size)
-        feature_crop = roi_align(feature, net_box, max(1, size // 4),
-                                 spatial_scale=feature.shape[-1] / self.infer_size)
+        with self.timed_model("sampling_time"):
+            image_crop = roi_align(self.image_nd, img_box, size)
+            coarse_crop = roi_align(net_logits, net_box, size)
+            feature_crop = roi_align(feature, net_box, max(1, size // 4),
+                                     spatial_scale=feature.shape[-1] / self.infer_size)
         crop_clicks = [c.copy(coords=((c.coords[0] - y1) * size / (y2 - y1),
                                       (c.coords[1] - x1) * size / (x2 - x1))) for c in clicks]
         points = clicks_to_points([crop_clicks], order=0, device=self.device)
