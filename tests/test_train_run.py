@@ -151,3 +151,15 @@ def test_two_gloo_processes_match_one_process(exps):
     assert len(ls) == 4
     assert [(a + b) / 2 for a, b in zip(l0, l1)] == pytest.approx(ls, rel=1e-4)
     assert "2 process(es), backend gloo" in (ddp / "train_log.txt").read_text()
+
+
+@pytest.mark.slow
+def test_start_epoch_uses_that_epochs_learning_rate(exps):
+    _run(TINY_FIXED, "--cpu", "--workers=0", "--start-epoch=1", "--epochs=2")
+    root = exps / "tiny_fixed" / "000"
+    assert not (root / "checkpoints" / "000.pth").exists()
+    state = read_checkpoint(root / "checkpoints" / "last_checkpoint.pth")
+    assert state["epoch"] == 1 and state["step"] == 2
+    # epoch 1 ran at lr 1e-3 * 0.1 (milestone 1); Adam's step count shows 2 updates
+    assert "lr {'backbone': 0.0001, 'head': 0.0001}" in (root / "train_log.txt").read_text()
+    assert all(float(s["step"]) == 2 for s in state["optimizer"]["state"].values())

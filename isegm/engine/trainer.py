@@ -191,7 +191,7 @@ class ISTrainer:
         if cfg.resume_checkpoint is not None:
             self._resume(Path(cfg.resume_checkpoint))
         if cfg.start_epoch is not None:
-            self.start_epoch = int(cfg.start_epoch)
+            self._set_epoch_schedule(int(cfg.start_epoch))
         self._build_loaders()
 
     # -------------------------------------------------------------------------------------------
@@ -245,6 +245,17 @@ class ISTrainer:
             set_rng_states(rng_states[self.dist.rank], self.rng)
         logger.info(f"resumed from {path}: epoch {self.start_epoch}, step {self.global_step}, "
                     f"lr {self.current_lrs()}")
+
+    def _set_epoch_schedule(self, epoch: int) -> None:
+        """Start at `epoch` with that epoch's learning rate (--start-epoch)."""
+        self.start_epoch = epoch
+        sched = self.lr_scheduler
+        decays = sum(count for m, count in sched.milestones.items() if m <= epoch)
+        for group in self.optim.param_groups:
+            group["lr"] = group["initial_lr"] * sched.gamma ** decays
+        sched.last_epoch = epoch
+        sched._last_lr = [group["lr"] for group in self.optim.param_groups]
+        logger.info(f"starting at epoch {epoch} with lr {self.current_lrs()}")
 
     def current_lrs(self) -> dict[str, float]:
         return {g.get("name", str(i)): g["lr"] for i, g in enumerate(self.optim.param_groups)}
