@@ -127,3 +127,11 @@ def test_plot_ious_analysis(env):
                            f"--files={env / 'none.npz'}", f"--output={output}"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "does not exist" in proc.stderr
+
+
+def test_flip_flags_parse():
+    from isegm.inference.runner import parse_args
+    assert parse_args(["NoBRS", "--checkpoint=x.pth"]).with_flip is True
+    assert parse_args(["NoBRS", "--checkpoint=x.pth", "--no-flip"]).with_flip is False
+    assert parse_args(["NoBRS", "--checkpoint=x.pth", "--no-with-flip"]).with_flip is False
+    assert parse_args(["NoBRS", "--checkpoint=x.pth", "--with-flip"]).with_flip is True

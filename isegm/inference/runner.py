@@ -87,8 +87,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--min-n-clicks", type=int, default=1)
     parser.add_argument("--target-iou", type=float, default=0.90)
     parser.add_argument("--thresh", type=float, default=0.49, help="prediction threshold")
-    parser.add_argument("--with-flip", action=argparse.BooleanOptionalAction, default=True,
-                        help="horizontal flip averaging (on by default, as in IGLR)")
+    flip = parser.add_mutually_exclusive_group()
+    flip.add_argument("--with-flip", dest="with_flip", action="store_true", default=True,
+                      help="horizontal flip averaging (the default, as in IGLR)")
+    flip.add_argument("--no-flip", "--no-with-flip", dest="with_flip", action="store_false",
+                      help="switch flip averaging off")
     parser.add_argument("--clicks-limit", type=int, default=None,
                         help="feed only the first L clicks to the network (-1: all)")
     parser.add_argument("--max-samples", type=int, default=None,
