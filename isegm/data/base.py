@@ -11,6 +11,7 @@ workers (which torch seeds differently) draw different streams.
 """
 from __future__ import annotations
 
+import abc
 import pickle
 import random
 from pathlib import Path
@@ -32,7 +33,7 @@ def image_to_chw_float(image: np.ndarray) -> np.ndarray:
     return out
 
 
-class ISDataset(torch.utils.data.Dataset):
+class ISDataset(torch.utils.data.Dataset, abc.ABC):
     """Base interactive-segmentation dataset (RITM constructor arguments).
 
     Subclasses fill `self.dataset_samples` (one entry per sample) and implement `get_sample`.
@@ -72,8 +73,9 @@ class ISDataset(torch.utils.data.Dataset):
         self._rng: Optional[np.random.Generator] = None
 
     # --- to implement --------------------------------------------------------------------------
+    @abc.abstractmethod
     def get_sample(self, index: int) -> DSample:
-        raise NotImplementedError(f"{type(self).__name__} must implement get_sample(index)")
+        """The index-th sample (image, object masks, ignore ids) before augmentation."""
 
     # --- training items ------------------------------------------------------------------------
     @property

@@ -8,6 +8,7 @@ ROI-sampling the refiner's inputs (for the benchmark split).
 """
 from __future__ import annotations
 
+import abc
 import time
 from contextlib import contextmanager
 from typing import Iterator, List, Optional, Sequence
@@ -18,7 +19,7 @@ import torch
 from ..clicker import Click, Clicker
 
 
-class BasePredictor:
+class BasePredictor(abc.ABC):
     """Common state: the current image and the previous returned probability map."""
 
     requires_model = False
@@ -57,8 +58,9 @@ class BasePredictor:
         self.prev_prediction = prob
         return prob
 
+    @abc.abstractmethod
     def _predict(self, clicks: List[Click], clicker: Clicker) -> np.ndarray:
-        raise NotImplementedError
+        """HxW float probabilities for `clicks` (the predictor's own work)."""
 
     @contextmanager
     def timed_model(self, counter: str = "model_time") -> Iterator[None]:
