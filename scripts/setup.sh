@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Create (or update) the project's virtual environment in .venv and install requirements.txt.
-# Idempotent: a second run only checks that everything is installed.
+# Idempotent: a second run only checks that everything is installed. A torch already present in
+# .venv (e.g. a CUDA build a GPU user installed first) is kept; otherwise the pinned CPU wheel
+# of requirements.txt is installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -10,6 +12,11 @@ fi
 stamp=.venv/.requirements.sha
 want=$(sha1sum requirements.txt | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-    .venv/bin/python -m pip install --quiet -r requirements.txt
+    if .venv/bin/python -c "import torch" >/dev/null 2>&1; then
+        grep -v -E '^torch([=<>! ]|$)' requirements.txt > .venv/requirements-notorch.txt
+        .venv/bin/python -m pip install --quiet -r .venv/requirements-notorch.txt
+    else
+        .venv/bin/python -m pip install --quiet -r requirements.txt
+    fi
     echo "$want" > "$stamp"
 fi
