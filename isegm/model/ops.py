@@ -5,11 +5,15 @@
 - `roi_align(input, boxes, output_size, ...)`: torchvision `roi_align` semantics, average of
   bilinear samples on a regular grid per output bin, computed separably (columns, then rows)
   on a window around each box, with no Python loop over boxes.
+- `roi_align_box(input, box, output_size, ...)`: the same for one host-side box (inference):
+  taps built on the host, only the sampled window is read, no device synchronisation.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Sequence, Tuple, Union
 
+import numpy as np
 import torch
 
 Size = Union[int, Sequence[int]]
@@ -173,3 +177,92 @@ def roi_align(input: torch.Tensor, boxes: torch.Tensor, output_size: Size,
         index = iy[:, :, t].view(k, ph, 1, 1).expand(k, ph, pw, c)
         out.addcmul_(tmp.gather(1, index), wy[:, :, t].view(k, ph, 1, 1))
     return out.permute(0, 3, 1, 2)
+
+
+def _taps_host(start: float, bin_size: float, grid: int, n_out: int,
+               length: int) -> Tuple["np.ndarray", "np.ndarray"]:
+    """`_taps` for one box, computed on the host in float32 (the same arithmetic, so the same
+    samples): indices (n_out, 2G) int64 in [0, length) and weights (n_out, 2G) float32."""
+    f32 = np.float32
+    g = max(int(grid), 1)
+    p = np.arange(n_out, dtype=f32).reshape(n_out, 1)
+    i = np.arange(g, dtype=f32).reshape(1, g)
+    b = f32(bin_size)
+    pos = f32(start) + p * b + (i + f32(0.5)) * b / f32(g)  # (n_out, G)
+    valid = (pos >= -1.0) & (pos <= length)
+    pos = np.maximum(pos, f32(0))
+    low = np.floor(pos).astype(np.int64)
+    at_end = low >= length - 1
+    low = np.where(at_end, length - 1, low)
+    high = np.where(at_end, low, low + 1)
+    frac = np.where(at_end, f32(0), pos - low.astype(f32)).astype(f32)
+    scale = valid.astype(f32) / f32(g)
+    idx = np.stack((low, high), 2).reshape(n_out, 2 * g)
+    wts = np.stack(((f32(1) - frac) * scale, frac * scale), 2).reshape(n_out, 2 * g)
+    return idx, wts
+
+
+def _axis_matrix(idx: "np.ndarray", wts: "np.ndarray", length: int) -> "np.ndarray":
+    """Dense (n_out, length) float32 interpolation matrix from 1-D taps (duplicates summed)."""
+    n_out, taps = idx.shape
+    mat = np.zeros((n_out, length), dtype=np.float32)
+    np.add.at(mat, (np.repeat(np.arange(n_out), taps), idx.ravel()), wts.ravel())
+    return mat
+
+
+def _apply_axis(mat: "np.ndarray", x: torch.Tensor) -> torch.Tensor:
+    """mat (n_out, L) applied to the rows of x (L, F) -> (n_out, F); a sparse (CSR) product when
+    the matrix is mostly zeros (large downsampling: each output touches 2G of L inputs)."""
+    weights = torch.from_numpy(mat).to(device=x.device, dtype=x.dtype, non_blocking=True)
+    if mat.shape[1] <= 4 * mat.shape[0]:
+        return weights @ x
+    with warnings.catch_warnings():  # CSR support is flagged "beta" by torch
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse.mm(weights.to_sparse_csr(), x)
+
+
+def roi_align_box(input: torch.Tensor, box: Sequence[float], output_size: Size,
+                  spatial_scale: float = 1.0, sampling_ratio: int = -1, aligned: bool = True,
+                  batch_index: int = 0) -> torch.Tensor:
+    """`roi_align` of ONE box known on the host (the predictor's focus box), without device
+    synchronisation and reading only the window of the input that the box samples.
+
+    input: (N, C, H, W); box: (x1, y1, x2, y2) Python numbers in input pixels before
+    `spatial_scale`. The bilinear taps are built on the host in float32 with the arithmetic of
+    `roi_align` and folded into two small interpolation matrices over the window (a view, never a
+    copy of the full input); the separable passes are two matrix products (sparse when the box
+    is much larger than the output). Returns (1, C, out_h, out_w) (channels-last memory layout),
+    equal to `roi_align(input, [[batch_index, *box]], ...)` to float tolerance.
+    """
+    if input.ndim != 4:
+        raise ValueError(f"roi_align_box: input must be (N, C, H, W), got {tuple(input.shape)}")
+    if len(box) != 4:
+        raise ValueError(f"roi_align_box: box must be (x1, y1, x2, y2), got {box}")
+    ph, pw = _pair(output_size)
+    _, c, h, w = input.shape
+    f32 = np.float32
+    scale = f32(spatial_scale)
+    offset = f32(0.5 if aligned else 0.0)
+    bx1, by1, bx2, by2 = (f32(v) for v in box)
+    x1 = bx1 * scale - offset
+    y1 = by1 * scale - offset
+    roi_w = bx2 * scale - offset - x1
+    roi_h = by2 * scale - offset - y1
+    if not aligned:
+        roi_w, roi_h = max(roi_w, f32(1)), max(roi_h, f32(1))
+    bin_w, bin_h = roi_w / f32(pw), roi_h / f32(ph)
+    if sampling_ratio > 0:
+        grid_w = grid_h = int(sampling_ratio)
+    else:
+        grid_w, grid_h = int(np.ceil(roi_w / f32(pw))), int(np.ceil(roi_h / f32(ph)))
+    ix, wx = _taps_host(x1, bin_w, grid_w, pw, w)
+    iy, wy = _taps_host(y1, bin_h, grid_h, ph, h)
+    x0, y0 = int(ix.min()), int(iy.min())
+    ww, wh = int(ix.max()) - x0 + 1, int(iy.max()) - y0 + 1
+    dtype = input.dtype if input.is_floating_point() else torch.float32
+    # (wh, ww, C) view of the window; contiguous rows when the input is channels-last
+    window = input[batch_index, :, y0:y0 + wh, x0:x0 + ww].permute(1, 2, 0).to(dtype)
+    rows = _apply_axis(_axis_matrix(iy - y0, wy, wh), window.reshape(wh, ww * c))  # (ph, ww*C)
+    cols = rows.view(ph, ww, c).transpose(0, 1).reshape(ww, ph * c)
+    out = _apply_axis(_axis_matrix(ix - x0, wx, ww), cols)  # (pw, ph*C)
+    return out.view(pw, ph, c).permute(2, 1, 0).unsqueeze(0)
