@@ -111,6 +111,10 @@ SYNTHETIC_CPU = Recipe(train_dataset="Synthetic",
                        epochs=12, lr=1e-3, backbone_lr_mult=1.0, milestones=(9,),
                        use_amp=False, checkpoint_interval=4, image_dump_interval=40,
                        log_interval=5)
+# CPU scale on real images: the same on COCO_MVal (the CPU ablation study's base), starting from
+# ImageNet MiT weights when configs.yml points to them (from scratch with a warning otherwise).
+COCO_MVAL_CPU = SYNTHETIC_CPU.replace(train_dataset="COCO_MVal", train_dataset_kwargs={},
+                                      pretrained=True)
 
 
 def pretrained_path(cfg: RunConfig, backbone: str) -> Optional[str]:

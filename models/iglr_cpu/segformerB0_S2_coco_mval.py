@@ -5,7 +5,7 @@ smoke runs and fine-tuning experiments, not for reporting numbers on COCO_MVal).
 from isegm.engine import recipe
 
 MODEL_NAME = "segformerB0_S2_coco_mval"
-RECIPE = recipe.SYNTHETIC_CPU.replace(train_dataset="COCO_MVal", train_dataset_kwargs={}, epoch_len=320)
+RECIPE = recipe.COCO_MVAL_CPU
 BATCH_SIZE = RECIPE.batch_size
 
 
