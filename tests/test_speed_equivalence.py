@@ -65,3 +65,33 @@ def test_stage_timer_records_per_click_and_null_timer_is_free():
     assert NULL_TIMER.stage("x") is NULL_TIMER.stage("y")
     with NULL_TIMER.stage("x"):
         pass
+
+
+def test_conv_norm_act_folded_bn_matches_textbook_path():
+    from isegm.model.layers import ConvNormAct
+    from isegm.model.refiner import LocalRefiner
+    torch.manual_seed(1)
+    refiner = LocalRefiner(16, width=8, num_blocks=2)
+    for m in refiner.modules():  # non-trivial running statistics and affine parameters
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.normal_(0, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.normal_(0, 0.3)
+    refiner.eval()
+    args = (torch.randn(1, 3, 32, 32), torch.rand(1, 2, 32, 32), torch.randn(1, 1, 32, 32),
+            torch.randn(1, 16, 8, 8))
+    with torch.no_grad():
+        fast = refiner(*args)
+        try:
+            ConvNormAct.fold_bn = False
+            slow = refiner(*args)
+        finally:
+            ConvNormAct.fold_bn = True
+    for key in ("refined", "boundary"):
+        torch.testing.assert_close(fast[key], slow[key], rtol=1e-4, atol=1e-5)
+    # training mode never folds (batch statistics)
+    refiner.train()
+    block = refiner.stem
+    x = torch.randn(2, 6, 16, 16)
+    torch.testing.assert_close(block(x), torch.nn.Sequential.forward(block, x))

@@ -57,7 +57,15 @@ class DropPath(nn.Module):
 
 
 class ConvNormAct(nn.Sequential):
-    """Conv2d (no bias) -> BatchNorm2d -> activation (ReLU by default, `act=None` for none)."""
+    """Conv2d (no bias) -> BatchNorm2d -> activation (ReLU by default, `act=None` for none).
+
+    In eval mode (BN with running statistics, an affine map per channel) the BN is folded into
+    the convolution's weight and bias on the fly, saving a full pass over the output;
+    `fold_bn = False` (class or instance attribute) runs the textbook path, which tests compare
+    against. Parameters and checkpoints are unchanged.
+    """
+
+    fold_bn = True
 
     def __init__(self, in_ch: int, out_ch: int, kernel_size: int = 3, stride: int = 1,
                  groups: int = 1, act: Optional[type] = nn.ReLU):
@@ -67,6 +75,16 @@ class ConvNormAct(nn.Sequential):
         if act is not None:
             layers.append(act(inplace=True) if act is nn.ReLU else act())
         super().__init__(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv, bn = self[0], self[1]
+        if self.training or not self.fold_bn or not bn.track_running_stats:
+            return super().forward(x)
+        scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+        bias = bn.bias - bn.running_mean * scale
+        y = F.conv2d(x, conv.weight * scale.view(-1, 1, 1, 1), bias, conv.stride, conv.padding,
+                     conv.dilation, conv.groups)
+        return self[2](y) if len(self) > 2 else y
 
 
 class SeparableConv(nn.Sequential):
