@@ -142,6 +142,8 @@ class ISTrainer:
             raise ValueError("iterative training (max_num_next_clicks > 0) needs a model with "
                              "with_prev_mask=True")
 
+        self._build_loaders()  # checks batch vs dataset sizes before any folder is created
+
         settings = {k: _describe(v) for k, v in dict(
             model=unwrap(model)._config if hasattr(unwrap(model), "_config") else repr(model),
             model_cfg=self.model_cfg, loss_cfg=list(self.loss_cfg), optimizer=optimizer,
@@ -192,7 +194,6 @@ class ISTrainer:
             self._resume(Path(cfg.resume_checkpoint))
         if cfg.start_epoch is not None:
             self._set_epoch_schedule(int(cfg.start_epoch))
-        self._build_loaders()
 
     # -------------------------------------------------------------------------------------------
     def _default_metrics(self) -> list[IoUMetric]:
