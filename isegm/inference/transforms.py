@@ -190,22 +190,82 @@ def _focus_bbox(mask: np.ndarray) -> Tuple[int, int, int, int]:
     return get_bbox_from_mask(mask)  # type: ignore[return-value]
 
 
+def _outside_bbox(window: Tuple[int, int, int, int], image_size: Tuple[int, int]
+                  ) -> Tuple[int, Optional[Tuple[int, int, int, int]]]:
+    """Pixel count and inclusive bbox of the image minus a half-open window."""
+    (y1, y2, x1, x2), (h, w) = window, image_size
+    count = h * w - (y2 - y1) * (x2 - x1)
+    if count == 0:
+        return 0, None
+    rows_full = x1 > 0 or x2 < w  # a column strip outside spans every row
+    cols_full = y1 > 0 or y2 < h
+    ymin = 0 if rows_full or y1 > 0 else y2
+    ymax = h - 1 if rows_full or y2 < h else y1 - 1
+    xmin = 0 if cols_full or x1 > 0 else x2
+    xmax = w - 1 if cols_full or x2 < w else x1 - 1
+    return count, (ymin, ymax, xmin, xmax)
+
+
+def _component_bbox(diff: np.ndarray, y: int, x: int, origin: Tuple[int, int],
+                    image_size: Tuple[int, int]) -> Tuple[int, int, int, int]:
+    """`_focus_bbox` (image coordinates; inclusive maxima, (0, H, 0, W) under 10 pixels) of
+    the OpenCV label of pixel (y, x) in an image that
+    is `diff` (uint8, placed at `origin`) inside and 0 outside. Label 0 (background) gathers
+    every zero pixel, those outside the window included."""
+    oy, ox = origin
+    h, w = image_size
+    dh, dw = diff.shape
+    inside = 0 <= y - oy < dh and 0 <= x - ox < dw
+    if inside and diff[y - oy, x - ox]:
+        _, labels = cv2.connectedComponents(diff, connectivity=8)
+        component = labels == labels[y - oy, x - ox]
+        if component.sum() < 10:
+            return 0, h, 0, w
+        r0, r1, c0, c1 = get_bbox_from_mask(component)  # type: ignore[misc]
+        return r0 + oy, r1 + oy, c0 + ox, c1 + ox  # inclusive maxima, as _focus_bbox
+    zeros = diff == 0
+    count, outside = _outside_bbox((oy, oy + dh, ox, ox + dw), (h, w))
+    count += int(zeros.sum())
+    if count < 10:
+        return 0, h, 0, w
+    boxes = [outside] if outside is not None else []
+    inner = get_bbox_from_mask(zeros)
+    if inner is not None:
+        boxes.append((inner[0] + oy, inner[1] + oy, inner[2] + ox, inner[3] + ox))
+    return (min(b[0] for b in boxes), max(b[1] for b in boxes),
+            min(b[2] for b in boxes), max(b[3] for b in boxes))
+
+
 def focus_crop(coarse_logits: np.ndarray, prev_prob: np.ndarray, target_box: Tuple[int, int, int, int],
                click: Tuple[float, float], strategy: str = "diff", expand_ratio: float = 1.4,
-               thresh: float = 0.49) -> Optional[Tuple[int, int, int, int]]:
+               thresh: float = 0.49, origin: Tuple[int, int] = (0, 0),
+               image_size: Optional[Tuple[int, int]] = None) -> Optional[Tuple[int, int, int, int]]:
     """Half-open focus box (y1, y2, x1, x2) for the refiner (rule 35), or None if empty.
 
-    coarse_logits: HxW full-resolution coarse logits (-inf outside the target crop).
-    prev_prob: HxW previous final probabilities. target_box: half-open target crop.
-    strategy: 'diff' (the connected XOR component at the click, else a square around the click),
-    'click_square' (always the square), 'whole_object' (the coarse object's box).
+    coarse_logits: HxW full-resolution coarse logits (-inf outside the target crop), or a bool
+    mask already thresholded. prev_prob: HxW previous final probabilities. target_box:
+    half-open target crop. strategy: 'diff' (the connected XOR component at the click, else a
+    square around the click), 'click_square' (always the square), 'whole_object' (the coarse
+    object's box).
+
+    Window form (the predictor's fast path): `coarse_logits` and `prev_prob` may be the window
+    of the image at `origin` = (y, x) of an `image_size` = (H, W) image, provided both
+    thresholded masks are empty outside it (true of the target crop: the coarse mask lives
+    there and the crop contains the previous mask). Click, target box and result stay in image
+    coordinates, and the result equals the full-image call's.
     """
     if strategy not in FOCUS_STRATEGIES:
         raise KeyError(f"unknown focus strategy '{strategy}'; known: {', '.join(FOCUS_STRATEGIES)}")
     pred = np.asarray(coarse_logits) > thresh
     prev = np.asarray(prev_prob) > thresh
+    h, w = pred.shape if image_size is None else image_size
+    oy, ox = origin
     y, x = int(click[0]), int(click[1])
-    py1, py2, px1, px2 = _focus_bbox(pred)
+    if pred.sum() < 10:
+        py1, py2, px1, px2 = 0, h, 0, w
+    else:
+        py1, py2, px1, px2 = _focus_bbox(pred)
+        py1, py2, px1, px2 = py1 + oy, py2 + oy, px1 + ox, px2 + ox
     hp, wp = py2 - py1, px2 - px1
     square = None
     r = 0.2 * max(hp, wp)
@@ -217,9 +277,7 @@ def focus_crop(coarse_logits: np.ndarray, prev_prob: np.ndarray, target_box: Tup
         box = (py1, py2, px1, px2)
     else:
         diff = np.logical_xor(pred, prev).astype(np.uint8)
-        _, labels = cv2.connectedComponents(diff, connectivity=8)
-        component = labels == labels[y, x]
-        dy1, dy2, dx1, dx2 = _focus_bbox(component)
+        dy1, dy2, dx1, dx2 = _component_bbox(diff, y, x, (oy, ox), (h, w))
         if (dy2 - dy1) < hp / 3 or (dx2 - dx1) < wp / 3:
             square = (y - r, y + r, x - r, x + r)
         box = square if square is not None else (dy1, dy2, dx1, dx2)
@@ -229,7 +287,6 @@ def focus_crop(coarse_logits: np.ndarray, prev_prob: np.ndarray, target_box: Tup
     hw = expand_ratio * (x2 - x1 + 1) / 2
     y1, y2, x1, x2 = int(cy - hh), int(cy + hh), int(cx - hw), int(cx + hw)
     ty1, ty2, tx1, tx2 = target_box
-    h, w = pred.shape
     y1, y2 = max(y1, ty1, 0), min(y2, ty2, h)
     x1, x2 = max(x1, tx1, 0), min(x2, tx2, w)
     if y2 - y1 < 1 or x2 - x1 < 1:

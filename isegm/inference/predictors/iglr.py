@@ -9,19 +9,34 @@ Refinement (IGLR, rules 34-36): the coarse logits l = log(p / (1 - p)), the focu
 chosen strategy, the refiner on ROI-sampled crops (image from full resolution; coarse logits
 and decoder feature from the network's target-crop frame), its logits resized into the box and
 pasted into l (into logit(previous final) after more than 10 clicks); final = sigmoid.
+
+Speed (scripts/benchmark.py; tests/test_speed_equivalence.py checks every point against the
+straightforward full-image computation): per click, only the target crop is touched at full
+resolution (ROI from the previous mask's known support, logits, focus rule and paste-back on
+the crop; the HxW output is a zero map with the crop written in), the refiner's crops come from
+`roi_align_box` (window only, no device synchronisation), the network runs under
+`torch.inference_mode()`, optionally in `autocast_dtype` (bf16 on CPU, fp16/bf16 on CUDA) and
+with `compile_model` (torch.compile of backbone, head and refiner, whose input shapes are fixed).
+Only the thresholded coarse crop (for the host-side connected components of the focus rule) and
+the final crop cross from the device to the host. `timer` (default: a no-op) records stages.
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import List, Optional, Tuple, Union
 
 import numpy as np
 import torch
 
-from ...model.ops import roi_align
+from ...model.ops import roi_align_box
+from ...utils.timing import NULL_TIMER
 from ..clicker import Click, Clicker
-from ..transforms import (FOCUS_STRATEGIES, ZoomIn, focus_crop, map_clicks, resize_bilinear,
-                          target_crop_roi)
+from ..transforms import (FOCUS_STRATEGIES, ZoomIn, clamp_bbox, expand_bbox, focus_crop,
+                          map_clicks, resize_bilinear)
+from ..utils import get_bbox_from_mask
 from .base import BasePredictor, clicks_to_points, flip_clicks
+
+Box = Tuple[int, int, int, int]
 
 CROP_MODES = ("target", "zoom_in")
 
@@ -31,6 +46,8 @@ class CoarsePredictor(BasePredictor):
 
     infer_size / target_crop_r default to the model's stored values; `min_crop_size` 10 and
     threshold 0.49 as in FocalClick. `zoom_in`: a `ZoomIn` used when crop_mode='zoom_in'.
+    `autocast_dtype`: run the network under `torch.autocast` in this dtype (None: fp32);
+    `compile_model`: `torch.compile` the backbone, head and refiner (in place, same weights).
     """
 
     requires_model = True
@@ -39,7 +56,8 @@ class CoarsePredictor(BasePredictor):
                  clicks_limit: Optional[int] = None, with_flip: bool = True,
                  infer_size: Optional[int] = None, target_crop_r: Optional[float] = None,
                  min_crop_size: int = 10, crop_mode: str = "target",
-                 zoom_in: Optional[ZoomIn] = None):
+                 zoom_in: Optional[ZoomIn] = None, autocast_dtype: Optional[torch.dtype] = None,
+                 compile_model: bool = False):
         if model is None:
             raise ValueError(f"{type(self).__name__} needs a model")
         if crop_mode not in CROP_MODES:
@@ -52,18 +70,105 @@ class CoarsePredictor(BasePredictor):
         self.crop_mode = crop_mode
         self.zoom_in = zoom_in if zoom_in is not None else ZoomIn()
         self.with_prev_mask = bool(getattr(model, "with_prev_mask", True))
+        self.autocast_dtype = autocast_dtype
+        if compile_model:
+            for name in ("backbone", "head", "refiner"):
+                module = getattr(self.model, name, None)
+                if module is not None:
+                    module.compile()
+        self.timer = NULL_TIMER
+        self._support: Optional[Box] = None  # half-open box outside which prev is 0
+        self._support_of: Optional[np.ndarray] = None  # the prev map `_support` describes
 
     def set_image(self, image: np.ndarray) -> None:
         super().set_image(image)
         tensor = torch.from_numpy(np.ascontiguousarray(self.image)).to(self.device)
         self.image_nd = tensor.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
         self.zoom_in.reset()
+        self._set_support(self.prev_prediction, (0, 0, 0, 0))
+
+    def set_prev_prediction(self, prob: np.ndarray, support: Optional[Box] = None) -> None:
+        """Make `prob` (HxW probabilities) the previous prediction; `support`: a half-open box
+        (y1, y2, x1, x2) outside which it is 0, if known (else found by one scan)."""
+        self.prev_prediction = np.asarray(prob, dtype=np.float32)
+        self._set_support(self.prev_prediction, support)
+
+    def _set_support(self, prob: np.ndarray, support: Optional[Box]) -> None:
+        if support is None:
+            nonzero = prob != 0
+            bbox = get_bbox_from_mask(nonzero)
+            support = (0, 0, 0, 0) if bbox is None else (bbox[0], bbox[1] + 1,
+                                                          bbox[2], bbox[3] + 1)
+        self._support, self._support_of = support, prob
+
+    def _prev_support(self) -> Box:
+        """Support of the current previous prediction (rescanned when it was replaced, e.g.
+        through `get_prediction(prev_mask=...)`)."""
+        if self._support_of is not self.prev_prediction:
+            self._set_support(self.prev_prediction, None)
+        return self._support  # type: ignore[return-value]
+
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def _target_roi(self, clicks: List[Click]) -> Box:
+        """`target_crop_roi` (inclusive roi) computed on the previous mask's support only."""
+        h, w = self.prev_prediction.shape
+        full = (0, h - 1, 0, w - 1)
+        if len(clicks) <= 1:
+            return full
+        y1, y2, x1, x2 = self._prev_support()
+        bbox = get_bbox_from_mask(self.prev_prediction[y1:y2, x1:x2] > 0.49)
+        if bbox is None:
+            return full
+        rmin, rmax, cmin, cmax = bbox[0] + y1, bbox[1] + y1, bbox[2] + x1, bbox[3] + x1
+        for click in clicks:
+            if click.is_positive:
+                cy, cx = int(click.coords[0]), int(click.coords[1])
+                rmin, rmax = min(rmin, cy), max(rmax, cy)
+                cmin, cmax = min(cmin, cx), max(cmax, cx)
+        box = expand_bbox((rmin, rmax, cmin, cmax), self.target_crop_r, self.min_crop_size)
+        return clamp_bbox(box, 0, h - 1, 0, w - 1)
+
+    def _prev_window(self, roi: Box) -> torch.Tensor:
+        """(1, 1, h, w) previous probabilities over an inclusive roi, on the device (only the
+        window is copied)."""
+        r0, r1, c0, c1 = roi
+        window = np.ascontiguousarray(self.prev_prediction[r0:r1 + 1, c0:c1 + 1])
+        return torch.from_numpy(window).to(self.device)[None, None]
+
+    def _to_host(self, probs: torch.Tensor, roi: Box, base: Optional[np.ndarray] = None
+                 ) -> np.ndarray:
+        """HxW float32 map: `base` (or zeros) with the (1, 1, h, w) crop written at the inclusive
+        roi; records the result's support for the next click."""
+        r0, r1, c0, c1 = roi
+        if base is None:
+            out = np.zeros(self.prev_prediction.shape, dtype=np.float32)
+            support = (r0, r1 + 1, c0, c1 + 1)
+        else:
+            out = base.copy()
+            s0, s1, s2, s3 = self._prev_support()
+            support = ((r0, r1 + 1, c0, c1 + 1) if s1 <= s0 or s3 <= s2 else
+                       (min(s0, r0), max(s1, r1 + 1), min(s2, c0), max(s3, c1 + 1)))
+        out[r0:r1 + 1, c0:c1 + 1] = probs[0, 0].float().cpu().numpy()
+        self._pending_support = (out, support)
+        return out
+
+    def get_prediction(self, clicker: Clicker, prev_mask: Optional[np.ndarray] = None
+                       ) -> np.ndarray:
+        prob = super().get_prediction(clicker, prev_mask)
+        pending = getattr(self, "_pending_support", None)
+        if pending is not None and pending[0] is prob:
+            self._set_support(prob, pending[1])
+        self._pending_support = None
+        return prob
 
     # ----------------------------------------------------------------------------------------
     def _prev_nd(self) -> torch.Tensor:
         return torch.from_numpy(self.prev_prediction).to(self.device)[None, None]
 
-    @torch.no_grad()
     def _network_coarse(self, image: torch.Tensor, prev: Optional[torch.Tensor],
                         clicks: List[Click]) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """image (1,3,h,w), prev (1,1,h,w), clicks in its frame -> (logits (1,1,h,w) averaged
@@ -76,29 +181,28 @@ class CoarsePredictor(BasePredictor):
                 prev = torch.cat((prev, torch.flip(prev, dims=[3])), dim=0)
             clicks_lists.append(flip_clicks(clicks, w))
         points = clicks_to_points(clicks_lists, device=self.device)
-        with self.timed_model():
+        with self.timed_model(), self.timer.stage("coarse_net"), self._autocast():
             out = self.model.forward_coarse(image, points, prev if self.with_prev_mask else None)
-        logits = resize_bilinear(out["instances"], (h, w))
+        logits = resize_bilinear(out["instances"].float(), (h, w))
         if self.with_flip:
             logits = 0.5 * (logits[:1] + torch.flip(logits[1:], dims=[3]))
         feature = out.get("feature")
-        return logits, (feature[:1] if feature is not None else None)
+        return logits, (feature[:1].float() if feature is not None else None)
 
     def _coarse_target(self, clicks: List[Click]):
-        """Coarse stage on the target crop: returns (probs (1,1,H,W) zero outside the crop,
-        inclusive roi, network logits (1,1,S,S), feature)."""
-        _, _, full_h, full_w = self.image_nd.shape
-        roi = target_crop_roi(self.prev_prediction, clicks, (full_h, full_w), self.target_crop_r,
-                              self.min_crop_size, 0.49)
-        r0, r1, c0, c1 = roi
-        s = (self.infer_size, self.infer_size)
-        image = resize_bilinear(self.image_nd[:, :, r0:r1 + 1, c0:c1 + 1], s)
-        prev = resize_bilinear(self._prev_nd()[:, :, r0:r1 + 1, c0:c1 + 1], s)
-        logits, feature = self._network_coarse(image, prev, map_clicks(clicks, roi, s))
-        probs = resize_bilinear(torch.sigmoid(logits), (r1 - r0 + 1, c1 - c0 + 1))
-        full = torch.zeros((1, 1, full_h, full_w), dtype=probs.dtype, device=probs.device)
-        full[:, :, r0:r1 + 1, c0:c1 + 1] = probs
-        return full, roi, logits, feature
+        """Coarse stage on the target crop: returns (probs (1,1,h,w) over the crop, inclusive
+        roi, network logits (1,1,S,S), feature); the image outside the crop gets 0."""
+        with self.timer.stage("target_crop"):
+            roi = self._target_roi(clicks)
+            r0, r1, c0, c1 = roi
+            s = (self.infer_size, self.infer_size)
+            image = resize_bilinear(self.image_nd[:, :, r0:r1 + 1, c0:c1 + 1], s)
+            prev = resize_bilinear(self._prev_window(roi), s)
+            roi_clicks = map_clicks(clicks, roi, s)
+        logits, feature = self._network_coarse(image, prev, roi_clicks)
+        with self.timer.stage("coarse_paste"):
+            probs = resize_bilinear(torch.sigmoid(logits), (r1 - r0 + 1, c1 - c0 + 1))
+        return probs, roi, logits, feature
 
     def _coarse_zoom_in(self, clicks: List[Click]) -> torch.Tensor:
         full_size = tuple(self.image_nd.shape[-2:])
@@ -107,12 +211,13 @@ class CoarsePredictor(BasePredictor):
         logits, _ = self._network_coarse(roi_inputs[:, :3], roi_inputs[:, 3:], tclicks)
         return self.zoom_in.inv_transform(torch.sigmoid(logits), full_size)
 
+    @torch.inference_mode()
     def _predict(self, clicks: List[Click], clicker: Clicker) -> np.ndarray:
         if self.crop_mode == "zoom_in":
-            probs = self._coarse_zoom_in(clicks)
-        else:
-            probs = self._coarse_target(clicks)[0]
-        return probs[0, 0].cpu().numpy()
+            return self._coarse_zoom_in(clicks)[0, 0].cpu().numpy()
+        probs, roi, _, _ = self._coarse_target(clicks)
+        with self.timer.stage("paste_back"):
+            return self._to_host(probs, roi)
 
 
 class IGLRPredictor(CoarsePredictor):
@@ -127,9 +232,11 @@ class IGLRPredictor(CoarsePredictor):
                  infer_size: Optional[int] = None, target_crop_r: Optional[float] = None,
                  min_crop_size: int = 10, focus_strategy: Optional[str] = None,
                  focus_crop_r: Optional[float] = None, refine_size: Optional[int] = None,
-                 refine_after_clicks: int = 10):
+                 refine_after_clicks: int = 10, autocast_dtype: Optional[torch.dtype] = None,
+                 compile_model: bool = False):
         super().__init__(model, device, clicks_limit, with_flip, infer_size, target_crop_r,
-                         min_crop_size, crop_mode="target")
+                         min_crop_size, crop_mode="target", autocast_dtype=autocast_dtype,
+                         compile_model=compile_model)
         if not getattr(model, "use_refiner", False) or getattr(model, "refiner", 1) is None:
             raise ValueError("the IGLR predictor needs a model with use_refiner=True; "
                              "use the 'coarse' predictor for models without the refiner")
@@ -141,23 +248,32 @@ class IGLRPredictor(CoarsePredictor):
         self.refine_size = int(refine_size or getattr(model, "refine_size", 256))
         self.refine_after_clicks = refine_after_clicks
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def _predict(self, clicks: List[Click], clicker: Clicker) -> np.ndarray:
-        coarse_probs, roi, net_logits, feature = self._coarse_target(clicks)
-        logits = torch.log(coarse_probs / (1 - coarse_probs))  # -inf outside the target crop
+        probs, roi, net_logits, feature = self._coarse_target(clicks)
         r0, r1, c0, c1 = roi
-        target_box = (r0, r1 + 1, c0, c1 + 1)
-        last = clicks[-1].coords
-        box = focus_crop(logits[0, 0].cpu().numpy(), self.prev_prediction, target_box, last,
-                         self.focus_strategy, self.focus_crop_r)
+        with self.timer.stage("coarse_paste"):
+            logits = torch.log(probs / (1 - probs))  # the crop of l; -inf outside it
+        with self.timer.stage("focus_crop"):
+            # the focus rule runs on the host (connected components): send the thresholded
+            # crop only; coarse and previous masks are empty outside the target crop
+            coarse_mask = (logits[0, 0] > 0.49).cpu().numpy()
+            prev = self.prev_prediction[r0:r1 + 1, c0:c1 + 1]
+            box = focus_crop(coarse_mask, prev, (r0, r1 + 1, c0, c1 + 1), clicks[-1].coords,
+                             self.focus_strategy, self.focus_crop_r, origin=(r0, c0),
+                             image_size=self.prev_prediction.shape)
         if box is not None and feature is not None:
             refined = self._refine(box, roi, clicks, net_logits, feature)
             y1, y2, x1, x2 = box
-            if len(clicks) > self.refine_after_clicks:
-                prev = torch.from_numpy(self.prev_prediction).to(self.device)[None, None]
-                logits = torch.log(prev / (1 - prev))
-            logits[:, :, y1:y2, x1:x2] = resize_bilinear(refined, (y2 - y1, x2 - x1))
-        return torch.sigmoid(logits)[0, 0].cpu().numpy()
+            with self.timer.stage("paste_back"):
+                refined = resize_bilinear(refined, (y2 - y1, x2 - x1))
+                if len(clicks) > self.refine_after_clicks:
+                    # pasted into logit(previous final): sigmoid(logit(p)) = p elsewhere
+                    return self._to_host(torch.sigmoid(refined), (y1, y2 - 1, x1, x2 - 1),
+                                         base=self.prev_prediction)
+                logits[:, :, y1 - r0:y2 - r0, x1 - c0:x2 - c0] = refined
+        with self.timer.stage("paste_back"):
+            return self._to_host(torch.sigmoid(logits), roi)
 
     def _refine(self, box: Tuple[int, int, int, int], roi: Tuple[int, int, int, int],
                 clicks: List[Click], net_logits: torch.Tensor, feature: torch.Tensor) -> torch.Tensor:
@@ -167,17 +283,15 @@ class IGLRPredictor(CoarsePredictor):
         r0, r1, c0, c1 = roi
         sy = self.infer_size / (r1 - r0 + 1)
         sx = self.infer_size / (c1 - c0 + 1)
-        img_box = torch.tensor([[0, x1, y1, x2, y2]], dtype=torch.float32, device=self.device)
-        net_box = torch.tensor([[0, (x1 - c0) * sx, (y1 - r0) * sy, (x2 - c0) * sx,
-                                 (y2 - r0) * sy]], dtype=torch.float32, device=self.device)
-        with self.timed_model("sampling_time"):
-            image_crop = roi_align(self.image_nd, img_box, size)
-            coarse_crop = roi_align(net_logits, net_box, size)
-            feature_crop = roi_align(feature, net_box, max(1, size // 4),
-                                     spatial_scale=feature.shape[-1] / self.infer_size)
-        crop_clicks = [c.copy(coords=((c.coords[0] - y1) * size / (y2 - y1),
-                                      (c.coords[1] - x1) * size / (x2 - x1))) for c in clicks]
-        points = clicks_to_points([crop_clicks], order=0, device=self.device)
-        with self.timed_model():
+        net_box = ((x1 - c0) * sx, (y1 - r0) * sy, (x2 - c0) * sx, (y2 - r0) * sy)
+        with self.timed_model("sampling_time"), self.timer.stage("roi_sampling"):
+            image_crop = roi_align_box(self.image_nd, (x1, y1, x2, y2), size)
+            coarse_crop = roi_align_box(net_logits, net_box, size)
+            feature_crop = roi_align_box(feature, net_box, max(1, size // 4),
+                                         spatial_scale=feature.shape[-1] / self.infer_size)
+            crop_clicks = [c.copy(coords=((c.coords[0] - y1) * size / (y2 - y1),
+                                          (c.coords[1] - x1) * size / (x2 - x1))) for c in clicks]
+            points = clicks_to_points([crop_clicks], order=0, device=self.device)
+        with self.timed_model(), self.timer.stage("refiner"), self._autocast():
             out = self.model.forward_refine(image_crop, points, coarse_crop, feature_crop)
-        return out["refined"]
+        return out["refined"].float()
