@@ -209,9 +209,9 @@ def _outside_bbox(window: Tuple[int, int, int, int], image_size: Tuple[int, int]
 def _component_bbox(diff: np.ndarray, y: int, x: int, origin: Tuple[int, int],
                     image_size: Tuple[int, int]) -> Tuple[int, int, int, int]:
     """`_focus_bbox` (image coordinates; inclusive maxima, (0, H, 0, W) under 10 pixels) of
-    the OpenCV label of pixel (y, x) in an image that
-    is `diff` (uint8, placed at `origin`) inside and 0 outside. Label 0 (background) gathers
-    every zero pixel, those outside the window included."""
+    the OpenCV label of pixel (y, x) in an image that is `diff` (uint8, placed at `origin`)
+    inside and 0 outside. Label 0 (background) gathers every zero pixel, those outside the
+    window included."""
     oy, ox = origin
     h, w = image_size
     dh, dw = diff.shape
@@ -222,7 +222,7 @@ def _component_bbox(diff: np.ndarray, y: int, x: int, origin: Tuple[int, int],
         if component.sum() < 10:
             return 0, h, 0, w
         r0, r1, c0, c1 = get_bbox_from_mask(component)  # type: ignore[misc]
-        return r0 + oy, r1 + oy, c0 + ox, c1 + ox  # inclusive maxima, as _focus_bbox
+        return r0 + oy, r1 + oy, c0 + ox, c1 + ox
     zeros = diff == 0
     count, outside = _outside_bbox((oy, oy + dh, ox, ox + dw), (h, w))
     count += int(zeros.sum())

@@ -37,6 +37,8 @@ from ..utils import get_bbox_from_mask
 from .base import BasePredictor, clicks_to_points, flip_clicks
 
 Box = Tuple[int, int, int, int]
+# the focus rule thresholds logits at 0.49 (rule 35a), i.e. probabilities at sigmoid(0.49)
+LOGIT_049_AS_PROB = float(torch.sigmoid(torch.tensor(0.49, dtype=torch.float32)))
 
 CROP_MODES = ("target", "zoom_in")
 
@@ -136,7 +138,7 @@ class CoarsePredictor(BasePredictor):
         """(1, 1, h, w) previous probabilities over an inclusive roi, on the device (only the
         window is copied)."""
         r0, r1, c0, c1 = roi
-        window = np.ascontiguousarray(self.prev_prediction[r0:r1 + 1, c0:c1 + 1])
+        window = self.prev_prediction[r0:r1 + 1, c0:c1 + 1]  # a strided view, not copied
         return torch.from_numpy(window).to(self.device)[None, None]
 
     def _to_host(self, probs: torch.Tensor, roi: Box, base: Optional[np.ndarray] = None
@@ -252,12 +254,15 @@ class IGLRPredictor(CoarsePredictor):
     def _predict(self, clicks: List[Click], clicker: Clicker) -> np.ndarray:
         probs, roi, net_logits, feature = self._coarse_target(clicks)
         r0, r1, c0, c1 = roi
-        with self.timer.stage("coarse_paste"):
-            logits = torch.log(probs / (1 - probs))  # the crop of l; -inf outside it
+        # The rule's logits l = log(p / (1 - p)) are never materialised: l > 0.49 is
+        # p > sigmoid(0.49), and sigmoid(l) = p where nothing is pasted.
         with self.timer.stage("focus_crop"):
             # the focus rule runs on the host (connected components): send the thresholded
             # crop only; coarse and previous masks are empty outside the target crop
-            coarse_mask = (logits[0, 0] > 0.49).cpu().numpy()
+            if probs.device.type == "cpu":
+                coarse_mask = probs[0, 0].numpy() > LOGIT_049_AS_PROB
+            else:
+                coarse_mask = (probs[0, 0] > LOGIT_049_AS_PROB).cpu().numpy()
             prev = self.prev_prediction[r0:r1 + 1, c0:c1 + 1]
             box = focus_crop(coarse_mask, prev, (r0, r1 + 1, c0, c1 + 1), clicks[-1].coords,
                              self.focus_strategy, self.focus_crop_r, origin=(r0, c0),
@@ -271,9 +276,9 @@ class IGLRPredictor(CoarsePredictor):
                     # pasted into logit(previous final): sigmoid(logit(p)) = p elsewhere
                     return self._to_host(torch.sigmoid(refined), (y1, y2 - 1, x1, x2 - 1),
                                          base=self.prev_prediction)
-                logits[:, :, y1 - r0:y2 - r0, x1 - c0:x2 - c0] = refined
+                probs[:, :, y1 - r0:y2 - r0, x1 - c0:x2 - c0] = torch.sigmoid(refined)
         with self.timer.stage("paste_back"):
-            return self._to_host(torch.sigmoid(logits), roi)
+            return self._to_host(probs, roi)
 
     def _refine(self, box: Tuple[int, int, int, int], roi: Tuple[int, int, int, int],
                 clicks: List[Click], net_logits: torch.Tensor, feature: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,621 @@
+"""Speed of the whole IGLR predictor per click, against its FLOP floor and the full-image model.
+
+    .venv/bin/python scripts/benchmark.py                         # full matrix, CPU (+ CUDA)
+    .venv/bin/python scripts/benchmark.py --quick                 # smoke run (seconds)
+    .venv/bin/python scripts/benchmark.py --backbones mit_b3 --pipelines s2 --iga on \
+        --refiner on --sizes 480x854 --dtype bf16                 # one row, bf16 autocast
+
+For every backbone (B0, B3) x pipeline (S1, S2) x IGA (on / off) x refiner (on / off) the script
+reports the parameters, the FLOPs of one click, and the WHOLE predictor's wall time per click
+(target crop, backbone, head, focus crop, ROI sampling, refiner, paste-back, and the final
+device-to-host copy), split by stage, on synthetic images of each `--sizes`, with peak memory;
+beside it the "full image" reference (the same model on the whole image at native resolution, no
+target crop, no refiner) and the training throughput of B0-S2 / B3-S2 with the data pipeline's.
+
+Conventions (also written into the JSON under "conventions"):
+- FLOPs: `torch.utils.flop_counter.FlopCounterMode` over one click (click 2 of the sequence, a
+  target-cropped click with refinement), 2 FLOPs per multiply-accumulate, counting matrix
+  products, convolutions and attention only (element-wise work and interpolation count zero;
+  the ROI sampling's interpolation-matrix products count). The floor is FLOPs / peak (166 GFLOP/s fp32 on this 2-core AVX-512 CPU by
+  default, `--peak-gflops`; twice that assumed for bf16/fp16).
+- Clicks: a GrabCut-like synthetic object (textured background, a smooth blob); the clicker
+  (evaluation rule) clicks on the errors of a scripted previous mask that converges on the object
+  (the predictor is told that mask as its previous output), so target and focus crops are the
+  sizes a trained model meets, whatever the weights. Weights: `--checkpoint`, else seed 0 with
+  non-zero IGA coefficients. Times: every click of `--repeats` sequences of `--clicks` clicks
+  after one warm-up sequence; median, quartiles and min-max.
+- Evaluator overhead: the clicker's next click plus the IoU of the returned mask, per click.
+- Peak memory: CPU: growth of the process's peak RSS (`resource.getrusage` ru_maxrss) over the
+  configuration's run, in a fresh process per configuration unless `--no-isolate` (then a lower
+  bound: ru_maxrss never decreases); CUDA: `torch.cuda.max_memory_allocated` during the run.
+
+Writes `--json` and `--markdown` (and prints the markdown).
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import copy
+import json
+import multiprocessing
+import os
+import platform
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+
+from isegm.inference.clicker import Clicker  # noqa: E402
+from isegm.inference.predictors import get_predictor  # noqa: E402
+from isegm.inference.utils import get_iou  # noqa: E402
+from isegm.model import IGLRModel, load_is_model  # noqa: E402
+from isegm.utils.timing import StageTimer  # noqa: E402
+
+PEAK_GFLOPS_FP32 = 166.0
+DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+STAGES = ("target_crop", "backbone", "head", "coarse_other", "coarse_paste", "focus_crop",
+          "roi_sampling", "refiner", "paste_back")
+CONVENTIONS = {
+    "flops": "torch.utils.flop_counter.FlopCounterMode over one click (click 2: target crop + "
+             "refinement); 2 FLOPs per multiply-accumulate; matmul, convolution and attention "
+             "only (element-wise ops and interpolation count zero; the ROI sampling's small "
+             "interpolation-matrix products do count)",
+    "floor": "FLOPs / peak; peak = --peak-gflops (fp32) and twice that for bf16/fp16",
+    "time": "whole predictor per click (get_prediction: crops, network, refiner, paste-back, "
+            "final device-to-host copy); median, quartiles and min-max over all clicks of the "
+            "timed sequences; CUDA stages synchronised",
+    "stages": "target_crop: ROI and input resampling; backbone, head: the network modules; "
+              "coarse_other: click maps, normalisation and resizing inside forward_coarse; "
+              "coarse_paste: coarse probabilities into the ROI, logits; focus_crop: the focus "
+              "box; roi_sampling: refiner crops; refiner: forward_refine; paste_back: refined "
+              "logits into the map, sigmoid and the copy to a numpy HxW map",
+    "memory_cpu": "peak RSS growth (resource.getrusage ru_maxrss) over the run, per fresh "
+                  "process unless --no-isolate",
+    "memory_cuda": "torch.cuda.max_memory_allocated during the run",
+    "evaluator_overhead": "Clicker.make_next_click + get_iou per click",
+}
+
+
+# ------------------------------------------------------------------------------------------
+# synthetic object and scripted masks
+def synthetic_object(height: int, width: int, seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
+    """GrabCut-like sample: HxWx3 uint8 image (smooth textured background, a blob object of a
+    different colour) and its HxW int32 ground truth (1 object, 0 background)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    yy /= height
+    xx /= width
+    background = np.stack([0.5 + 0.3 * np.sin(6 * xx + 3 * c) * np.cos(4 * yy + c)
+                           for c in range(3)], axis=2)
+    angle = np.arctan2(yy - 0.5, xx - 0.5)
+    radius = 0.28 * (1 + 0.15 * np.sin(3 * angle) + 0.08 * np.cos(5 * angle))
+    gt = (np.hypot((yy - 0.5) * height / max(height, width),
+                   (xx - 0.5) * width / max(height, width)) < radius).astype(np.int32)
+    colour = np.array([0.8, 0.25, 0.2], dtype=np.float32)
+    image = np.where(gt[..., None] > 0, colour + 0.1 * np.sin(20 * xx)[..., None], background)
+    image = image + rng.normal(0, 0.03, image.shape)
+    return (np.clip(image, 0, 1) * 255).astype(np.uint8), gt
+
+
+def scripted_masks(gt: np.ndarray, clicks: int) -> List[np.ndarray]:
+    """Previous masks converging on `gt`: the object shifted by a shrinking offset (the
+    prediction a trained model would return after click k), float32 HxW in {0, 1}."""
+    h, w = gt.shape
+    out = []
+    for k in range(clicks):
+        dy, dx = int(0.08 * h / (k + 1)), int(-0.06 * w / (k + 1))
+        mask = np.zeros_like(gt, dtype=np.float32)
+        ys = slice(max(0, dy), h + min(0, dy))
+        yd = slice(max(0, -dy), h + min(0, -dy))
+        xs = slice(max(0, dx), w + min(0, dx))
+        xd = slice(max(0, -dx), w + min(0, -dx))
+        mask[ys, xs] = gt[yd, xd]
+        out.append(mask)
+    return out
+
+
+def mask_support(mask: np.ndarray) -> Optional[Tuple[int, int, int, int]]:
+    """Half-open (y1, y2, x1, x2) box of the non-zero pixels, None if empty."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    if len(rows) == 0:
+        return None
+    cols = np.flatnonzero(mask.any(axis=0))
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
+# ------------------------------------------------------------------------------------------
+def build_model(cfg: Dict[str, Any]) -> IGLRModel:
+    """The configuration's model: from `checkpoint` or seed 0 (non-zero IGA coefficients)."""
+    if cfg.get("checkpoint"):
+        model = load_is_model(cfg["checkpoint"])
+        return model
+    torch.manual_seed(0)
+    model = IGLRModel(backbone=cfg["backbone"], pipeline=cfg["pipeline"],
+                      iga_stages=(0, 1, 2, 3) if cfg["iga"] else (),
+                      use_refiner=cfg["refiner"])
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if ".iga_" in name:
+                p.normal_(0, 0.5)
+    return model.eval()
+
+
+def _stage_hooks(model: torch.nn.Module, timer: StageTimer) -> List[Any]:
+    """Forward hooks that charge the backbone and head modules to their own stages."""
+    handles = []
+    for name in ("backbone", "head"):
+        module = getattr(model, name)
+        handles.append(module.register_forward_pre_hook(
+            lambda m, a, n=name: timer.start(n)))
+        handles.append(module.register_forward_hook(
+            lambda m, a, o, n=name: timer.stop(n)))
+    return handles
+
+
+def _summary(values: Sequence[float]) -> Dict[str, float]:
+    ms = sorted(1000.0 * v for v in values)
+    if not ms:
+        return {"median": float("nan"), "p25": float("nan"), "p75": float("nan"),
+                "min": float("nan"), "max": float("nan"), "n": 0}
+    q = np.percentile(ms, [25, 75])
+    return {"median": statistics.median(ms), "p25": float(q[0]), "p75": float(q[1]),
+            "min": ms[0], "max": ms[-1], "n": len(ms)}
+
+
+def make_predictor(model: IGLRModel, cfg: Dict[str, Any], device: torch.device):
+    name = "iglr" if model.use_refiner else "coarse"
+    return get_predictor(name, model, device, with_flip=cfg["flip"],
+                         autocast_dtype=DTYPES[cfg["dtype"]], compile_model=cfg["compile"])
+
+
+def run_clicks(predictor, image: np.ndarray, gt: np.ndarray, clicks: int, repeats: int,
+               timer: StageTimer) -> Dict[str, List[Any]]:
+    """One warm-up and `repeats` timed click sequences. Returns per-click totals (s), stage
+    records ({stage: s}) and the evaluator's overhead (s)."""
+    masks = scripted_masks(gt, clicks)
+    totals: List[float] = []
+    overhead: List[float] = []
+    stages: List[Dict[str, float]] = []
+    for rep in range(repeats + 1):
+        predictor.set_image(image)
+        clicker = Clicker(gt_mask=gt)
+        pred_mask = np.zeros(gt.shape, dtype=bool)
+        timer.clicks.clear()
+        for k in range(clicks):
+            t0 = time.perf_counter()
+            clicker.make_next_click(pred_mask)
+            t1 = time.perf_counter()
+            with timer.click():
+                probs = predictor.get_prediction(clicker)
+            t2 = time.perf_counter()
+            get_iou(gt, probs > 0.49)
+            t3 = time.perf_counter()
+            # the scripted mask stands for what a trained model would have returned
+            _set_prev(predictor, masks[k])
+            pred_mask = masks[k] > 0.5
+            if rep > 0:
+                totals.append(t2 - t1)
+                overhead.append((t1 - t0) + (t3 - t2))
+        if rep > 0:
+            stages.extend(dict(c) for c in timer.clicks)
+    return {"totals": totals, "overhead": overhead, "stages": stages}
+
+
+def _set_prev(predictor, mask: np.ndarray) -> None:
+    """Tell the predictor `mask` was its last output (with its support, as the predictor would
+    know it)."""
+    predictor.set_prev_prediction(mask, mask_support(mask))
+
+
+def count_click_flops(predictor, image: np.ndarray, gt: np.ndarray) -> float:
+    """GFLOPs of click 2 of the scripted sequence (target crop + refinement)."""
+    masks = scripted_masks(gt, 2)
+    predictor.set_image(image)
+    clicker = Clicker(gt_mask=gt)
+    clicker.make_next_click(np.zeros(gt.shape, dtype=bool))
+    predictor.get_prediction(clicker)
+    _set_prev(predictor, masks[0])
+    clicker.make_next_click(masks[0] > 0.5)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        predictor.get_prediction(clicker)
+    return counter.get_total_flops() / 1e9
+
+
+def full_image_flops(model: IGLRModel, height: int, width: int, flip: bool) -> float:
+    """GFLOPs of `forward_coarse` on the whole image at native resolution (meta tensors: no
+    compute, no memory)."""
+    meta = copy.deepcopy(model).to("meta")
+    b = 2 if flip else 1
+    image = torch.empty(b, 3, height, width, device="meta")
+    prev = torch.empty(b, 1, height, width, device="meta")
+    points = torch.full((b, 2, 3), -1.0, device="meta")
+    counter = FlopCounterMode(display=False)
+    with counter, torch.inference_mode():
+        meta.forward_coarse(image, points, prev)
+    return counter.get_total_flops() / 1e9
+
+
+def full_image_time(model: IGLRModel, image: np.ndarray, device: torch.device, runs: int,
+                    flip: bool, autocast_dtype) -> Dict[str, float]:
+    """Seconds of `forward_coarse` on the whole image (no target crop, no refiner)."""
+    x = torch.from_numpy(image).to(device).permute(2, 0, 1)[None].float().div(255)
+    if flip:
+        x = torch.cat((x, x.flip(3)))
+    h, w = x.shape[-2:]
+    points = torch.tensor([[[h / 2, w / 2, 0], [-1, -1, -1]]], device=device).repeat(
+        x.shape[0], 1, 1)
+    prev = torch.zeros(x.shape[0], 1, h, w, device=device)
+    times = []
+    ctx = (torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None
+           else nullcontext())
+    with torch.inference_mode(), ctx:
+        for i in range(runs + 1):
+            _sync(device)
+            t = time.perf_counter()
+            model.forward_coarse(x, points, prev)["instances"].float().sigmoid().cpu()
+            _sync(device)
+            if i > 0:
+                times.append(time.perf_counter() - t)
+    return _summary(times)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _maxrss_mb() -> float:
+    scale = 1024.0 * 1024.0 if platform.system() == "Darwin" else 1024.0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale
+
+
+def run_config(cfg: Dict[str, Any]) -> Dict[str, Any]:
+    """Benchmark one model configuration on one device over all sizes (picklable entry)."""
+    torch.set_num_threads(cfg["threads"])
+    device = torch.device(cfg["device"])
+    model = build_model(cfg).to(device)
+    if not cfg["channels_last"]:
+        model = model.to(memory_format=torch.contiguous_format)
+    predictor = make_predictor(model, cfg, device)
+    timer = StageTimer(device)
+    predictor.timer = timer
+    # backbone / head split through module hooks (not inside a compiled graph)
+    hooks = [] if cfg["compile"] else _stage_hooks(model, timer)
+    row: Dict[str, Any] = {
+        "model": f"{cfg['backbone'].replace('mit_', '').upper()}-{cfg['pipeline'].upper()}",
+        "backbone": cfg["backbone"], "pipeline": cfg["pipeline"],
+        "iga": cfg["iga"], "refiner": cfg["refiner"], "device": str(device),
+        "dtype": cfg["dtype"], "flip": cfg["flip"], "compile": cfg["compile"],
+        "channels_last": cfg["channels_last"], "threads": torch.get_num_threads(),
+        "params_m": sum(p.numel() for p in model.parameters()) / 1e6, "sizes": {}}
+    peak = cfg["peak_gflops"] * (1 if cfg["dtype"] == "fp32" else 2)
+    for size in cfg["sizes"]:
+        h, w = size
+        image, gt = synthetic_object(h, w)
+        if "gflop_per_click" not in row:  # size-independent: crops are resized to 256
+            row["gflop_per_click"] = count_click_flops(predictor, image, gt)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        rss0 = _maxrss_mb()
+        res = run_clicks(predictor, image, gt, cfg["clicks"], cfg["repeats"], timer)
+        mem = (torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == "cuda"
+               else _maxrss_mb() - rss0)
+        records = res["stages"]
+        stages = {s: _summary([r.get(s, 0.0) for r in records]) for s in STAGES}
+        if records:
+            net = [r.get("coarse_net", 0.0) - r.get("backbone", 0.0) - r.get("head", 0.0)
+                   for r in records]
+            stages["coarse_other"] = _summary(net)
+        per_click = _summary(res["totals"])
+        overhead = _summary(res["overhead"])
+        entry = {"per_click_ms": per_click, "stages_ms": stages,
+                 "evaluator_overhead_ms": overhead,
+                 "evaluator_overhead_fraction": overhead["median"] / per_click["median"],
+                 "peak_memory_mb": mem,
+                 "floor_ms": row["gflop_per_click"] / peak * 1000.0,
+                 "achieved_gflops": row["gflop_per_click"] / per_click["median"] * 1000.0}
+        entry["x_floor"] = per_click["median"] / entry["floor_ms"]
+        if cfg["full_image"]:
+            gflop = full_image_flops(model, h, w, cfg["flip"])
+            full = {"gflop": gflop, "floor_ms": gflop / peak * 1000.0}
+            if gflop <= cfg["full_image_max_gflop"]:
+                full["ms"] = full_image_time(model, image, device, cfg["full_image_runs"],
+                                             cfg["flip"], DTYPES[cfg["dtype"]])
+                full["measured"] = True
+            else:  # too slow to run here: estimated at the click's achieved GFLOP/s
+                full["ms"] = {"median": gflop / entry["achieved_gflops"] * 1000.0}
+                full["measured"] = False
+            entry["full_image"] = full
+        row["sizes"][f"{h}x{w}"] = entry
+    for hnd in hooks:
+        hnd.remove()
+    return row
+
+
+def run_isolated(cfg: Dict[str, Any], isolate: bool) -> Dict[str, Any]:
+    if not isolate:
+        return run_config(cfg)
+    ctx = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+        return pool.submit(run_config, cfg).result()
+
+
+# ------------------------------------------------------------------------------------------
+def precision_agreement(cfg: Dict[str, Any], samples: int, clicks: int) -> Dict[str, Any]:
+    """Mask IoU between the fp32 predictor and the `cfg['dtype']` one on GrabCut: the fp32
+    predictor drives the evaluator's clicks; at every click the low-precision predictor gets
+    the same clicks and the same previous mask (one step compared at a time)."""
+    from isegm.data.datasets import get_dataset
+    from isegm.utils.config import load_config
+    torch.set_num_threads(cfg["threads"])
+    device = torch.device(cfg["device"])
+    cfg_paths = load_config()
+    shared = ROOT.parent / "shared" / "datasets" / "GrabCut"
+    if not cfg_paths.resolve("GRABCUT_PATH").is_dir() and shared.is_dir():
+        os.environ.setdefault("GRABCUT_PATH", str(shared))  # the shared copy beside the repo
+        cfg_paths = load_config()
+    dataset = get_dataset("GrabCut", cfg_paths)
+    model = build_model(cfg).to(device)
+    ref = make_predictor(model, dict(cfg, dtype="fp32", compile=False), device)
+    low = make_predictor(model, cfg, device)
+    ious: List[float] = []
+    for index in range(min(samples, len(dataset))):
+        sample = dataset.get_sample(index)
+        ref.set_image(sample.image)
+        low.set_image(sample.image)
+        clicker = Clicker(gt_mask=sample.gt_mask)
+        mask = np.zeros(sample.gt_mask.shape, dtype=bool)
+        for _ in range(clicks):
+            clicker.make_next_click(mask)
+            low.set_prev_prediction(ref.prev_prediction)
+            a = ref.get_prediction(clicker) > 0.49
+            b = low.get_prediction(clicker) > 0.49
+            union = np.logical_or(a, b).sum()
+            ious.append(1.0 if union == 0 else float(np.logical_and(a, b).sum() / union))
+            mask = a
+    arr = np.array(ious)
+    return {"dtype": cfg["dtype"], "model": cfg["backbone"], "pipeline": cfg["pipeline"],
+            "weights": cfg.get("checkpoint") or "seed 0 (untrained)", "samples": samples,
+            "clicks": len(ious), "mean_iou": float(arr.mean()), "min_iou": float(arr.min()),
+            "fraction_ge_0.99": float((arr >= 0.99).mean())}
+
+
+# ------------------------------------------------------------------------------------------
+def _load_script(name: str):
+    """Import scripts/<name>.py (the scripts folder is not a package)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+def training_throughput(backbones: Sequence[str], batch: int, crop: int, steps: int,
+                        warmup: int, data_items: int, device: torch.device) -> Dict[str, Any]:
+    """samples/s of training steps (scripts/benchmark_train.py) and of the data pipeline
+    (scripts/benchmark_data.py, synthetic data, 0 workers)."""
+    from isegm.data.datasets import SyntheticDataset
+    from isegm.data.points_sampler import MultiPointSampler
+    from isegm.data.transforms import build_train_augmentator
+    from isegm.utils.log import setup_logging
+    bench_train = _load_script("benchmark_train")
+    bench_data = _load_script("benchmark_data")
+    setup_logging(None, enabled=False)
+    out: Dict[str, Any] = {"batch_size": batch, "crop": crop, "steps": steps, "models": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for backbone in backbones:
+            r = bench_train.benchmark(backbone, batch, crop, steps, warmup, device, Path(tmp))
+            name = backbone.replace("mit_", "").upper() + "-S2"
+            out["models"][name] = {"samples_per_s": r["samples_per_s"],
+                                   "samples_per_s_with_click_rounds":
+                                       r["samples_per_s_with_rounds"],
+                                   "step_s": r["step"], "data_s": r["data"],
+                                   "forward_s": r["forward"], "backward_s": r["backward"]}
+    torch.manual_seed(0)
+    dataset = SyntheticDataset(
+        num_samples=200, augmentator=build_train_augmentator((crop, crop)),
+        points_sampler=MultiPointSampler(max_num_points=24, prob_gamma=0.8,
+                                         first_click_center=True),
+        epoch_len=data_items + 4 * batch)
+    out["data_samples_per_s"] = bench_data.measure(dataset, 0, data_items, batch)
+    out["data_workers"] = 0
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+def _fmt(t: Dict[str, float]) -> str:
+    return f"{t['median']:.1f} [{t['p25']:.0f}-{t['p75']:.0f}]"
+
+
+def markdown(result: Dict[str, Any]) -> str:
+    env = result["environment"]
+    lines = [f"# IGLR predictor benchmark\n",
+             f"torch {env['torch']}, {env['cpu']}, load average {env['load_before']} "
+             f"(before) / {env['load_after']} (after), {result['settings']['threads']} threads, "
+             f"flip {'on' if result['settings']['flip'] else 'off'}, batch "
+             f"{2 if result['settings']['flip'] else 1}. Times: median [p25-p75] ms per click "
+             f"of the whole predictor. FLOPs: {CONVENTIONS['flops']}. Floor: FLOPs / "
+             f"{result['settings']['peak_gflops']:.0f} GFLOP/s (x2 for bf16/fp16).\n",
+             "| model | IGA | refiner | device | dtype | params M | GFLOP/click | image | "
+             "ms/click | floor ms | x floor | eval overhead % | peak MB | full image ms "
+             "(GFLOP) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for row in result["rows"]:
+        for size, e in row["sizes"].items():
+            full = e.get("full_image")
+            full_s = "-"
+            if full:
+                star = "" if full["measured"] else " (est.)"
+                full_s = f"{full['ms']['median']:.0f}{star} ({full['gflop']:.1f})"
+            lines.append(
+                f"| {row['model']} | {'on' if row['iga'] else 'off'} | "
+                f"{'on' if row['refiner'] else 'off'} | {row['device']} | {row['dtype']} | "
+                f"{row['params_m']:.2f} | {row['gflop_per_click']:.2f} | {size} | "
+                f"{_fmt(e['per_click_ms'])} | {e['floor_ms']:.0f} | {e['x_floor']:.2f} | "
+                f"{100 * e['evaluator_overhead_fraction']:.1f} | {e['peak_memory_mb']:.0f} | "
+                f"{full_s} |")
+    lines += ["", "Per-stage medians (ms):", "",
+              "| model | IGA | refiner | device | dtype | image | " + " | ".join(STAGES) + " |",
+              "|---|---|---|---|---|---|" + "---|" * len(STAGES)]
+    for row in result["rows"]:
+        for size, e in row["sizes"].items():
+            lines.append(f"| {row['model']} | {'on' if row['iga'] else 'off'} | "
+                         f"{'on' if row['refiner'] else 'off'} | {row['device']} | "
+                         f"{row['dtype']} | {size} | " +
+                         " | ".join(f"{e['stages_ms'][s]['median']:.1f}" for s in STAGES) + " |")
+    train = result.get("training")
+    if train:
+        lines += ["", f"Training (batch {train['batch_size']}, {train['crop']}² crops, "
+                  f"{train['device']}): data pipeline {train['data_samples_per_s']:.1f} "
+                  f"samples/s ({train['data_workers']} workers)", "",
+                  "| model | samples/s | with click rounds | step s | forward s | backward s |",
+                  "|---|---|---|---|---|---|"]
+        for name, t in train["models"].items():
+            lines.append(f"| {name} | {t['samples_per_s']:.2f} | "
+                         f"{t['samples_per_s_with_click_rounds']:.2f} | {t['step_s']:.2f} | "
+                         f"{t['forward_s']:.2f} | {t['backward_s']:.2f} |")
+    agreement = result.get("agreement")
+    if agreement:
+        lines += ["", f"{agreement['dtype']} vs fp32 on GrabCut ({agreement['model']}, "
+                  f"{agreement['weights']}, {agreement['samples']} images, "
+                  f"{agreement['clicks']} clicks): mask IoU mean {agreement['mean_iou']:.4f}, "
+                  f"min {agreement['min_iou']:.4f}, "
+                  f"{100 * agreement['fraction_ge_0.99']:.0f}% of clicks >= 0.99"]
+    return "\n".join(lines) + "\n"
+
+
+def _parse_size(text: str) -> Tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"--sizes expects HxW like 480x854, got '{text}'") from e
+    return h, w
+
+
+def _onoff(values: Sequence[str]) -> List[bool]:
+    return [v == "on" for v in values]
+
+
+def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: B0-S2 only, IGA on, refiner on and off, one small image, "
+                        "3 clicks, tiny training run")
+    p.add_argument("--backbones", nargs="+", default=["mit_b0", "mit_b3"])
+    p.add_argument("--pipelines", nargs="+", default=["s1", "s2"], choices=["s1", "s2"])
+    p.add_argument("--iga", nargs="+", default=["on", "off"], choices=["on", "off"])
+    p.add_argument("--refiner", nargs="+", default=["on", "off"], choices=["on", "off"])
+    p.add_argument("--sizes", nargs="+", type=_parse_size,
+                   default=[(480, 640), (480, 854), (2160, 3840)])
+    p.add_argument("--devices", nargs="+", default=None,
+                   help="default: cpu, and cuda when available")
+    p.add_argument("--clicks", type=int, default=6, help="clicks per sequence")
+    p.add_argument("--repeats", type=int, default=3, help="timed sequences (after 1 warm-up)")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32",
+                   help="autocast dtype of the network (bf16 on CPU; fp16/bf16 on CUDA)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the network")
+    p.add_argument("--no-channels-last", dest="channels_last", action="store_false",
+                   help="run the convolutions in contiguous (NCHW) memory format")
+    p.add_argument("--flip", action="store_true",
+                   help="horizontal-flip averaging (IGLR's evaluation default; batch 2)")
+    p.add_argument("--checkpoint", default=None, help="trained model (default: seed-0 weights)")
+    p.add_argument("--peak-gflops", type=float, default=PEAK_GFLOPS_FP32)
+    p.add_argument("--no-full-image", dest="full_image", action="store_false")
+    p.add_argument("--full-image-max-gflop", type=float, default=150.0,
+                   help="time the full-image reference only below this cost (else estimate)")
+    p.add_argument("--full-image-runs", type=int, default=2)
+    p.add_argument("--no-train", dest="train", action="store_false")
+    p.add_argument("--train-batch", type=int, default=8)
+    p.add_argument("--train-steps", type=int, default=3)
+    p.add_argument("--agreement", action="store_true",
+                   help="also measure the mask IoU of --dtype against fp32 on GrabCut")
+    p.add_argument("--agreement-samples", type=int, default=10)
+    p.add_argument("--agreement-clicks", type=int, default=5)
+    p.add_argument("--no-isolate", dest="isolate", action="store_false",
+                   help="run every configuration in this process (memory becomes a lower bound)")
+    p.add_argument("--json", default="benchmark.json")
+    p.add_argument("--markdown", default="benchmark.md")
+    args = p.parse_args(argv)
+
+    train_backbones = ["mit_b0", "mit_b3"]
+    train_crop, train_warmup, data_items = 256, 1, 64
+    if args.quick:
+        args.backbones, args.pipelines, args.iga = ["mit_b0"], ["s2"], ["on"]
+        args.sizes, args.clicks, args.repeats = [(120, 160)], 3, 1
+        args.full_image_runs, args.isolate = 1, False
+        args.train_batch, args.train_steps = 2, 1
+        train_backbones, train_crop, train_warmup, data_items = ["mit_b0"], 128, 0, 8
+    devices = args.devices or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+    torch.set_num_threads(args.threads)
+    load_before = " ".join(f"{v:.2f}" for v in os.getloadavg())
+    settings = {k: v for k, v in vars(args).items() if k not in ("json", "markdown")}
+    settings["sizes"] = [f"{h}x{w}" for h, w in args.sizes]
+    rows = []
+    for device in devices:
+        for backbone in args.backbones:
+            for pipeline in args.pipelines:
+                for iga in _onoff(args.iga):
+                    for refiner in _onoff(args.refiner):
+                        cfg = {"backbone": backbone, "pipeline": pipeline, "iga": iga,
+                               "refiner": refiner, "device": device, "threads": args.threads,
+                               "dtype": args.dtype, "compile": args.compile,
+                               "channels_last": args.channels_last, "flip": args.flip,
+                               "checkpoint": args.checkpoint, "clicks": args.clicks,
+                               "repeats": args.repeats, "sizes": args.sizes,
+                               "peak_gflops": args.peak_gflops,
+                               # the full-image reference has no refiner: once per model
+                               "full_image": args.full_image and refiner == _onoff(
+                                   args.refiner)[0],
+                               "full_image_max_gflop": args.full_image_max_gflop,
+                               "full_image_runs": args.full_image_runs}
+                        row = run_isolated(cfg, args.isolate)
+                        rows.append(row)
+                        print(f"{row['model']} IGA {'on' if iga else 'off'} refiner "
+                              f"{'on' if refiner else 'off'} {device}: " + ", ".join(
+                                  f"{s} {e['per_click_ms']['median']:.1f} ms"
+                                  for s, e in row["sizes"].items()), flush=True)
+    result: Dict[str, Any] = {"conventions": CONVENTIONS, "settings": settings, "rows": rows}
+    if args.train:
+        train_device = torch.device(devices[-1])
+        result["training"] = training_throughput(train_backbones, args.train_batch, train_crop,
+                                                 args.train_steps, train_warmup, data_items,
+                                                 train_device)
+        result["training"]["device"] = str(train_device)
+    if args.agreement and args.dtype != "fp32":
+        cfg = {"backbone": args.backbones[-1], "pipeline": args.pipelines[-1], "iga": True,
+               "refiner": True, "device": devices[0], "threads": args.threads,
+               "dtype": args.dtype, "compile": False, "channels_last": True,
+               "flip": args.flip, "checkpoint": args.checkpoint}
+        result["agreement"] = precision_agreement(cfg, args.agreement_samples,
+                                                  args.agreement_clicks)
+    result["environment"] = {
+        "torch": torch.__version__, "python": platform.python_version(),
+        "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "load_before": load_before,
+        "load_after": " ".join(f"{v:.2f}" for v in os.getloadavg()),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
+    text = markdown(result)
+    Path(args.json).write_text(json.dumps(result, indent=2))
+    Path(args.markdown).write_text(text)
+    print(text)
+    return result
+
+
+if __name__ == "__main__":
+    main()
