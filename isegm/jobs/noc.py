@@ -1,0 +1,259 @@
+"""NoC evaluation with full click series, result tables and mIoU-versus-clicks figures.
+
+    result = evaluate_noc(get_predictor("iglr", model), dataset, label="trained", n_clicks=20)
+    result.metrics()     # {'NoC@85': ..., 'NoC@90': ..., 'NoF@90': ..., 'mIoU@1': ..., ...}
+    rows = aggregate([result, ...])                       # mean (and std over seeds) per label
+    write_table(rows, folder / "noc_table")               # .md, .csv, .json
+    plot_miou_curves(rows, folder / "miou_vs_clicks.png")
+
+Every sample runs all `n_clicks` clicks (tau_stop = 1.01, protocol rule 15), so one pass gives
+both the NoC numbers (the first click reaching each threshold, identical to an early-stopped
+run) and the exact mIoU@k curve. The loop itself is `isegm.inference.evaluation.evaluate_dataset`.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import cv2
+import numpy as np
+
+from isegm.inference.evaluation import PRED_THRESHOLD, evaluate_dataset
+from isegm.inference.runner import draw_prediction
+from isegm.inference.utils import (NO_EARLY_STOP_IOU, get_iou, mean_iou_per_click,
+                                   summarize_ious)
+
+NOC_THRESHOLDS = (0.80, 0.85, 0.90)
+MIOU_CLICKS = (1, 3, 5)
+TABLE_METRICS = ("NoC@85", "NoC@90", "NoF@90", "mIoU@1", "mIoU@3", "mIoU@5")
+VIS_CLICKS = (1, 3, 5)
+
+
+@dataclass
+class NocResult:
+    """Full IoU series of one predictor on one dataset."""
+
+    label: str
+    dataset: str
+    all_ious: list[np.ndarray]
+    sample_ids: list[str]
+    n_clicks: int
+    elapsed_s: float
+    seed: Optional[int] = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def miou_curve(self) -> np.ndarray:
+        """mIoU@k for k = 1..n_clicks, float64 (n_clicks,)."""
+        return mean_iou_per_click(self.all_ious)
+
+    def metrics(self) -> dict[str, float]:
+        """NoC@80/85/90, NoF@85/90, mIoU@1/3/5, samples, seconds per click."""
+        out = dict(summarize_ious(self.all_ious, NOC_THRESHOLDS, self.n_clicks))
+        out.pop("NoF@80", None)
+        curve = self.miou_curve()
+        for k in MIOU_CLICKS:
+            if k <= len(curve):
+                out[f"mIoU@{k}"] = float(curve[k - 1])
+        clicks = sum(len(x) for x in self.all_ious)
+        out["s_per_click"] = self.elapsed_s / max(clicks, 1)
+        return out
+
+
+def evaluate_noc(predictor, dataset, label: str, n_clicks: int = 20,
+                 max_samples: Optional[int] = None, vis_dir: Optional[Path] = None,
+                 num_vis: int = 0, seed: Optional[int] = None) -> NocResult:
+    """Run the NoC protocol (all `n_clicks` clicks) on the first `max_samples` samples.
+
+    With `vis_dir` and `num_vis > 0`, writes `<vis_dir>/<dataset>_<label>_<sample>.png` for the
+    first `num_vis` samples: the prediction after clicks 1, 3, 5 and the last click, each with its
+    clicks (green positive, red negative), the ground-truth contour (yellow) and its IoU.
+    """
+    if n_clicks < 1:
+        raise ValueError(f"n_clicks must be >= 1, got {n_clicks}")
+    count = len(dataset) if max_samples is None else min(len(dataset), int(max_samples))
+    if count == 0:
+        raise ValueError(f"dataset {getattr(dataset, 'name', dataset)} has no samples to evaluate")
+    name = getattr(dataset, "name", type(dataset).__name__)
+    callback = None
+    if vis_dir is not None and num_vis > 0:
+        callback = _PanelCollector(Path(vis_dir), f"{name}_{_slug(label)}",
+                                   tuple(sorted({k for k in VIS_CLICKS if k < n_clicks} | {n_clicks})),
+                                   num_vis)
+    stats: dict[str, Any] = {}
+    all_ious, elapsed = evaluate_dataset(dataset, predictor, indices=range(count),
+                                         callback=callback, stats=stats,
+                                         max_iou_thr=NO_EARLY_STOP_IOU, max_clicks=n_clicks)
+    return NocResult(label=label, dataset=name, all_ious=all_ious,
+                     sample_ids=[str(s) for s in stats.get("sample_ids", [])], n_clicks=n_clicks,
+                     elapsed_s=elapsed, seed=seed)
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
+
+
+class _PanelCollector:
+    """Evaluation callback: keeps the panels of the first samples and writes one PNG each."""
+
+    def __init__(self, folder: Path, prefix: str, clicks: Sequence[int], num_samples: int):
+        self.folder, self.prefix, self.clicks = folder, prefix, tuple(clicks)
+        self.num_samples = num_samples
+        self.samples: list[Any] = []
+        self.panels: list[np.ndarray] = []
+        self.paths: list[Path] = []
+
+    def __call__(self, image, gt_mask, probs, sample_id, click_indx, clicks) -> None:
+        if sample_id not in self.samples:
+            if len(self.samples) >= self.num_samples:
+                return
+            self.samples.append(sample_id)
+            self.panels = []
+        if sample_id != self.samples[-1] or (click_indx + 1) not in self.clicks:
+            return
+        panel = draw_prediction(image, probs, clicks, PRED_THRESHOLD, gt_mask)
+        iou = get_iou(gt_mask, probs > PRED_THRESHOLD)
+        scale = max(1.0, 160.0 / panel.shape[0])
+        if scale > 1.0:
+            panel = cv2.resize(panel, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+        cv2.putText(panel, f"{click_indx + 1} click{'s' if click_indx else ''} IoU {iou:.2f}",
+                    (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
+        self.panels.append(panel)
+        if click_indx + 1 == self.clicks[-1]:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            path = self.folder / f"{self.prefix}_{_slug(str(sample_id))}.png"
+            cv2.imwrite(str(path), cv2.cvtColor(np.concatenate(self.panels, axis=1),
+                                                cv2.COLOR_RGB2BGR))
+            self.paths.append(path)
+
+
+# ------------------------------------------------------------------------------------------------
+def aggregate(results: Sequence[NocResult]) -> list[dict[str, Any]]:
+    """One row per (label, dataset), in first-seen order: the mean of every metric over the
+    results (seeds) as '<metric>', its standard deviation (ddof 0) as '<metric>_std', the seeds,
+    and the mean/std mIoU curves as 'mIoU_curve' / 'mIoU_curve_std' (lists)."""
+    groups: "OrderedDict[tuple[str, str], list[NocResult]]" = OrderedDict()
+    for r in results:
+        groups.setdefault((r.label, r.dataset), []).append(r)
+    rows = []
+    for (label, dataset), group in groups.items():
+        per_seed = [r.metrics() for r in group]
+        row: dict[str, Any] = {"model": label, "dataset": dataset, "seeds": len(group),
+                               "seed_values": [r.seed for r in group],
+                               "num_samples": int(per_seed[0]["num_samples"])}
+        for key in per_seed[0]:
+            if key == "num_samples":
+                continue
+            values = np.array([m[key] for m in per_seed], dtype=np.float64)
+            row[key] = float(values.mean())
+            row[f"{key}_std"] = float(values.std())
+        length = min(len(r.miou_curve()) for r in group)
+        curves = np.stack([r.miou_curve()[:length] for r in group])
+        row["mIoU_curve"] = [round(float(v), 6) for v in curves.mean(0)]
+        row["mIoU_curve_std"] = [round(float(v), 6) for v in curves.std(0)]
+        rows.append(row)
+    return rows
+
+
+def _cell(row: dict[str, Any], key: str) -> str:
+    value = row.get(key)
+    if value is None:
+        return "-"
+    digits = 3 if key.startswith("mIoU") else 2
+    if key.startswith("NoF"):
+        digits = 1 if row.get("seeds", 1) > 1 else 0
+    text = f"{value:.{digits}f}"
+    if row.get("seeds", 1) > 1 and f"{key}_std" in row:
+        text += f" ± {row[f'{key}_std']:.{digits if digits else 1}f}"
+    return text
+
+
+def markdown_table(rows: Sequence[dict[str, Any]], metrics: Sequence[str] = TABLE_METRICS) -> str:
+    """Markdown table: model, dataset, samples, seeds, metrics (mean ± std over seeds)."""
+    header = ["Model", "Dataset", "Samples", "Seeds", *metrics]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 4 + ["---:"] * len(metrics)) + "|"]
+    for r in rows:
+        cells = [str(r["model"]), str(r["dataset"]), str(r["num_samples"]), str(r["seeds"])]
+        cells += [_cell(r, m) for m in metrics]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_table(rows: Sequence[dict[str, Any]], stem: Path, title: str = "",
+                metrics: Sequence[str] = TABLE_METRICS) -> dict[str, Path]:
+    """Write `<stem>.md` (markdown table), `<stem>.csv` (means and stds, one row per model and
+    dataset) and `<stem>.json` (rows with curves); returns {'md', 'csv', 'json'} -> path."""
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = {"md": stem.with_suffix(".md"), "csv": stem.with_suffix(".csv"),
+             "json": stem.with_suffix(".json")}
+    text = (f"# {title}\n\n" if title else "") + markdown_table(rows, metrics) + "\n"
+    paths["md"].write_text(text, encoding="utf-8")
+    scalar_keys = ["model", "dataset", "num_samples", "seeds"]
+    for key in ("NoC@80", "NoC@85", "NoC@90", "NoF@85", "NoF@90", "mIoU@1", "mIoU@3", "mIoU@5",
+                "s_per_click"):
+        if any(key in r for r in rows):
+            scalar_keys += [key, f"{key}_std"]
+    with open(paths["csv"], "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=scalar_keys, extrasaction="ignore")
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: (round(v, 6) if isinstance(v, float) else v)
+                             for k, v in r.items() if k in scalar_keys})
+    paths["json"].write_text(json.dumps(list(rows), indent=2), encoding="utf-8")
+    return paths
+
+
+def plot_miou_curves(rows: Sequence[dict[str, Any]], output: Path,
+                     title: str = "mIoU vs. number of clicks") -> Path:
+    """One subplot per dataset, one curve per model (mean over seeds, ± std band when several).
+    The PNG is (500 x n_datasets) x 400 pixels."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = list(OrderedDict.fromkeys(r["dataset"] for r in rows))
+    if not datasets:
+        raise ValueError("no results to plot")
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 4), dpi=100,
+                             squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        for r in (r for r in rows if r["dataset"] == dataset):
+            mean = np.asarray(r["mIoU_curve"], dtype=np.float64)
+            x = np.arange(1, len(mean) + 1)
+            label = r["model"] + (f" ({r['seeds']} seeds)" if r.get("seeds", 1) > 1 else "")
+            line, = ax.plot(x, mean, marker="o", markersize=3, label=label)
+            std = np.asarray(r.get("mIoU_curve_std") or [], dtype=np.float64)
+            if r.get("seeds", 1) > 1 and len(std) == len(mean):
+                ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+        samples = next(r["num_samples"] for r in rows if r["dataset"] == dataset)
+        ax.set_title(f"{dataset} ({samples} samples)")
+        ax.set_xlabel("number of clicks")
+        ax.set_ylabel("mIoU")
+        ax.set_ylim(0, 1)
+        ax.set_xlim(1, max(len(r["mIoU_curve"]) for r in rows))
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+    fig.suptitle(title)
+    fig.tight_layout()
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(output, dpi=100)
+    plt.close(fig)
+    return output
+
+
+def build_eval_dataset(name: str, paths, synthetic_size: tuple[int, int] = (128, 128),
+                       synthetic_samples: int = 100, synthetic_seed: int = 1):
+    """An evaluation dataset by registry name. 'Synthetic' is the held-out val split (one object
+    per image) at `synthetic_size` with generator seed `synthetic_seed` (1: disjoint from the
+    training split and from the trainer's validation images, which use seed 0); other names
+    resolve their root through configs.yml (ConfigPathError naming the key if absent)."""
+    from isegm.data.datasets import get_dataset
+    if name == "Synthetic":
+        return get_dataset("Synthetic", paths, image_size=tuple(synthetic_size),
+                           num_samples=synthetic_samples, seed=synthetic_seed)
+    return get_dataset(name, paths)

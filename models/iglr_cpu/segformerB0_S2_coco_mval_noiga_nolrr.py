@@ -1,0 +1,21 @@
+"""CPU ablation "no IGA, no LRR: input fusion only and coarse prediction only".
+Otherwise identical to segformerB0_S2_coco_mval.py (recipe.COCO_MVAL_CPU).
+    python scripts/run_ablation.py models/iglr_cpu/segformerB0_S2_coco_mval.py \
+        models/iglr_cpu/segformerB0_S2_coco_mval_noiga_nolrr.py --minutes 30 --datasets GrabCut"""
+from isegm.engine import recipe
+
+MODEL_NAME = "segformerB0_S2_coco_mval_noiga_nolrr"
+RECIPE = recipe.COCO_MVAL_CPU.replace(model_kwargs={"iga_stages": (), "use_refiner": False})
+BATCH_SIZE = RECIPE.batch_size
+
+
+def init_model(cfg):
+    return recipe.init_model(cfg, RECIPE)
+
+
+def train(model, cfg, model_cfg):
+    return recipe.train(model, cfg, model_cfg, RECIPE)
+
+
+def main(cfg):
+    return recipe.main(cfg, RECIPE)

@@ -1,0 +1,149 @@
+"""Train several config modules with one budget and seed set, evaluate each, compare in one table.
+
+    .venv/bin/python scripts/run_ablation.py \
+        models/iglr_cpu/segformerB0_S2_coco_mval.py models/iglr_cpu/segformerB0_S2_coco_mval_noiga.py \
+        models/iglr_cpu/segformerB0_S2_coco_mval_nolrr.py models/iglr_cpu/segformerB0_S2_coco_mval_noiga_nolrr.py \
+        --minutes 30 --seeds 0 1 2 --datasets GrabCut --references cv_grabcut untrained
+
+Every (config, seed) trains in its own experiment folder (EXPS_PATH/<family>/<config>/NNN_<name>)
+with the same budget (`--steps`/`--epochs`, or `--minutes` of wall time), and its final checkpoint
+is evaluated with the NoC protocol (20 clicks per object; the IGLR predictor for models with the
+refiner, the coarse predictor without). The comparison goes to EXPS_PATH/ablations/NNN_<name>/:
+    ablation_table.md / .csv / .json   NoC@85/90, NoF@90, mIoU@1/3/5 (mean ± std over seeds)
+    miou_vs_clicks.png                 one curve per config (± std band over seeds)
+    runs.json                          experiment folder, steps and wall time of every run
+Reference rows (`--references`): 'cv_grabcut' (OpenCV GrabCut seeded by the clicks, no training)
+and 'untrained' (the first config's network before training, per seed).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import torch  # noqa: E402
+
+from isegm.data.io import DatasetError  # noqa: E402
+from isegm.engine.experiment import ExperimentError, create_exp_dir  # noqa: E402
+from isegm.inference.predictors import get_predictor, predictor_name_for_mode  # noqa: E402
+from isegm.jobs.noc import (aggregate, build_eval_dataset, evaluate_noc, plot_miou_curves,  # noqa: E402
+                            write_table)
+from isegm.jobs.training import (BudgetError, add_budget_arguments, budget_from_args,  # noqa: E402
+                                 check_recipe_changes, load_recipe, train_config)
+from isegm.model import load_is_model  # noqa: E402
+from isegm.utils.config import ConfigError, ConfigPathError, load_config  # noqa: E402
+from isegm.utils.log import logger, setup_logging  # noqa: E402
+
+REFERENCES = ("cv_grabcut", "untrained")
+DEFAULT_STEPS = 400
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="run_ablation.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("configs", nargs="+", help="config modules to train and compare")
+    add_budget_arguments(p)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds (one run each)")
+    p.add_argument("--datasets", type=str, default="GrabCut",
+                   help="comma-separated evaluation datasets (e.g. GrabCut,Synthetic)")
+    p.add_argument("--eval-samples", type=int, default=None,
+                   help="objects evaluated per dataset (default: all; Synthetic: 100)")
+    p.add_argument("--n-clicks", type=int, default=20, help="clicks per object (N of NoC)")
+    p.add_argument("--references", nargs="*", default=[], choices=REFERENCES,
+                   help="reference rows: the classical predictor and/or the untrained network")
+    p.add_argument("--batch-size", type=int, default=None, help="default: each recipe's")
+    p.add_argument("--exp-name", type=str, default="ablation",
+                   help="suffix of the run folders and of the comparison folder")
+    p.add_argument("--output", type=str, default=None,
+                   help="comparison folder (default: a new EXPS_PATH/ablations/NNN_<exp-name>)")
+    p.add_argument("--workers", type=int, default=0, help="data-loading processes")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--config", type=str, default=None, help="another configs.yml")
+    p.add_argument("--recipe-override", type=str, default=None,
+                   help="JSON object of recipe fields applied to every config (e.g. for smoke "
+                        "tests: '{\"crop_size\": [64, 64]}')")
+    return p.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    setup_logging(None)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    try:
+        paths = load_config(args.config)
+        budget = budget_from_args(args, DEFAULT_STEPS)
+        configs = [Path(c) for c in args.configs]
+        if len({c.stem for c in configs}) != len(configs):
+            raise BudgetError(f"config names must differ (they label the rows): {args.configs}")
+        for config in configs:
+            load_recipe(config)
+        changes = check_recipe_changes(
+            json.loads(args.recipe_override) if args.recipe_override else {})
+        names = [d.strip() for d in args.datasets.split(",") if d.strip()]
+        samples = args.eval_samples if args.eval_samples is not None else 100
+        datasets = [build_eval_dataset(n, paths, synthetic_samples=samples) for n in names]
+        if args.output:
+            out = Path(args.output)
+            out.mkdir(parents=True, exist_ok=True)
+        else:
+            out = create_exp_dir(paths.resolve("EXPS_PATH") / "ablations", args.exp_name).root
+    except (BudgetError, ConfigError, ConfigPathError, DatasetError, ExperimentError, KeyError,
+            json.JSONDecodeError) as e:
+        print(f"run_ablation.py: error: {e}", file=sys.stderr)
+        return 2
+
+    def evaluate(predictor, label: str, seed: Optional[int]) -> None:
+        for dataset in datasets:
+            results.append(evaluate_noc(predictor, dataset, label=label, n_clicks=args.n_clicks,
+                                        max_samples=args.eval_samples, seed=seed))
+
+    results, runs = [], []
+    total = len(configs) * len(args.seeds)
+    for i, config in enumerate(configs):
+        for seed in args.seeds:
+            logger.info(f"[run {len(runs) + 1}/{total}] {config.stem}, seed {seed}, "
+                        f"{budget.describe()}")
+            run = train_config(config, paths, budget, seed=seed, exp_name=args.exp_name,
+                               workers=args.workers, batch_size=args.batch_size,
+                               recipe_changes=changes)
+            runs.append({"config": str(config), "seed": seed, "exp": str(run.exp_root),
+                         "checkpoint": str(run.checkpoint), "steps": run.steps,
+                         "epochs": run.epochs, "wall_s": round(run.wall_s, 1)})
+            model = load_is_model(run.checkpoint, "cpu")
+            evaluate(get_predictor(predictor_name_for_mode("NoBRS", model), model, "cpu"),
+                     config.stem, seed)
+            if i == 0 and "untrained" in args.references:
+                initial = run.initial_model
+                evaluate(get_predictor(predictor_name_for_mode("NoBRS", initial), initial, "cpu"),
+                         "untrained", seed)
+    if "cv_grabcut" in args.references:
+        logger.info("reference: OpenCV GrabCut predictor")
+        evaluate(get_predictor("cv_grabcut"), "OpenCV GrabCut", None)
+
+    rows = aggregate(results)
+    title = (f"{budget.describe()}, seeds {' '.join(map(str, args.seeds))}, "
+             f"{args.n_clicks} clicks per object")
+    tables = write_table(rows, out / "ablation_table", title=title)
+    plot = plot_miou_curves(rows, out / "miou_vs_clicks.png", title=title)
+    (out / "runs.json").write_text(json.dumps({"budget": budget.describe(), "seeds": args.seeds,
+                                               "runs": runs}, indent=2), encoding="utf-8")
+    print(f"\n{title}\n")
+    print(tables["md"].read_text(encoding="utf-8").split("\n", 2)[-1])
+    print(f"comparison table : {tables['md']}  ({tables['csv'].name}, {tables['json'].name})")
+    print(f"mIoU-vs-clicks   : {plot}")
+    print(f"runs             : {out / 'runs.json'}")
+    print(f"total time       : {(time.perf_counter() - start) / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

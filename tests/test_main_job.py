@@ -1,0 +1,181 @@
+"""The main job and the ablation runner in reduced form: every promised output exists and is well
+formed; the CPU study configs differ from their base only in the model; budgets and errors."""
+import csv
+import dataclasses
+import importlib.util
+import json
+import os
+import re
+from pathlib import Path
+
+import cv2
+import pytest
+import torch
+
+from isegm.engine import recipe
+from isegm.engine.launch import load_config_module
+from isegm.engine.runconfig import RunConfig
+from isegm.jobs.training import Budget, BudgetError, budgeted_recipe
+from isegm.utils.config import load_config
+from isegm.utils.log import setup_logging
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_GRABCUT = Path(os.environ.get("IGLR_TEST_DATASETS", REPO.parent / "shared" / "datasets")) / "GrabCut"
+JOB_CONFIGS = REPO / "tests" / "jobs_configs"
+
+
+def _script(name):
+    spec = importlib.util.spec_from_file_location(f"script_{name}", REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _read_csv(path):
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def _markdown_rows(path):
+    lines = [l for l in path.read_text(encoding="utf-8").splitlines() if l.startswith("| ")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    return [dict(zip(header, (c.strip() for c in l.strip("|").split("|")))) for l in lines[1:]]
+
+
+@pytest.fixture
+def exps(tmp_path, monkeypatch):
+    """A fresh EXPS_PATH; the scripts run with one torch thread (`--threads 1`: the cores are
+    shared), restored afterwards."""
+    monkeypatch.setenv("EXPS_PATH", str(tmp_path / "exps"))
+    threads = torch.get_num_threads()
+    yield tmp_path / "exps"
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.slow
+def test_main_job_quick_writes_every_promised_output(exps, monkeypatch, capsys):
+    with_grabcut = SHARED_GRABCUT.is_dir()
+    monkeypatch.setenv("GRABCUT_PATH", str(SHARED_GRABCUT if with_grabcut else exps / "no_grabcut"))
+    assert _script("main_job").main(["--quick", "--seed", "3", "--threads", "1"]) == 0
+    printed = capsys.readouterr().out
+
+    root = exps / "iglr_cpu" / "segformerB0_S2_synthetic" / "000_main_job"
+    out = root / "evaluation"
+    datasets = ["Synthetic", "GrabCut"] if with_grabcut else ["Synthetic"]
+    # The printed paths are the real ones.
+    for label in ("experiment folder", "checkpoint", "mIoU-vs-clicks", "visualisations",
+                  "training log"):
+        match = re.search(rf"^{label}\s+: (\S+)", printed, re.M)
+        assert match and Path(match.group(1)).exists(), label
+    assert f"NoC table         : {out / 'noc_table.md'}" in printed
+
+    # Table: markdown, CSV and JSON agree; NoC within [1, N] (N = 6 clicks in --quick).
+    md = _markdown_rows(out / "noc_table.md")
+    rows = _read_csv(out / "noc_table.csv")
+    records = json.loads((out / "noc_table.json").read_text())
+    expected = [(m, d) for d in datasets for m in ("untrained", "trained")]
+    assert [(r["Model"], r["Dataset"]) for r in md] == expected
+    assert [(r["model"], r["dataset"]) for r in rows] == expected
+    for r, m, rec in zip(rows, md, records):
+        assert int(r["num_samples"]) == 3 and r["seeds"] == "1"
+        for key in ("NoC@80", "NoC@85", "NoC@90"):
+            assert 1.0 <= float(r[key]) <= 6.0 <= 20
+        assert 0 <= int(float(r["NoF@90"])) <= 3
+        for key in ("mIoU@1", "mIoU@3", "mIoU@5"):
+            assert 0.0 <= float(r[key]) <= 1.0
+        assert float(m["NoC@90"]) == pytest.approx(float(r["NoC@90"]), abs=0.006)
+        assert float(m["mIoU@3"]) == pytest.approx(float(r["mIoU@3"]), abs=6e-4)
+        assert len(rec["mIoU_curve"]) == 6 and rec["mIoU_curve"][2] == pytest.approx(float(r["mIoU@3"]))
+
+    # Figure: one 500x400 panel per dataset.
+    plot = cv2.imread(str(out / "miou_vs_clicks.png"))
+    assert plot is not None and plot.shape == (400, 500 * len(datasets), 3)
+
+    # Visualisations: 2 per dataset, 4 panels each (after clicks 1, 3, 5 and 6).
+    for name in datasets:
+        files = sorted((out / "vis").glob(f"{name}_trained_*.png"))
+        assert len(files) == 2
+        image = cv2.imread(str(files[0]))
+        assert image is not None and image.shape[0] >= 128
+        assert image.shape[1] % 4 == 0 and image.shape[1] >= 4 * 128
+
+    # Training record and a checkpoint that rebuilds the model alone.
+    assert (root / "segformerB0_S2_synthetic.py").is_file() and (root / "config.yml").is_file()
+    assert "trained 4 steps" in (root / "train_log.txt").read_text()
+    from isegm.model import load_is_model
+    model = load_is_model(root / "checkpoints" / "last_checkpoint.pth")
+    assert model.use_refiner and model.infer_size == 96 and model.refine_size == 64
+
+
+@pytest.mark.slow
+def test_run_ablation_compares_configs_over_seeds(exps, capsys):
+    out = exps / "cmp"
+    argv = [str(JOB_CONFIGS / "tiny_full.py"), str(JOB_CONFIGS / "tiny_noiga_nolrr.py"),
+            "--minutes", "0.001", "--epoch-steps", "2", "--seeds", "0", "1",
+            "--datasets", "Synthetic", "--eval-samples", "2", "--n-clicks", "4",
+            "--references", "untrained", "cv_grabcut", "--output", str(out), "--threads", "1"]
+    assert _script("run_ablation").main(argv) == 0
+    rows = _read_csv(out / "ablation_table.csv")
+    assert [r["model"] for r in rows] == ["tiny_full", "untrained", "tiny_noiga_nolrr",
+                                          "OpenCV GrabCut"]
+    assert [r["seeds"] for r in rows] == ["2", "2", "2", "1"]
+    for r in rows:
+        assert r["dataset"] == "Synthetic" and r["num_samples"] == "2"
+        assert 1.0 <= float(r["NoC@85"]) <= float(r["NoC@90"]) <= 4.0
+        assert float(r["NoC@90_std"]) >= 0.0 and 0.0 <= float(r["mIoU@1"]) <= 1.0
+    md = (out / "ablation_table.md").read_text()
+    assert "| tiny_noiga_nolrr | Synthetic | 2 | 2 |" in md and " ± " in md
+    assert all(c in md for c in ("NoC@85", "NoC@90", "NoF@90", "mIoU@1", "mIoU@3", "mIoU@5"))
+    plot = cv2.imread(str(out / "miou_vs_clicks.png"))
+    assert plot is not None and plot.shape == (400, 500, 3)
+    runs = json.loads((out / "runs.json").read_text())["runs"]
+    assert [(Path(r["config"]).stem, r["seed"]) for r in runs] == [
+        ("tiny_full", 0), ("tiny_full", 1), ("tiny_noiga_nolrr", 0), ("tiny_noiga_nolrr", 1)]
+    for r in runs:  # the time budget stops after the first epoch of 2 steps
+        assert r["steps"] == 2 and r["epochs"] == 1 and Path(r["checkpoint"]).is_file()
+    assert "comparison table" in capsys.readouterr().out
+
+
+def test_main_job_fails_early_on_a_missing_dataset(exps, monkeypatch, capsys):
+    monkeypatch.setenv("GRABCUT_PATH", str(exps / "nowhere"))
+    assert _script("main_job").main(["--quick", "--datasets", "GrabCut"]) == 2
+    err = capsys.readouterr().err
+    assert "GRABCUT_PATH" in err and "nowhere" in err
+    assert not exps.exists()
+
+
+@pytest.mark.parametrize("suffix, differences", [
+    ("", {}),
+    ("_noiga", {"iga_stages": ()}),
+    ("_nolrr", {"use_refiner": False}),
+    ("_noiga_nolrr", {"iga_stages": (), "use_refiner": False}),
+])
+def test_cpu_study_configs_differ_from_the_base_only_in_the_model(suffix, differences, tmp_path,
+                                                                  monkeypatch, capsys):
+    path = REPO / "models" / "iglr_cpu" / f"segformerB0_S2_coco_mval{suffix}.py"
+    module = load_config_module(path)
+    base = recipe.COCO_MVAL_CPU
+    assert module.RECIPE.model_kwargs == {**base.model_kwargs, **differences}
+    assert dataclasses.replace(module.RECIPE, model_kwargs=base.model_kwargs) == base
+    assert base.train_dataset == "COCO_MVal" and base.pretrained
+    # Issue 6 item 4: IMAGENET_PRETRAINED_MODELS.SEGFORMER_B0 is used; absent -> warning, scratch.
+    monkeypatch.setenv("IMAGENET_PRETRAINED_MODELS__SEGFORMER_B0", str(tmp_path / "mit_b0.pth"))
+    setup_logging(None)
+    model, _ = module.init_model(RunConfig(config_path=path, paths=load_config(), cpu=True))
+    err = capsys.readouterr().err
+    assert "mit_b0.pth" in err and "FROM SCRATCH" in err
+    assert model.use_refiner == differences.get("use_refiner", True)
+
+
+def test_budgets():
+    rec = recipe.SYNTHETIC_CPU
+    steps = budgeted_recipe(rec, Budget(steps=100, epoch_steps=25), batch_size=8)
+    assert (steps.epochs, steps.epoch_len, steps.milestones) == (4, 200, (3,))
+    uneven = budgeted_recipe(rec, Budget(steps=10, epoch_steps=4), batch_size=2)
+    assert (uneven.epochs, uneven.epoch_len // 2) == (3, 4)   # 12 steps: whole epochs
+    timed = budgeted_recipe(rec, Budget(minutes=5), batch_size=8)
+    assert timed.milestones == () and timed.epoch_len == 200 and timed.epochs > 10 ** 5
+    for bad in (dict(), dict(steps=10, minutes=1.0), dict(steps=0), dict(minutes=-1.0),
+                dict(steps=5, decay_at=0.0)):
+        with pytest.raises(BudgetError):
+            Budget(**bad)
