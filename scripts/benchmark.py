@@ -25,9 +25,10 @@ Conventions (also written into the JSON under "conventions"):
   non-zero IGA coefficients. Times: every click of `--repeats` sequences of `--clicks` clicks
   after one warm-up sequence; median, quartiles and min-max.
 - Evaluator overhead: the clicker's next click plus the IoU of the returned mask, per click.
-- Peak memory: CPU: growth of the process's peak RSS (`resource.getrusage` ru_maxrss) over the
-  configuration's run, in a fresh process per configuration unless `--no-isolate` (then a lower
-  bound: ru_maxrss never decreases); CUDA: `torch.cuda.max_memory_allocated` during the run.
+- Peak memory: CPU: growth of the process's peak RSS (`resource.getrusage` ru_maxrss) from
+  the built model to the end of the size's run (so it includes the image, the smaller sizes
+  before it and all activations), in a fresh process per configuration unless `--no-isolate`
+  (then a lower bound: ru_maxrss never decreases); CUDA: `torch.cuda.max_memory_allocated`.
 
 Writes `--json` and `--markdown` (and prints the markdown).
 """
@@ -81,8 +82,8 @@ CONVENTIONS = {
               "coarse_paste: coarse probabilities into the ROI, logits; focus_crop: the focus "
               "box; roi_sampling: refiner crops; refiner: forward_refine; paste_back: refined "
               "logits into the map, sigmoid and the copy to a numpy HxW map",
-    "memory_cpu": "peak RSS growth (resource.getrusage ru_maxrss) over the run, per fresh "
-                  "process unless --no-isolate",
+    "memory_cpu": "peak RSS growth (resource.getrusage ru_maxrss) from the built model to "
+                  "the end of this size's run, per fresh process unless --no-isolate",
     "memory_cuda": "torch.cuda.max_memory_allocated during the run",
     "evaluator_overhead": "Clicker.make_next_click + get_iou per click",
 }
@@ -302,6 +303,7 @@ def run_config(cfg: Dict[str, Any]) -> Dict[str, Any]:
         "channels_last": cfg["channels_last"], "threads": torch.get_num_threads(),
         "params_m": sum(p.numel() for p in model.parameters()) / 1e6, "sizes": {}}
     peak = cfg["peak_gflops"] * (1 if cfg["dtype"] == "fp32" else 2)
+    rss_start = _maxrss_mb()  # model built; images, clicks and activations come on top
     for size in cfg["sizes"]:
         h, w = size
         image, gt = synthetic_object(h, w)
@@ -309,10 +311,9 @@ def run_config(cfg: Dict[str, Any]) -> Dict[str, Any]:
             row["gflop_per_click"] = count_click_flops(predictor, image, gt)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        rss0 = _maxrss_mb()
         res = run_clicks(predictor, image, gt, cfg["clicks"], cfg["repeats"], timer)
         mem = (torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == "cuda"
-               else _maxrss_mb() - rss0)
+               else _maxrss_mb() - rss_start)
         records = res["stages"]
         stages = {s: _summary([r.get(s, 0.0) for r in records]) for s in STAGES}
         if records:
