@@ -33,8 +33,8 @@ import torch  # noqa: E402
 from isegm.data.io import DatasetError  # noqa: E402
 from isegm.engine.experiment import ExperimentError  # noqa: E402
 from isegm.inference.predictors import get_predictor, predictor_name_for_mode  # noqa: E402
-from isegm.jobs.noc import (aggregate, build_eval_dataset, evaluate_noc, plot_miou_curves,  # noqa: E402
-                            write_table)
+from isegm.jobs.noc import (TABLE_METRICS, aggregate, build_eval_dataset, evaluate_noc,  # noqa: E402
+                            plot_miou_curves, write_table)
 from isegm.jobs.training import (BudgetError, add_budget_arguments, budget_from_args,  # noqa: E402
                                  check_recipe_changes, load_recipe, train_config)
 from isegm.model import load_is_model  # noqa: E402
@@ -42,7 +42,7 @@ from isegm.utils.config import ConfigError, ConfigPathError, load_config  # noqa
 from isegm.utils.log import logger, setup_logging  # noqa: E402
 
 DEFAULT_MODEL = REPO / "models" / "iglr_cpu" / "segformerB0_S2_synthetic.py"
-DEFAULT_STEPS = 400
+DEFAULT_STEPS = 600
 # --quick: a few steps of batch 4 and a tiny validation set; evaluation on a few objects.
 QUICK = {"steps": 4, "epoch_steps": 2, "batch_size": 4, "eval_samples": 3, "n_clicks": 6,
          "num_vis": 2}
@@ -145,7 +145,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     rows = aggregate(results)
     title = (f"{Path(args.model).stem}: {run.steps} steps, {run.wall_s / 60:.1f} min of training, "
              f"{args.n_clicks} clicks per object")
-    tables = write_table(rows, out / "noc_table", title=title)
+    tables = write_table(rows, out / "noc_table", title=title, metrics=("NoC@80",) + TABLE_METRICS)
     plot = plot_miou_curves(rows, out / "miou_vs_clicks.png", title=title)
     vis = sorted((out / "vis").glob("*.png"))
     total = time.perf_counter() - start

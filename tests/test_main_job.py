@@ -76,6 +76,7 @@ def test_main_job_quick_writes_every_promised_output(exps, monkeypatch, capsys):
     expected = [(m, d) for d in datasets for m in ("untrained", "trained")]
     assert [(r["Model"], r["Dataset"]) for r in md] == expected
     assert [(r["model"], r["dataset"]) for r in rows] == expected
+    assert list(md[0])[4:] == ["NoC@80", "NoC@85", "NoC@90", "NoF@90", "mIoU@1", "mIoU@3", "mIoU@5"]
     for r, m, rec in zip(rows, md, records):
         assert int(r["num_samples"]) == 3 and r["seeds"] == "1"
         for key in ("NoC@80", "NoC@85", "NoC@90"):

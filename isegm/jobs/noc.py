@@ -214,6 +214,7 @@ def plot_miou_curves(rows: Sequence[dict[str, Any]], output: Path,
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     datasets = list(OrderedDict.fromkeys(r["dataset"] for r in rows))
     if not datasets:
@@ -235,6 +236,7 @@ def plot_miou_curves(rows: Sequence[dict[str, Any]], output: Path,
         ax.set_ylabel("mIoU")
         ax.set_ylim(0, 1)
         ax.set_xlim(1, max(len(r["mIoU_curve"]) for r in rows))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8, loc="lower right")
     fig.suptitle(title)
