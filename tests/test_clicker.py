@@ -128,3 +128,26 @@ def test_training_click_rule():
     assert not pos and 1 <= y <= 3 and 1 <= x <= 3  # d > 3 / 2 keeps the inner 3 x 3
     chamfer = chamfer_dt_padded(np.ones((5, 5), bool))
     assert chamfer.dtype == np.float32 and chamfer[0, 0] == pytest.approx(1.0)
+
+
+def test_fast_and_integer_edt_paths_agree_exactly():
+    """The OpenCV fast path (rounded float distances) equals SciPy's integer feature-index path
+    on random blobs, thin structures and large regions; above its limit it falls back."""
+    import cv2
+
+    rng = np.random.default_rng(7)
+    for i in range(60):
+        h, w = rng.integers(20, 300, 2)
+        mask = np.zeros((h, w), np.uint8)
+        for _ in range(rng.integers(1, 6)):
+            center = (int(rng.integers(0, w)), int(rng.integers(0, h)))
+            axes = (int(rng.integers(1, w)), int(rng.integers(1, h)))
+            cv2.ellipse(mask, center, axes, float(rng.uniform(0, 180)), 0, 360, 1, -1)
+        mask = mask.astype(bool) ^ (rng.random((h, w)) < 0.02 * (i % 3))
+        np.testing.assert_array_equal(squared_edt_padded(mask),
+                                      squared_edt_padded(mask, method="scipy"))
+    big = np.ones((1100, 1200), bool)  # centre distance 550 > the fast path's limit
+    sq = squared_edt_padded(big)
+    assert sq.max() == 550 ** 2 and sq[549, 600] == 550 ** 2
+    with pytest.raises(ValueError, match="method"):
+        squared_edt_padded(big, method="cv2")
