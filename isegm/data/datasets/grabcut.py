@@ -5,6 +5,7 @@ sorted by file name; the mask is found by the image name up to its first '.'.
 """
 from __future__ import annotations
 
+import abc
 import os
 from pathlib import Path
 from typing import Any
@@ -31,13 +32,19 @@ def match_masks(images: list[Path], masks_dir: Path) -> dict[str, Path]:
     return masks
 
 
-class GrabCutDataset(ISDataset):
-    """GrabCut: `data_GT/*.{jpg,JPG,bmp}` images, `boundary_GT/<name>.bmp` masks (50 samples)."""
+class ImageMaskPairsDataset(ISDataset):
+    """One object per image: `<images_dir>/<name>.*` with `<masks_dir>/<name up to first '.'>.*`.
 
-    name = "GrabCut"
+    Subclasses set `name`, the default folder names and `decode_mask(raw)`, which turns the mask
+    read with `mask_mode` ('channel0' or 'max') into 1 object / 0 background / -1 ignore.
+    """
 
-    def __init__(self, dataset_path: str | os.PathLike, images_dir_name: str = 'data_GT',
-                 masks_dir_name: str = 'boundary_GT', **kwargs: Any):
+    name = "ImageMaskPairs"
+    mask_mode = 'channel0'
+    has_ignore = False
+
+    def __init__(self, dataset_path: str | os.PathLike, images_dir_name: str,
+                 masks_dir_name: str, **kwargs: Any):
         super().__init__(**kwargs)
         self.dataset_path = Path(dataset_path)
         self._images_path = self.dataset_path / images_dir_name
@@ -46,17 +53,37 @@ class GrabCutDataset(ISDataset):
         self._masks = match_masks(images, self._masks_path)
         self.dataset_samples = images
 
+    @abc.abstractmethod
+    def decode_mask(self, raw: np.ndarray) -> np.ndarray:
+        """HxW int32 ground truth (1 object, 0 background, -1 ignore) from the raw mask."""
+
     def get_sample(self, index: int) -> DSample:
         image_path = self.dataset_samples[index]
         mask_path = self._masks[stem_to_first_dot(image_path)]
         image = read_image(image_path)
-        raw = read_mask(mask_path, mode='channel0')
+        raw = read_mask(mask_path, mode=self.mask_mode)
         check_same_size(image, raw, image_path, mask_path)
+        return DSample(image, self.decode_mask(raw), objects_ids=[1],
+                       ignore_ids=[-1] if self.has_ignore else None,
+                       sample_id=stem_to_first_dot(image_path))
+
+
+class GrabCutDataset(ImageMaskPairsDataset):
+    """GrabCut: `data_GT/*.{jpg,JPG,bmp}` images, `boundary_GT/<name>.bmp` masks (50 samples)."""
+
+    name = "GrabCut"
+    has_ignore = True
+
+    def __init__(self, dataset_path: str | os.PathLike, images_dir_name: str = 'data_GT',
+                 masks_dir_name: str = 'boundary_GT', **kwargs: Any):
+        super().__init__(dataset_path, images_dir_name, masks_dir_name, **kwargs)
+
+    def decode_mask(self, raw: np.ndarray) -> np.ndarray:
+        """Channel 0 v: 128 -> -1 (ignore), > 128 -> 1, otherwise v (only 0 occurs)."""
         mask = raw.astype(np.int32)
         mask[raw == 128] = -1
         mask[raw > 128] = 1
-        return DSample(image, mask, objects_ids=[1], ignore_ids=[-1],
-                       sample_id=stem_to_first_dot(image_path))
+        return mask
 
 
 class BerkeleyDataset(GrabCutDataset):
