@@ -361,12 +361,7 @@ class ISTrainer:
         images, gt = batch["images"], batch["instances"]
         points, prev = self._interactive_rounds(images, batch["points"], gt)
         batch["points"] = points
-        focus_boxes = None
-        if self.use_refiner:
-            focus_boxes = self.focus_sampler(gt, points, self.rng).to(self.device)
-            batch["instances_crop"], batch["boundary_crop"] = crop_refine_targets(
-                gt, focus_boxes, self.refine_size, self.refine_band_ratio)
-            batch["focus_boxes"] = focus_boxes
+        focus_boxes = self._add_refine_targets(batch, gt, points)
         self.optim.zero_grad(set_to_none=True)
         with torch.autocast(self.device.type, enabled=self.use_amp):
             outputs = self.net(images, points, prev, focus_boxes)
@@ -381,6 +376,18 @@ class ISTrainer:
         self.scaler.step(self.optim)
         self.scaler.update()
         return loss.detach(), {k: v.detach() for k, v in terms.items()}, outputs, batch
+
+    def _add_refine_targets(self, batch: dict[str, Any], gt: torch.Tensor,
+                            points: torch.Tensor) -> Optional[torch.Tensor]:
+        """With the refiner: draw focus boxes (B,4) near the last click and add the cropped
+        'instances_crop' / 'boundary_crop' targets and 'focus_boxes' to `batch`; else None."""
+        if not self.use_refiner:
+            return None
+        focus_boxes = self.focus_sampler(gt, points, self.rng).to(self.device)
+        batch["instances_crop"], batch["boundary_crop"] = crop_refine_targets(
+            gt, focus_boxes, self.refine_size, self.refine_band_ratio)
+        batch["focus_boxes"] = focus_boxes
+        return focus_boxes
 
     @torch.no_grad()
     def validation(self, epoch: int) -> dict[str, float]:
@@ -397,12 +404,7 @@ class ISTrainer:
             batch = self._prepare_batch(batch)
             images, gt, points = batch["images"], batch["instances"], batch["points"]
             prev = torch.zeros_like(gt, dtype=images.dtype) if self.with_prev_mask else None
-            focus_boxes = None
-            if self.use_refiner:
-                focus_boxes = self.focus_sampler(gt, points, self.rng).to(self.device)
-                batch["instances_crop"], batch["boundary_crop"] = crop_refine_targets(
-                    gt, focus_boxes, self.refine_size, self.refine_band_ratio)
-                batch["focus_boxes"] = focus_boxes
+            focus_boxes = self._add_refine_targets(batch, gt, points)
             with torch.autocast(self.device.type, enabled=self.use_amp):
                 outputs = self.net_module(images, points, prev, focus_boxes)
                 loss, _ = compute_losses(self.loss_cfg, outputs, batch)
