@@ -48,7 +48,7 @@ import tempfile
 import time
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 # OpenMP threads that spin while waiting make every small op crawl once the cores are shared
@@ -447,7 +447,7 @@ def _fmt(t: Dict[str, float]) -> str:
 
 def markdown(result: Dict[str, Any]) -> str:
     env = result["environment"]
-    lines = [f"# IGLR predictor benchmark\n",
+    lines = ["# IGLR predictor benchmark\n",
              f"torch {env['torch']}, {env['cpu']}, load average {env['load_before']} "
              f"(before) / {env['load_after']} (after), {result['settings']['threads']} threads, "
              f"flip {'on' if result['settings']['flip'] else 'off'}, batch "

@@ -3,7 +3,6 @@
 The runs use B0 at 64x64 crops with a 32x32 refiner for a few steps (`tests/test_train_configs`).
 """
 import json
-import os
 from pathlib import Path
 
 import pytest

@@ -382,6 +382,17 @@ def _append_records(output_dir: Path, stem: str, records: List[Dict[str, Any]], 
     os.replace(tmp, json_path)
 
 
+def _vis_writer(vis_dir: Path, thresh: float):
+    """An evaluation callback that saves every prediction with its clicks as a JPEG."""
+    vis_dir.mkdir(parents=True, exist_ok=True)
+
+    def callback(image, gt_mask, probs, sample_id, click_indx, clicks):
+        vis = draw_prediction(image, probs, clicks, thresh, gt_mask)
+        cv2.imwrite(str(vis_dir / f"{sample_id}_{click_indx + 1:02d}.jpg"),
+                    cv2.cvtColor(vis, cv2.COLOR_RGB2BGR))
+    return callback
+
+
 def run_evaluation(args: argparse.Namespace,
                    echo: Optional[Callable[[str], None]] = None) -> List[Dict[str, Any]]:
     """Validate, evaluate every (checkpoint, dataset), write all outputs; returns the records.
@@ -418,13 +429,8 @@ def run_evaluation(args: argparse.Namespace,
                 indices = list(range(min(len(dataset), args.max_samples)))
             callback = None
             if args.vis_preds:
-                vis_dir = plan.output_dir / "vis" / ckpt_name / ds_name
-                vis_dir.mkdir(parents=True, exist_ok=True)
-
-                def callback(image, gt_mask, probs, sample_id, click_indx, clicks, _d=vis_dir):
-                    vis = draw_prediction(image, probs, clicks, args.thresh, gt_mask)
-                    cv2.imwrite(str(_d / f"{sample_id}_{click_indx + 1:02d}.jpg"),
-                                cv2.cvtColor(vis, cv2.COLOR_RGB2BGR))
+                callback = _vis_writer(plan.output_dir / "vis" / ckpt_name / ds_name,
+                                       args.thresh)
             logger.info("Evaluating %s on %s (%s, predictor %s, %s samples) on %s", ckpt_name,
                         ds_name, args.mode, predictor_name,
                         len(indices) if indices is not None else len(dataset), plan.device)
