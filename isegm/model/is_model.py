@@ -46,6 +46,7 @@ class IGLRModel(nn.Module):
     (y, x, order), positives first, padding (-1, -1, -1); prev masks (B, 1, H, W) probabilities.
     `pipeline='s1'` runs backbone and head on a half-resolution input; `'s2'` at full input.
     `focus_strategy`, `focus_crop_r`, `target_crop_r` are stored defaults for predictors.
+    `head_dropout`: Dropout2d probability before the head's classifier (SegFormer's 0.1).
     """
 
     @serialize
@@ -56,7 +57,7 @@ class IGLRModel(nn.Module):
                  iga_terms: Sequence[str] = IGA_TERMS, norm_radius: float = 5,
                  use_disks: bool = True, drop_path_rate: float = 0.1,
                  focus_strategy: str = "diff", focus_crop_r: float = 1.4,
-                 target_crop_r: float = 1.4):
+                 target_crop_r: float = 1.4, head_dropout: float = 0.1):
         super().__init__()
         if pipeline not in PIPELINES:
             raise ValueError(f"pipeline must be one of {PIPELINES}, got '{pipeline}'")
@@ -80,7 +81,7 @@ class IGLRModel(nn.Module):
         self.backbone = BACKBONES.get(backbone)(
             in_interaction=3 if with_prev_mask else 2, iga_stages=tuple(iga_stages),
             iga_terms=tuple(iga_terms), drop_path_rate=drop_path_rate)
-        self.head = SegFormerHead(self.backbone.embed_dims, decoder_dim)
+        self.head = SegFormerHead(self.backbone.embed_dims, decoder_dim, dropout=head_dropout)
         self.refiner = LocalRefiner(decoder_dim) if use_refiner else None
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), False)

@@ -16,7 +16,10 @@ from isegm.engine import recipe  # noqa: E402
 
 MODEL_NAME = "tiny_fixed"
 RECIPE = recipe.SYNTHETIC_CPU.replace(
-    crop_size=(64, 64), num_max_points=4, model_kwargs={"refine_size": 32, "drop_path_rate": 0.0},
+    crop_size=(64, 64), num_max_points=4,
+    # Stochastic layers draw per-process randomness: no drop path, no dropout, so that N
+    # processes and one process compute the same update.
+    model_kwargs={"refine_size": 32, "drop_path_rate": 0.0, "head_dropout": 0.0},
     batch_size=4, epochs=2, lr=1e-3, milestones=(1,), checkpoint_interval=1,
     image_dump_interval=0, log_interval=1,
     max_num_next_clicks=int(os.environ.get("IGLR_TEST_NEXT_CLICKS", "0")))
@@ -25,11 +28,8 @@ BATCH_SIZE = RECIPE.batch_size
 
 def init_model(cfg):
     model, model_cfg = recipe.init_model(cfg, RECIPE)
-    # Stochastic layers draw per-process randomness: switch dropout off (drop path is 0 above)
-    # so that N processes and one process compute the same update.
-    for module in model.modules():
-        if isinstance(module, torch.nn.modules.dropout._DropoutNd):
-            module.p = 0.0
+    assert not any(isinstance(m, torch.nn.modules.dropout._DropoutNd) and m.p > 0
+                   for m in model.modules())
     return model, model_cfg
 
 
