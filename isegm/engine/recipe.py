@@ -5,9 +5,10 @@
     MODEL_NAME = "segformerB3_S2_cclvs"
     RECIPE = recipe.COCO_LVIS.replace(backbone="mit_b3", batch_size=24)
     BATCH_SIZE = RECIPE.batch_size
-    def init_model(cfg): return recipe.init_model(cfg, RECIPE)
-    def train(model, cfg, model_cfg): recipe.train(model, cfg, model_cfg, RECIPE)
-    def main(cfg): recipe.main(cfg, RECIPE)
+    init_model, train, main = recipe.entry_points(RECIPE)
+
+A module that needs different behaviour defines its own `init_model(cfg)`, `train(model, cfg,
+model_cfg)` or `main(cfg)` instead (see tests/test_train_configs/tiny_fixed.py).
 
 `Recipe` holds the model constructor arguments, data (datasets, crop, click sampler), loss
 weights and the schedule. Reference values follow spec §5 and protocol rule 54 (IGLR: M = 24,
@@ -232,3 +233,18 @@ def main(cfg: RunConfig, recipe: Recipe) -> dict[str, float]:
     datasets = build_datasets(cfg, recipe)
     model, model_cfg = init_model(cfg, recipe)
     return train(model, cfg, model_cfg, recipe, datasets=datasets)
+
+
+def entry_points(recipe: Recipe):
+    """The RITM-family module functions of a config module built on `recipe`:
+    (init_model(cfg), train(model, cfg, model_cfg), main(cfg))."""
+    def module_init_model(cfg: RunConfig) -> tuple[nn.Module, dict[str, Any]]:
+        return init_model(cfg, recipe)
+
+    def module_train(model: nn.Module, cfg: RunConfig, model_cfg: dict[str, Any]):
+        return train(model, cfg, model_cfg, recipe)
+
+    def module_main(cfg: RunConfig) -> dict[str, float]:
+        return main(cfg, recipe)
+
+    return module_init_model, module_train, module_main

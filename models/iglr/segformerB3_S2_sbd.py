@@ -5,15 +5,4 @@ from isegm.engine import recipe
 MODEL_NAME = "segformerB3_S2_sbd"
 RECIPE = recipe.SBD.replace(backbone="mit_b3", batch_size=24)
 BATCH_SIZE = RECIPE.batch_size
-
-
-def init_model(cfg):
-    return recipe.init_model(cfg, RECIPE)
-
-
-def train(model, cfg, model_cfg):
-    return recipe.train(model, cfg, model_cfg, RECIPE)
-
-
-def main(cfg):
-    return recipe.main(cfg, RECIPE)
+init_model, train, main = recipe.entry_points(RECIPE)

@@ -4,15 +4,4 @@ from isegm.engine import recipe
 MODEL_NAME = "segformerB0_S2_sbd_noiga_nolrr"
 RECIPE = recipe.SBD.replace(backbone="mit_b0", batch_size=28, model_kwargs={"iga_stages": (), "use_refiner": False})
 BATCH_SIZE = RECIPE.batch_size
-
-
-def init_model(cfg):
-    return recipe.init_model(cfg, RECIPE)
-
-
-def train(model, cfg, model_cfg):
-    return recipe.train(model, cfg, model_cfg, RECIPE)
-
-
-def main(cfg):
-    return recipe.main(cfg, RECIPE)
+init_model, train, main = recipe.entry_points(RECIPE)

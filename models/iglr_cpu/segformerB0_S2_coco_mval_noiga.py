@@ -7,15 +7,4 @@ from isegm.engine import recipe
 MODEL_NAME = "segformerB0_S2_coco_mval_noiga"
 RECIPE = recipe.COCO_MVAL_CPU.replace(model_kwargs={"iga_stages": ()})
 BATCH_SIZE = RECIPE.batch_size
-
-
-def init_model(cfg):
-    return recipe.init_model(cfg, RECIPE)
-
-
-def train(model, cfg, model_cfg):
-    return recipe.train(model, cfg, model_cfg, RECIPE)
-
-
-def main(cfg):
-    return recipe.main(cfg, RECIPE)
+init_model, train, main = recipe.entry_points(RECIPE)

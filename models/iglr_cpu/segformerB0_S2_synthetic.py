@@ -16,15 +16,4 @@ MODEL_NAME = "segformerB0_S2_synthetic"
 RECIPE = recipe.SYNTHETIC_CPU.replace(lr=2e-3, clip_grad_norm=1.0,
                                       model_kwargs={"target_crop_r": 2.0})
 BATCH_SIZE = RECIPE.batch_size
-
-
-def init_model(cfg):
-    return recipe.init_model(cfg, RECIPE)
-
-
-def train(model, cfg, model_cfg):
-    return recipe.train(model, cfg, model_cfg, RECIPE)
-
-
-def main(cfg):
-    return recipe.main(cfg, RECIPE)
+init_model, train, main = recipe.entry_points(RECIPE)

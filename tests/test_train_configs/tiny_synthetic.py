@@ -9,15 +9,4 @@ RECIPE = recipe.SYNTHETIC_CPU.replace(
     epoch_len=8, batch_size=4, epochs=2, milestones=(1,), max_num_next_clicks=2,
     checkpoint_interval=1, image_dump_interval=1, log_interval=1)
 BATCH_SIZE = RECIPE.batch_size
-
-
-def init_model(cfg):
-    return recipe.init_model(cfg, RECIPE)
-
-
-def train(model, cfg, model_cfg):
-    return recipe.train(model, cfg, model_cfg, RECIPE)
-
-
-def main(cfg):
-    return recipe.main(cfg, RECIPE)
+init_model, train, main = recipe.entry_points(RECIPE)
