@@ -35,8 +35,9 @@ from isegm.engine.experiment import ExperimentError  # noqa: E402
 from isegm.inference.predictors import get_predictor, predictor_name_for_mode  # noqa: E402
 from isegm.jobs.noc import (TABLE_METRICS, aggregate, build_eval_dataset, evaluate_noc,  # noqa: E402
                             plot_miou_curves, write_table)
-from isegm.jobs.training import (BudgetError, add_budget_arguments, budget_from_args,  # noqa: E402
-                                 check_recipe_changes, load_recipe, train_config)
+from isegm.jobs.training import (BudgetError, add_budget_arguments, add_run_arguments,  # noqa: E402
+                                 budget_from_args, check_recipe_changes, load_recipe,
+                                 train_config)
 from isegm.model import load_is_model  # noqa: E402
 from isegm.utils.config import ConfigError, ConfigPathError, load_config  # noqa: E402
 from isegm.utils.log import logger, setup_logging  # noqa: E402
@@ -53,7 +54,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--model", type=str, default=str(DEFAULT_MODEL),
                    help="config module to train (built on isegm.engine.recipe)")
     add_budget_arguments(p)
-    p.add_argument("--batch-size", type=int, default=None, help="default: the recipe's")
+    add_run_arguments(p)
     p.add_argument("--eval-samples", type=int, default=40,
                    help="objects evaluated per dataset (GrabCut has 50)")
     p.add_argument("--n-clicks", type=int, default=20, help="clicks per object (N of NoC)")
@@ -66,12 +67,6 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    help="do not evaluate the untrained network as the reference row")
     p.add_argument("--exp-name", type=str, default="main_job", help="experiment folder suffix")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=0, help="data-loading processes")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: torch's choice, the number of cores)")
-    p.add_argument("--config", type=str, default=None, help="another configs.yml")
-    p.add_argument("--recipe-override", type=str, default=None,
-                   help="JSON object of recipe fields to change, e.g. '{\"lr\": 5e-4}'")
     p.add_argument("--quick", action="store_true",
                    help=f"smoke run: {QUICK['steps']} steps, {QUICK['eval_samples']} objects, "
                         f"{QUICK['n_clicks']} clicks")

@@ -36,8 +36,9 @@ from isegm.engine.experiment import ExperimentError, create_exp_dir  # noqa: E40
 from isegm.inference.predictors import get_predictor, predictor_name_for_mode  # noqa: E402
 from isegm.jobs.noc import (aggregate, build_eval_dataset, evaluate_noc, plot_miou_curves,  # noqa: E402
                             write_table)
-from isegm.jobs.training import (BudgetError, add_budget_arguments, budget_from_args,  # noqa: E402
-                                 check_recipe_changes, load_recipe, train_config)
+from isegm.jobs.training import (BudgetError, add_budget_arguments, add_run_arguments,  # noqa: E402
+                                 budget_from_args, check_recipe_changes, load_recipe,
+                                 train_config)
 from isegm.model import load_is_model  # noqa: E402
 from isegm.utils.config import ConfigError, ConfigPathError, load_config  # noqa: E402
 from isegm.utils.log import logger, setup_logging  # noqa: E402
@@ -50,6 +51,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="run_ablation.py", description=__doc__.split("\n\n")[0])
     p.add_argument("configs", nargs="+", help="config modules to train and compare")
     add_budget_arguments(p)
+    add_run_arguments(p)
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds (one run each)")
     p.add_argument("--datasets", type=str, default="GrabCut",
                    help="comma-separated evaluation datasets (e.g. GrabCut,Synthetic)")
@@ -58,17 +60,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--n-clicks", type=int, default=20, help="clicks per object (N of NoC)")
     p.add_argument("--references", nargs="*", default=[], choices=REFERENCES,
                    help="reference rows: the classical predictor and/or the untrained network")
-    p.add_argument("--batch-size", type=int, default=None, help="default: each recipe's")
     p.add_argument("--exp-name", type=str, default="ablation",
                    help="suffix of the run folders and of the comparison folder")
     p.add_argument("--output", type=str, default=None,
                    help="comparison folder (default: a new EXPS_PATH/ablations/NNN_<exp-name>)")
-    p.add_argument("--workers", type=int, default=0, help="data-loading processes")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--config", type=str, default=None, help="another configs.yml")
-    p.add_argument("--recipe-override", type=str, default=None,
-                   help="JSON object of recipe fields applied to every config (e.g. for smoke "
-                        "tests: '{\"crop_size\": [64, 64]}')")
     return p.parse_args(argv)
 
 

@@ -190,6 +190,19 @@ def add_budget_arguments(parser) -> None:
                         help="steps per epoch (validation and checkpoint after each)")
 
 
+def add_run_arguments(parser) -> None:
+    """--batch-size, --workers, --threads, --config and --recipe-override, shared by the job
+    scripts."""
+    parser.add_argument("--batch-size", type=int, default=None, help="default: the recipe's")
+    parser.add_argument("--workers", type=int, default=0, help="data-loading processes")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's choice, the number of cores)")
+    parser.add_argument("--config", type=str, default=None, help="another configs.yml")
+    parser.add_argument("--recipe-override", type=str, default=None,
+                        help="JSON object of recipe fields to change for every run, e.g. "
+                             "'{\"lr\": 5e-4}' or '{\"crop_size\": [64, 64]}'")
+
+
 def budget_from_args(args, default_steps: int) -> Budget:
     """The Budget of parsed --steps/--epochs/--minutes/--epoch-steps (default: `default_steps`)."""
     if args.minutes is not None:
