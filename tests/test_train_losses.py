@@ -140,3 +140,25 @@ def test_optimizer_groups_schedule_and_clipping():
     assert clip_gradients(net, None) is None
     with pytest.raises(ValueError, match="unknown optimizer"):
         build_optimizer(net, "lamb")
+
+
+def test_iga_coefficients_get_their_own_learning_rate():
+    from isegm.model import IGLRModel
+    net = IGLRModel(backbone="mit_b0", pipeline="s2", infer_size=64, refine_size=32)
+    iga_names = {n for n, _ in net.named_parameters() if n.rsplit(".", 1)[-1] in
+                 ("iga_pos", "iga_neg", "iga_feedback")}
+    assert len(iga_names) == 3 * 8  # three coefficients in each of the 8 blocks of MiT-B0
+    opt = build_optimizer(net, "adam", {"lr": 1e-3}, backbone_lr_mult=0.1, iga_lr_mult=20.0)
+    by_name = {g["name"]: g for g in opt.param_groups}
+    assert {k: g["lr"] for k, g in by_name.items()} == pytest.approx(
+        {"backbone": 1e-4, "head": 1e-3, "iga": 2e-2})
+    ids = {id(p) for p in by_name["iga"]["params"]}
+    assert ids == {id(p) for n, p in net.named_parameters() if n in iga_names}
+    # every parameter is in exactly one group
+    grouped = [id(p) for g in opt.param_groups for p in g["params"]]
+    assert len(grouped) == len(set(grouped)) == len(list(net.parameters()))
+    # without the multiplier the coefficients stay in the backbone group
+    plain = build_optimizer(net, "adam", {"lr": 1e-3}, backbone_lr_mult=0.1)
+    assert [g["name"] for g in plain.param_groups] == ["backbone", "head"]
+    with pytest.raises(ValueError, match="iga_lr_mult"):
+        build_optimizer(net, "adam", {"lr": 1e-3}, iga_lr_mult=0.0)

@@ -23,10 +23,18 @@ def split_backbone_params(model: nn.Module, backbone_prefixes: Sequence[str] = (
     return backbone, rest
 
 
+IGA_COEFFICIENTS = ("iga_pos", "iga_neg", "iga_feedback")
+
+
 def build_optimizer(model: nn.Module, name: str = "adam",
                     params: Optional[Mapping[str, Any]] = None, backbone_lr_mult: float = 0.1,
-                    backbone_prefixes: Sequence[str] = ("backbone.",)) -> torch.optim.Optimizer:
-    """Optimizer over two groups: 'backbone' at lr * backbone_lr_mult and 'head' at lr.
+                    backbone_prefixes: Sequence[str] = ("backbone.",),
+                    iga_lr_mult: Optional[float] = None) -> torch.optim.Optimizer:
+    """Optimizer over the groups 'backbone' at lr * backbone_lr_mult and 'head' at lr, and, when
+    `iga_lr_mult` is given, 'iga' at lr * iga_lr_mult: the per-head IGA coefficients (parameters
+    named iga_pos / iga_neg / iga_feedback), taken out of the backbone group. They start at zero
+    and are a handful of scalars whose bias must reach O(1) to change attention, which the
+    backbone's (often reduced) rate is too slow for in short schedules.
 
     Defaults follow spec §5: Adam, lr 5e-4, betas (0.9, 0.999), eps 1e-8.
     """
@@ -40,6 +48,19 @@ def build_optimizer(model: nn.Module, name: str = "adam",
     params.setdefault("lr", 5e-4)
     lr = float(params["lr"])
     backbone, rest = split_backbone_params(model, backbone_prefixes)
+    iga: list[nn.Parameter] = []
+    if iga_lr_mult is not None:
+        if iga_lr_mult <= 0:
+            raise ValueError(f"iga_lr_mult must be > 0, got {iga_lr_mult}")
+        module = getattr(model, "module", model)
+        ids = {id(p) for n, p in module.named_parameters()
+               if p.requires_grad and n.rsplit(".", 1)[-1] in IGA_COEFFICIENTS}
+        if not ids:
+            logger.warning(f"iga_lr_mult={iga_lr_mult} given but the model has no IGA "
+                           f"coefficients ({', '.join(IGA_COEFFICIENTS)}): it applies to nothing")
+        iga = [p for p in backbone + rest if id(p) in ids]
+        backbone = [p for p in backbone if id(p) not in ids]
+        rest = [p for p in rest if id(p) not in ids]
     if not backbone and backbone_lr_mult != 1.0:
         logger.warning(f"no parameter name starts with {list(backbone_prefixes)}: the backbone "
                        f"learning-rate multiplier {backbone_lr_mult} applies to nothing")
@@ -48,6 +69,8 @@ def build_optimizer(model: nn.Module, name: str = "adam",
         groups.append({"params": backbone, "lr": lr * backbone_lr_mult, "name": "backbone"})
     if rest:
         groups.append({"params": rest, "lr": lr, "name": "head"})
+    if iga:
+        groups.append({"params": iga, "lr": lr * float(iga_lr_mult), "name": "iga"})
     if not groups:
         raise ValueError("the model has no trainable parameters")
     return OPTIMIZERS[key](groups, **params)

@@ -73,6 +73,7 @@ class Recipe:
     epochs: int = 230
     lr: float = 5e-4
     backbone_lr_mult: float = 0.1
+    iga_lr_mult: Optional[float] = None    # IGA coefficients at lr * this (None: backbone group)
     milestones: tuple = (190, 220)
     lr_gamma: float = 0.1
     clip_grad_norm: Optional[float] = None
@@ -115,7 +116,8 @@ SYNTHETIC_CPU = Recipe(train_dataset="Synthetic",
 # CPU scale on real images: the same on COCO_MVal (the CPU ablation study's base), starting from
 # ImageNet MiT weights when configs.yml points to them (from scratch with a warning otherwise).
 COCO_MVAL_CPU = SYNTHETIC_CPU.replace(train_dataset="COCO_MVal", train_dataset_kwargs={},
-                                      pretrained=True)
+                                      pretrained=True, lr=2e-3, clip_grad_norm=1.0,
+                                      iga_lr_mult=20.0)
 
 
 def pretrained_path(cfg: RunConfig, backbone: str) -> Optional[str]:
@@ -206,7 +208,8 @@ def make_trainer(model: nn.Module, cfg: RunConfig, model_cfg: dict[str, Any], re
     from isegm.engine.trainer import ISTrainer
     kwargs = dict(
         optimizer="adam", optimizer_params={"lr": recipe.lr, "betas": (0.9, 0.999), "eps": 1e-8},
-        backbone_lr_mult=recipe.backbone_lr_mult, lr_milestones=recipe.milestones,
+        backbone_lr_mult=recipe.backbone_lr_mult, iga_lr_mult=recipe.iga_lr_mult,
+        lr_milestones=recipe.milestones,
         lr_gamma=recipe.lr_gamma, checkpoint_interval=recipe.checkpoint_interval,
         image_dump_interval=recipe.image_dump_interval, log_interval=recipe.log_interval,
         max_num_next_clicks=recipe.max_num_next_clicks,

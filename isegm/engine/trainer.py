@@ -109,7 +109,8 @@ class ISTrainer:
     def __init__(self, model: nn.Module, cfg: RunConfig, model_cfg: dict[str, Any],
                  loss_cfg: Sequence[LossSpec], trainset: Dataset, valset: Optional[Dataset] = None,
                  *, optimizer: str = "adam", optimizer_params: Optional[dict[str, Any]] = None,
-                 backbone_lr_mult: float = 0.1, lr_milestones: Sequence[int] = (),
+                 backbone_lr_mult: float = 0.1, iga_lr_mult: Optional[float] = None,
+                 lr_milestones: Sequence[int] = (),
                  lr_gamma: float = 0.1, metrics: Optional[Sequence[IoUMetric]] = None,
                  checkpoint_interval: int = 10, image_dump_interval: int = 200,
                  log_interval: int = 10, max_num_next_clicks: int = 0,
@@ -148,7 +149,7 @@ class ISTrainer:
             model=unwrap(model)._config if hasattr(unwrap(model), "_config") else repr(model),
             model_cfg=self.model_cfg, loss_cfg=list(self.loss_cfg), optimizer=optimizer,
             optimizer_params=optimizer_params, backbone_lr_mult=backbone_lr_mult,
-            lr_milestones=list(lr_milestones), lr_gamma=lr_gamma,
+            iga_lr_mult=iga_lr_mult, lr_milestones=list(lr_milestones), lr_gamma=lr_gamma,
             checkpoint_interval=checkpoint_interval, image_dump_interval=image_dump_interval,
             max_num_next_clicks=max_num_next_clicks, prev_mask_drop_prob=prev_mask_drop_prob,
             focus_sampler=self.focus_sampler, refine_band_ratio=refine_band_ratio,
@@ -182,7 +183,8 @@ class ISTrainer:
         else:
             self.net = model
 
-        self.optim = build_optimizer(self.net_module, optimizer, optimizer_params, backbone_lr_mult)
+        self.optim = build_optimizer(self.net_module, optimizer, optimizer_params, backbone_lr_mult,
+                                     iga_lr_mult=iga_lr_mult)
         self.lr_scheduler = build_multistep_scheduler(self.optim, lr_milestones, lr_gamma)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.use_amp)
         self.metrics = list(metrics) if metrics is not None else self._default_metrics()
