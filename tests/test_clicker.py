@@ -151,3 +151,59 @@ def test_fast_and_integer_edt_paths_agree_exactly():
     assert sq.max() == 550 ** 2 and sq[549, 600] == 550 ** 2
     with pytest.raises(ValueError, match="method"):
         squared_edt_padded(big, method="cv2")
+
+
+def _reference_click(gt, pred, clicked):
+    """The straightforward rule: integer squared EDT of the whole padded FN / FP maps (SciPy
+    feature indices), clicked pixels zeroed, first row-major maximum, negative on ties."""
+    from scipy import ndimage
+    valid = gt != -1
+    fn = (gt == 1) & ~pred & valid
+    fp = (gt != 1) & pred & valid
+
+    def sq_edt(mask):
+        padded = np.pad(mask, 1)
+        iy, ix = ndimage.distance_transform_edt(padded, return_distances=False,
+                                                return_indices=True)
+        h, w = padded.shape
+        d = (iy - np.arange(h)[:, None]) ** 2 + (ix - np.arange(w)[None, :]) ** 2
+        d = d[1:-1, 1:-1].astype(np.int64)
+        d[~mask] = 0
+        d[clicked] = 0
+        return d
+
+    d_fn, d_fp = sq_edt(fn), sq_edt(fp)
+    if d_fn.max() == 0 and d_fp.max() == 0:
+        return 0, 0, False
+    pos = d_fn.max() > d_fp.max()
+    y, x = np.unravel_index(np.argmax(d_fn if pos else d_fp), gt.shape)
+    return int(y), int(x), bool(pos)
+
+
+def test_box_restricted_click_equals_the_whole_image_rule():
+    """The clicker works on the error masks' bounding boxes only; on random objects, ignore
+    bands, predictions and clicked pixels it must pick exactly the whole-image rule's click."""
+    from isegm.inference.utils import get_iou, masks_iou
+    rng = np.random.default_rng(7)
+    for trial in range(60):
+        h, w = rng.integers(20, 90, 2)
+        yy, xx = np.mgrid[:h, :w]
+        cy, cx, r = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(4, max(h, w) / 2)
+        gt = ((yy - cy) ** 2 + (xx - cx) ** 2 < r * r).astype(np.int64)
+        if trial % 2:
+            ring = np.abs(np.sqrt((yy - cy) ** 2 + (xx - cx) ** 2) - r) < 1.5
+            gt[ring] = -1
+        pred = (yy - cy - rng.normal(0, 4)) ** 2 + (xx - cx - rng.normal(0, 4)) ** 2 \
+            < (r * rng.uniform(0.5, 1.3)) ** 2
+        pred |= rng.random((h, w)) < 0.01
+        clicker = Clicker(gt)
+        for _ in range(3):
+            clicked = clicker._clicked.copy()
+            expected = _reference_click(gt, pred, clicked)
+            click = clicker.make_next_click(pred)
+            assert (int(click.coords[0]), int(click.coords[1]), click.is_positive) == expected
+            obj, valid = clicker.object_and_valid_masks()
+            assert masks_iou(obj, valid, pred) == get_iou(gt, pred)
+            pred = pred.copy()
+            y, x = int(click.coords[0]), int(click.coords[1])
+            pred[max(0, y - 3):y + 4, max(0, x - 3):x + 4] = click.is_positive

@@ -82,22 +82,15 @@ def _squared_edt_scipy(padded: np.ndarray) -> np.ndarray:
     return dy * dy + dx * dx
 
 
-def squared_edt_padded(mask: np.ndarray, method: str = "auto") -> np.ndarray:
-    """Exact squared Euclidean distance (int64, HxW) of each mask pixel to the nearest pixel
-    outside the mask, where the mask is first padded with a one-pixel ring of False (so the image
-    border is a boundary and a border pixel of the mask has distance 1). 0 outside the mask.
+def _squared_edt_box(mask: np.ndarray, box: Tuple[int, int, int, int],
+                     method: str = "auto") -> np.ndarray:
+    """Exact squared EDT (int64) of the padded `mask` on its bounding `box` (r0, r1, c0, c1),
+    as a (r1 - r0, c1 - c0) array; 0 outside the mask.
 
-    method: 'auto' (OpenCV's precise transform, rounded, while distances are small enough for
-    that to be exact; SciPy's integer form otherwise) or 'scipy' (always the integer form).
+    Exact on the box: the one-pixel ring around it is all False (image padding or background),
+    and for any pixel inside, the nearest False pixel outside the box is never closer than that
+    ring (the ring pixel nearest along the way is at most as far in both coordinates).
     """
-    mask = np.asarray(mask, dtype=bool)
-    out = np.zeros(mask.shape, dtype=np.int64)
-    box = _bbox_crop(mask)
-    if box is None:
-        return out
-    # Exact on the mask's bounding box: the one-pixel ring around it is all False (image
-    # padding or background), and for any pixel inside, the nearest False pixel outside the
-    # box is never closer than that ring.
     r0, r1, c0, c1 = box
     crop = mask[r0:r1, c0:c1]
     padded = np.pad(crop, 1, mode="constant", constant_values=False)
@@ -113,8 +106,42 @@ def squared_edt_padded(mask: np.ndarray, method: str = "auto") -> np.ndarray:
         sq = _squared_edt_scipy(padded)
     sq = sq[1:-1, 1:-1]
     sq[~crop] = 0
-    out[r0:r1, c0:c1] = sq
+    return sq
+
+
+def squared_edt_padded(mask: np.ndarray, method: str = "auto") -> np.ndarray:
+    """Exact squared Euclidean distance (int64, HxW) of each mask pixel to the nearest pixel
+    outside the mask, where the mask is first padded with a one-pixel ring of False (so the image
+    border is a boundary and a border pixel of the mask has distance 1). 0 outside the mask.
+
+    method: 'auto' (OpenCV's precise transform, rounded, while distances are small enough for
+    that to be exact; SciPy's integer form otherwise) or 'scipy' (always the integer form).
+    """
+    mask = np.asarray(mask, dtype=bool)
+    out = np.zeros(mask.shape, dtype=np.int64)
+    box = _bbox_crop(mask)
+    if method not in ("auto", "scipy"):
+        raise ValueError(f"squared_edt_padded: method must be 'auto' or 'scipy', got '{method}'")
+    if box is not None:
+        r0, r1, c0, c1 = box
+        out[r0:r1, c0:c1] = _squared_edt_box(mask, box, method)
     return out
+
+
+def _deepest_pixel(mask: np.ndarray, clicked: Optional[np.ndarray]) -> Tuple[int, int, int]:
+    """(squared distance, y, x) of the first (row-major) pixel of maximal padded EDT in `mask`,
+    clicked pixels excluded; (0, 0, 0) when there is none. Works on the mask's bounding box only:
+    row-major order inside the box is row-major order in the image."""
+    box = _bbox_crop(mask)
+    if box is None:
+        return 0, 0, 0
+    r0, r1, c0, c1 = box
+    sq = _squared_edt_box(mask, box)
+    if clicked is not None:
+        sq[clicked[r0:r1, c0:c1]] = 0
+    flat = int(np.argmax(sq))
+    y, x = divmod(flat, c1 - c0)
+    return int(sq[y, x]), y + r0, x + c0
 
 
 def chamfer_dt_padded(mask: np.ndarray) -> np.ndarray:
@@ -134,22 +161,19 @@ def next_click_evaluation(gt_mask: np.ndarray, pred_mask: np.ndarray,
     pixels (excluded as candidates, still part of the error regions).
     """
     gt_mask = np.asarray(gt_mask)
-    valid = gt_mask != ignore_label
-    fn, fp = error_masks(gt_mask == 1, pred_mask, valid)
-    d_fn = squared_edt_padded(fn)
-    d_fp = squared_edt_padded(fp)
-    if clicked is not None:
-        d_fn[clicked] = 0
-        d_fp[clicked] = 0
-    a = int(d_fn.max())
-    b = int(d_fp.max())
+    return _next_click(gt_mask == 1, gt_mask != ignore_label, pred_mask, clicked)
+
+
+def _next_click(gt_positive: np.ndarray, valid: Optional[np.ndarray], pred_mask: np.ndarray,
+                clicked: Optional[np.ndarray]) -> Tuple[int, int, bool]:
+    fn, fp = error_masks(gt_positive, pred_mask, valid)
+    a, fy, fx = _deepest_pixel(fn, clicked)
+    b, py, px = _deepest_pixel(fp, clicked)
     if a == 0 and b == 0:
         return 0, 0, False
-    is_positive = a > b
-    dist = d_fn if is_positive else d_fp
-    flat = int(np.argmax(dist))  # first maximum in row-major order
-    y, x = divmod(flat, dist.shape[1])
-    return y, x, is_positive
+    if a > b:  # negative on equality (rule 9)
+        return fy, fx, True
+    return py, px, False
 
 
 def next_click_training(gt_mask: np.ndarray, pred_prob: np.ndarray,
@@ -198,6 +222,10 @@ class Clicker:
             self.gt_mask = np.asarray(gt_mask)
             if self.gt_mask.ndim != 2:
                 raise ValueError(f"gt_mask must be HxW, got shape {self.gt_mask.shape}")
+            # fixed per sample: computed once, not at every click
+            self._gt_positive = self.gt_mask == 1
+            ignore = self.gt_mask == ignore_label
+            self._valid = ~ignore if ignore.any() else None
         else:
             self.gt_mask = None
         self.reset_clicks()
@@ -213,11 +241,17 @@ class Clicker:
         if pred_mask.shape != self.gt_mask.shape:
             raise ValueError(f"prediction shape {pred_mask.shape} differs from the gt mask shape "
                              f"{self.gt_mask.shape}")
-        y, x, is_positive = next_click_evaluation(self.gt_mask, pred_mask.astype(bool),
-                                                  self._clicked, self.ignore_label)
+        y, x, is_positive = _next_click(self._gt_positive, self._valid,
+                                        pred_mask.astype(bool, copy=False), self._clicked)
         click = Click(is_positive=is_positive, coords=(y, x))
         self.add_click(click)
         return self.clicks_list[-1]
+
+    def object_and_valid_masks(self) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        """(object mask, valid mask or None when nothing is ignored), HxW bool, of the gt."""
+        if self.gt_mask is None:
+            raise ValueError("Clicker.object_and_valid_masks needs a gt_mask")
+        return self._gt_positive, self._valid
 
     def add_click(self, click: Click) -> None:
         """Append a click; its index is the number of earlier clicks (plus the offset)."""

@@ -13,7 +13,7 @@ import torch
 
 from ..utils.log import progress
 from .clicker import Click, Clicker
-from .utils import DEFAULT_MAX_CLICKS, get_iou
+from .utils import DEFAULT_MAX_CLICKS, masks_iou
 
 PRED_THRESHOLD = 0.49
 
@@ -35,6 +35,7 @@ def evaluate_sample(image: np.ndarray, gt_mask: np.ndarray, predictor, max_iou_t
     'predictor_s' (time inside `get_prediction`).
     """
     clicker = Clicker(gt_mask=gt_mask)
+    obj, valid = clicker.object_and_valid_masks()
     pred_mask = np.zeros(gt_mask.shape, dtype=bool)
     ious: List[float] = []
     pred_probs = np.zeros(gt_mask.shape, dtype=np.float32)
@@ -51,7 +52,7 @@ def evaluate_sample(image: np.ndarray, gt_mask: np.ndarray, predictor, max_iou_t
             predict_time += time.perf_counter() - start
             start = time.perf_counter()
             pred_mask = pred_probs > pred_thr
-            iou = get_iou(gt_mask, pred_mask)
+            iou = masks_iou(obj, valid, pred_mask)
             ious.append(iou)
             overhead += time.perf_counter() - start
             if callback is not None:

@@ -21,9 +21,18 @@ def get_iou(gt_mask: np.ndarray, pred_mask: np.ndarray, ignore_label: int = -1) 
     if gt_mask.shape != pred_mask.shape:
         raise ValueError(f"gt mask {gt_mask.shape} and prediction {pred_mask.shape} differ in shape")
     valid = gt_mask != ignore_label
-    obj = gt_mask == 1
-    intersection = np.logical_and(np.logical_and(pred_mask, obj), valid).sum()
-    union = np.logical_and(np.logical_or(pred_mask, obj), valid).sum()
+    return masks_iou(gt_mask == 1, None if valid.all() else valid, pred_mask)
+
+
+def masks_iou(obj: np.ndarray, valid: Optional[np.ndarray], pred_mask: np.ndarray) -> float:
+    """`get_iou` from the object mask and the valid mask (None: every pixel counts), both HxW
+    bool, computed once per sample by callers that score many predictions of one object."""
+    if valid is None:
+        intersection = np.count_nonzero(pred_mask & obj)
+        union = np.count_nonzero(pred_mask | obj)
+    else:
+        intersection = np.count_nonzero(pred_mask & obj & valid)
+        union = np.count_nonzero((pred_mask | obj) & valid)
     return float(np.float64(intersection) / np.float64(union)) if union > 0 else 0.0
 
 
