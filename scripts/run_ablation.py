@@ -12,6 +12,11 @@ refiner, the coarse predictor without). The comparison goes to EXPS_PATH/ablatio
     ablation_table.md / .csv / .json   NoC@85/90, NoF@90, mIoU@1/3/5 (mean ± std over seeds)
     miou_vs_clicks.png                 one curve per config (± std band over seeds)
     runs.json                          experiment folder, steps and wall time of every run
+    results.json                       every run's full IoU series (what --merge reads)
+Runs can be split over processes (e.g. two configs per process with `--threads 1` on two cores,
+each with its own `--output`) and combined afterwards, re-aggregated over seeds:
+
+    .venv/bin/python scripts/run_ablation.py --merge DIR_A DIR_B --output DIR
 Reference rows (`--references`): 'cv_grabcut' (OpenCV GrabCut seeded by the clicks, no training)
 and 'untrained' (the first config's network before training, per seed).
 """
@@ -34,8 +39,8 @@ import torch  # noqa: E402
 from isegm.data.io import DatasetError  # noqa: E402
 from isegm.engine.experiment import ExperimentError, create_exp_dir  # noqa: E402
 from isegm.inference.predictors import get_predictor, predictor_name_for_mode  # noqa: E402
-from isegm.jobs.noc import (aggregate, build_eval_dataset, evaluate_noc, plot_miou_curves,  # noqa: E402
-                            write_table)
+from isegm.jobs.noc import (aggregate, build_eval_dataset, evaluate_noc, load_results,  # noqa: E402
+                            plot_miou_curves, save_results, write_table)
 from isegm.jobs.training import (BudgetError, add_budget_arguments, add_run_arguments,  # noqa: E402
                                  budget_from_args, check_recipe_changes, load_recipe,
                                  train_config)
@@ -49,7 +54,10 @@ DEFAULT_STEPS = 400
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="run_ablation.py", description=__doc__.split("\n\n")[0])
-    p.add_argument("configs", nargs="+", help="config modules to train and compare")
+    p.add_argument("configs", nargs="*", help="config modules to train and compare")
+    p.add_argument("--merge", nargs="+", default=None, metavar="DIR",
+                   help="instead of training: combine the comparison folders of earlier runs "
+                        "(their results.json and runs.json) into one table and figure")
     add_budget_arguments(p)
     add_run_arguments(p)
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds (one run each)")
@@ -70,6 +78,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     setup_logging(None)
+    if args.merge is not None:
+        return merge(args)
+    if not args.configs:
+        print("run_ablation.py: error: name at least one config module (or use --merge)",
+              file=sys.stderr)
+        return 2
     if args.threads:
         torch.set_num_threads(args.threads)
     start = time.perf_counter()
@@ -124,19 +138,91 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         logger.info("reference: OpenCV GrabCut predictor")
         evaluate(get_predictor("cv_grabcut"), "OpenCV GrabCut", None)
 
-    rows = aggregate(results)
     title = (f"{budget.describe()}, seeds {' '.join(map(str, args.seeds))}, "
              f"{args.n_clicks} clicks per object")
-    tables = write_table(rows, out / "ablation_table", title=title)
-    plot = plot_miou_curves(rows, out / "miou_vs_clicks.png", title=title)
     (out / "runs.json").write_text(json.dumps({"budget": budget.describe(), "seeds": args.seeds,
                                                "runs": runs}, indent=2), encoding="utf-8")
+    save_results(results, out / "results.json")
+    report(aggregate(results), out, title, start)
+    return 0
+
+
+def report(rows, out: Path, title: str, start: float) -> None:
+    """Write and print the comparison (aggregated rows) in `out`."""
+    tables = write_table(rows, out / "ablation_table", title=title)
+    plot = plot_miou_curves(rows, out / "miou_vs_clicks.png", title=title)
     print(f"\n{title}\n")
     print(tables["md"].read_text(encoding="utf-8").split("\n", 2)[-1])
     print(f"comparison table : {tables['md']}  ({tables['csv'].name}, {tables['json'].name})")
     print(f"mIoU-vs-clicks   : {plot}")
     print(f"runs             : {out / 'runs.json'}")
     print(f"total time       : {(time.perf_counter() - start) / 60:.1f} min")
+
+
+def merge(args: argparse.Namespace) -> int:
+    """--merge: one comparison from several comparison folders."""
+    start = time.perf_counter()
+    if args.configs:
+        print("run_ablation.py: error: --merge takes comparison folders, not config modules "
+              f"({' '.join(args.configs)})", file=sys.stderr)
+        return 2
+    if not args.output:
+        print("run_ablation.py: error: --merge needs --output (the merged comparison folder)",
+              file=sys.stderr)
+        return 2
+    results, tabled, runs, budgets, seeds = [], [], [], [], []
+    try:
+        for folder in map(Path, args.merge):
+            if not (folder / "runs.json").is_file():
+                raise ValueError(f"{folder}: no runs.json (not a folder written by "
+                                 f"run_ablation.py)")
+            if (folder / "results.json").is_file():
+                results.extend(load_results(folder / "results.json"))
+            elif (folder / "ablation_table.json").is_file():
+                # older folders kept only the aggregated rows: merged as they are
+                tabled.extend(json.loads((folder / "ablation_table.json").read_text("utf-8")))
+            else:
+                raise ValueError(f"{folder}: neither results.json nor ablation_table.json")
+            info = json.loads((folder / "runs.json").read_text(encoding="utf-8"))
+            runs.extend(info["runs"])
+            budgets.append(info["budget"])
+            seeds.extend(s for s in info["seeds"] if s not in seeds)
+    except (ValueError, KeyError) as e:
+        print(f"run_ablation.py: error: {e}", file=sys.stderr)
+        return 2
+    if len(set(budgets)) != 1:
+        print(f"run_ablation.py: error: the folders were trained with different budgets "
+              f"({'; '.join(budgets)}): not comparable", file=sys.stderr)
+        return 2
+    clicks = {r.n_clicks for r in results} | {len(r["mIoU_curve"]) for r in tabled}
+    if len(clicks) != 1:
+        print(f"run_ablation.py: error: the folders used different numbers of clicks "
+              f"({sorted(clicks)})", file=sys.stderr)
+        return 2
+    seen = set()
+    unique = []
+    for r in results:  # a reference row (e.g. OpenCV GrabCut) evaluated in several folders
+        key = (r.label, r.dataset, r.seed)
+        if key not in seen:
+            seen.add(key)
+            unique.append(r)
+    rows = aggregate(unique) + tabled
+    keys = [(r["model"], r["dataset"]) for r in rows]
+    clash = sorted({k for k in keys if keys.count(k) > 1})
+    if tabled and clash:
+        print(f"run_ablation.py: error: {clash} appear in several folders of which some have no "
+              f"results.json: their seeds cannot be combined", file=sys.stderr)
+        return 2
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "runs.json").write_text(json.dumps({"budget": budgets[0], "seeds": seeds,
+                                               "merged_from": [str(f) for f in args.merge],
+                                               "runs": runs}, indent=2), encoding="utf-8")
+    if not tabled:
+        save_results(unique, out / "results.json")
+    title = (f"{budgets[0]}, seeds {' '.join(map(str, seeds))}, {clicks.pop()} clicks per "
+             f"object")
+    report(rows, out, title, start)
     return 0
 
 

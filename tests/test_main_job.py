@@ -137,6 +137,45 @@ def test_run_ablation_compares_configs_over_seeds(exps, capsys):
     assert "comparison table" in capsys.readouterr().out
 
 
+@pytest.mark.slow
+def test_run_ablation_merges_folders_over_seeds(exps, capsys):
+    """Runs split over two invocations (as on two cores) merge into one comparison whose rows
+    are re-aggregated over seeds from the saved IoU series."""
+    common = ["--minutes", "0.001", "--epoch-steps", "2", "--datasets", "Synthetic",
+              "--eval-samples", "2", "--n-clicks", "3", "--threads", "1"]
+    full, small = str(JOB_CONFIGS / "tiny_full.py"), str(JOB_CONFIGS / "tiny_noiga_nolrr.py")
+    run = _script("run_ablation")
+    assert run.main([full, "--seeds", "0", "--output", str(exps / "a"), *common,
+                     "--references", "cv_grabcut"]) == 0
+    assert run.main([full, small, "--seeds", "1", "--output", str(exps / "b"), *common]) == 0
+    parts = {name: {(r["model"], int(r["seeds"])): r for r in
+                    _read_csv(exps / name / "ablation_table.csv")} for name in "ab"}
+    assert run.main(["--merge", str(exps / "a"), str(exps / "b"), "--output",
+                     str(exps / "ab")]) == 0
+    rows = {r["model"]: r for r in _read_csv(exps / "ab" / "ablation_table.csv")}
+    assert list(rows) == ["tiny_full", "OpenCV GrabCut", "tiny_noiga_nolrr"]
+    assert [rows[m]["seeds"] for m in rows] == ["2", "1", "1"]
+    a0, b1 = parts["a"][("tiny_full", 1)], parts["b"][("tiny_full", 1)]
+    for key in ("NoC@85", "mIoU@1", "mIoU@3"):
+        assert float(rows["tiny_full"][key]) == pytest.approx(
+            (float(a0[key]) + float(b1[key])) / 2, abs=1e-5)
+        assert float(rows["tiny_noiga_nolrr"][key]) == pytest.approx(
+            float(parts["b"][("tiny_noiga_nolrr", 1)][key]), abs=1e-5)
+    merged = json.loads((exps / "ab" / "runs.json").read_text())
+    assert merged["seeds"] == [0, 1] and len(merged["runs"]) == 3
+    assert cv2.imread(str(exps / "ab" / "miou_vs_clicks.png")) is not None
+    # folders trained with other budgets do not merge; a folder that is not one is named
+    assert run.main([small, "--steps", "1", "--epoch-steps", "1", "--datasets", "Synthetic",
+                     "--eval-samples", "1", "--n-clicks", "3", "--threads", "1",
+                     "--output", str(exps / "c")]) == 0
+    capsys.readouterr()
+    assert run.main(["--merge", str(exps / "a"), str(exps / "c"), "--output",
+                     str(exps / "ac")]) == 2
+    assert "different budgets" in capsys.readouterr().err
+    assert run.main(["--merge", str(exps / "a"), str(exps), "--output", str(exps / "x")]) == 2
+    assert f"{exps}: no runs.json" in capsys.readouterr().err
+
+
 def test_main_job_fails_early_on_a_missing_dataset(exps, monkeypatch, capsys):
     monkeypatch.setenv("GRABCUT_PATH", str(exps / "nowhere"))
     assert _script("main_job").main(["--quick", "--datasets", "GrabCut"]) == 2

@@ -130,6 +130,34 @@ class _PanelCollector:
             self.paths.append(path)
 
 
+def save_results(results: Sequence[NocResult], path: Path) -> Path:
+    """Write the full IoU series of `results` as JSON (float32 values written exactly), so that
+    comparisons from several folders can be merged and re-aggregated over seeds later."""
+    data = [{"label": r.label, "dataset": r.dataset, "seed": r.seed, "n_clicks": r.n_clicks,
+             "elapsed_s": r.elapsed_s, "sample_ids": list(r.sample_ids),
+             "ious": [[float(v) for v in np.asarray(x, dtype=np.float32)] for x in r.all_ious]}
+            for r in results]
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data), encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def load_results(path: Path) -> list[NocResult]:
+    """Read what `save_results` wrote (a clear error naming the file if it is not that)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return [NocResult(label=d["label"], dataset=d["dataset"], seed=d["seed"],
+                          n_clicks=int(d["n_clicks"]), elapsed_s=float(d["elapsed_s"]),
+                          sample_ids=list(d["sample_ids"]),
+                          all_ious=[np.asarray(x, dtype=np.float32) for x in d["ious"]])
+                for d in data]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}: not a results file written by save_results ({e})") from e
+
+
 # ------------------------------------------------------------------------------------------------
 def aggregate(results: Sequence[NocResult]) -> list[dict[str, Any]]:
     """One row per (label, dataset), in first-seen order: the mean of every metric over the
