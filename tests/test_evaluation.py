@@ -251,3 +251,33 @@ def test_classical_grabcut_predictor_on_five_images(grabcut_root):
     again, _ = evaluate_dataset(dataset, predictor, indices=range(1), show_progress=False,
                                 max_iou_thr=0.9, max_clicks=3)
     assert np.array_equal(again[0], all_ious[0])
+
+
+def test_focus_component_box_equals_labelling_every_component():
+    """The focus rule's component at the click (a flood fill) equals the box of that pixel's
+    8-connected label from a full labelling, on random masks and windows."""
+    from scipy import ndimage
+    from isegm.inference.transforms import _component_bbox
+    rng = np.random.default_rng(3)
+    checked = 0
+    for _ in range(80):
+        dh, dw = rng.integers(5, 60, 2)
+        diff = (ndimage.uniform_filter(rng.random((dh, dw)), 3) > rng.uniform(0.4, 0.6))
+        ys, xs = np.nonzero(diff)
+        if len(ys) == 0:
+            continue
+        k = rng.integers(len(ys))
+        oy, ox = rng.integers(0, 20, 2)
+        labels, _ = ndimage.label(diff, structure=np.ones((3, 3)))
+        comp = labels == labels[ys[k], xs[k]]
+        image_size = (dh + oy + 5, dw + ox + 7)
+        if comp.sum() < 10:
+            expected = (0, image_size[0], 0, image_size[1])
+        else:
+            cy, cx = np.nonzero(comp)
+            expected = (cy.min() + oy, cy.max() + oy, cx.min() + ox, cx.max() + ox)
+        got = _component_bbox(diff.astype(np.uint8), int(ys[k] + oy), int(xs[k] + ox),
+                              (int(oy), int(ox)), image_size)
+        assert tuple(int(v) for v in got) == tuple(int(v) for v in expected)
+        checked += 1
+    assert checked > 60

@@ -185,7 +185,7 @@ def target_crop_roi(prev_prob: Optional[np.ndarray], clicks: Sequence[Click], im
 def _focus_bbox(mask: np.ndarray) -> Tuple[int, int, int, int]:
     """(ymin, ymax, xmin, xmax) of a mask; the whole image (0, H, 0, W) under 10 pixels."""
     h, w = mask.shape
-    if mask.sum() < 10:
+    if np.count_nonzero(mask) < 10:
         return 0, h, 0, w
     return get_bbox_from_mask(mask)  # type: ignore[return-value]
 
@@ -217,15 +217,16 @@ def _component_bbox(diff: np.ndarray, y: int, x: int, origin: Tuple[int, int],
     dh, dw = diff.shape
     inside = 0 <= y - oy < dh and 0 <= x - ox < dw
     if inside and diff[y - oy, x - ox]:
-        _, labels = cv2.connectedComponents(diff, connectivity=8)
-        component = labels == labels[y - oy, x - ox]
-        if component.sum() < 10:
+        # the 8-connected component of the click alone: a flood fill from it visits only that
+        # component (labelling every component of the window costs several full passes)
+        area, _, _, (cx, cy, cw, ch) = cv2.floodFill(diff, None, (x - ox, y - oy), 2,
+                                                     loDiff=0, upDiff=0, flags=8)
+        if area < 10:
             return 0, h, 0, w
-        r0, r1, c0, c1 = get_bbox_from_mask(component)  # type: ignore[misc]
-        return r0 + oy, r1 + oy, c0 + ox, c1 + ox
+        return cy + oy, cy + ch - 1 + oy, cx + ox, cx + cw - 1 + ox
     zeros = diff == 0
     count, outside = _outside_bbox((oy, oy + dh, ox, ox + dw), (h, w))
-    count += int(zeros.sum())
+    count += int(np.count_nonzero(zeros))
     if count < 10:
         return 0, h, 0, w
     boxes = [outside] if outside is not None else []
@@ -261,7 +262,7 @@ def focus_crop(coarse_logits: np.ndarray, prev_prob: np.ndarray, target_box: Tup
     h, w = pred.shape if image_size is None else image_size
     oy, ox = origin
     y, x = int(click[0]), int(click[1])
-    if pred.sum() < 10:
+    if np.count_nonzero(pred) < 10:
         py1, py2, px1, px2 = 0, h, 0, w
     else:
         py1, py2, px1, px2 = _focus_bbox(pred)
@@ -276,7 +277,7 @@ def focus_crop(coarse_logits: np.ndarray, prev_prob: np.ndarray, target_box: Tup
     elif not prev.any():
         box = (py1, py2, px1, px2)
     else:
-        diff = np.logical_xor(pred, prev).astype(np.uint8)
+        diff = np.not_equal(pred, prev).view(np.uint8)  # 0/1, no copy; filled in place
         dy1, dy2, dx1, dx2 = _component_bbox(diff, y, x, (oy, ox), (h, w))
         if (dy2 - dy1) < hp / 3 or (dx2 - dx1) < wp / 3:
             square = (y - r, y + r, x - r, x + r)
