@@ -135,3 +135,36 @@ def test_flip_flags_parse():
     assert parse_args(["NoBRS", "--checkpoint=x.pth", "--no-flip"]).with_flip is False
     assert parse_args(["NoBRS", "--checkpoint=x.pth", "--no-with-flip"]).with_flip is False
     assert parse_args(["NoBRS", "--checkpoint=x.pth", "--with-flip"]).with_flip is True
+
+
+def test_inspect_clicks_reports_every_click_and_the_iga_coefficients(tmp_path, capsys):
+    import importlib.util
+    import re
+
+    import torch
+
+    from isegm.model import IGLRModel, save_is_model
+    torch.manual_seed(0)
+    model = IGLRModel(backbone="mit_b0", pipeline="s2", infer_size=64, refine_size=32)
+    with torch.no_grad():
+        model.backbone.block1[0].attn.iga_pos.fill_(0.5)
+    ckpt = tmp_path / "m.pth"
+    save_is_model(model, ckpt)
+    path = Path(__file__).resolve().parents[1] / "scripts" / "inspect_clicks.py"
+    spec = importlib.util.spec_from_file_location("inspect_clicks", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.main(["--checkpoint", str(ckpt), "--dataset", "Synthetic", "--samples", "2",
+                        "--clicks", "3", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    rows = re.findall(r"^\s+(\d)\s+([\d.]+)\s+([\d.]+) \(median\)\s+([\d.]+)$", out, re.M)
+    assert [int(r[0]) for r in rows] == [1, 2, 3]
+    assert all(0.0 <= float(r[1]) <= 1.0 for r in rows)
+    assert float(rows[0][3]) == 1.0  # the first click sees the whole image
+    assert "Synthetic, 2 objects, 3 clicks" in out
+    stages = re.findall(r"block(\d): mean \|coefficient\|  pos ([\d.]+)", out)
+    assert [s[0] for s in stages] == ["1", "2", "3", "4"]
+    assert float(stages[0][1]) == pytest.approx(0.25, abs=1e-3)  # 0.5 in one of two blocks
+    assert script.main(["--checkpoint", str(tmp_path / "missing.pth"), "--dataset",
+                        "Synthetic"]) == 2
+    assert "missing.pth" in capsys.readouterr().err

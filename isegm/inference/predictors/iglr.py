@@ -88,6 +88,8 @@ class CoarsePredictor(BasePredictor):
         self.image_nd = tensor.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
         self.zoom_in.reset()
         self._set_support(self.prev_prediction, (0, 0, 0, 0))
+        h, w = self.prev_prediction.shape
+        self.last_target_roi: Box = (0, h - 1, 0, w - 1)  # inclusive; for inspection
 
     def set_prev_prediction(self, prob: np.ndarray, support: Optional[Box] = None) -> None:
         """Make `prob` (HxW probabilities) the previous prediction; `support`: a half-open box
@@ -196,6 +198,7 @@ class CoarsePredictor(BasePredictor):
         roi, network logits (1,1,S,S), feature); the image outside the crop gets 0."""
         with self.timer.stage("target_crop"):
             roi = self._target_roi(clicks)
+            self.last_target_roi = roi
             r0, r1, c0, c1 = roi
             s = (self.infer_size, self.infer_size)
             image = resize_bilinear(self.image_nd[:, :, r0:r1 + 1, c0:c1 + 1], s)
