@@ -27,6 +27,17 @@ def test_roi_align_box_matches_roi_align(shape, box, out, scale, channels_last):
     torch.testing.assert_close(new, ref, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("ratio", [0.0, 1e9])  # every pass sparse / every pass dense
+def test_roi_align_box_sparse_and_dense_passes_agree(ratio, monkeypatch):
+    from isegm.model import ops
+    monkeypatch.setattr(ops, "SPARSE_AXIS_RATIO", ratio)
+    x = torch.randn(1, 3, 120, 200)
+    for box, out in (((7.3, 5.1, 190.2, 111.7), 16), ((20.0, 30.0, 41.0, 52.0), 32),
+                     ((-4.0, -6.0, 210.0, 130.0), 9)):
+        ref = roi_align(x, torch.tensor([[0, *box]]), out)
+        torch.testing.assert_close(roi_align_box(x, box, out), ref, rtol=1e-5, atol=1e-5)
+
+
 def test_roi_align_box_sampling_ratio_and_unaligned():
     x = torch.randn(1, 2, 30, 40)
     box = (4.2, 3.1, 33.3, 21.7)

@@ -202,6 +202,11 @@ def _taps_host(start: float, bin_size: float, grid: int, n_out: int,
     return idx, wts
 
 
+# Above this ratio of input length to output length the separable pass is a sparse (CSR)
+# product: each output reads 2G of the L inputs, so the dense product wastes L / 2G of its work.
+SPARSE_AXIS_RATIO = 4.0
+
+
 def _axis_matrix(idx: "np.ndarray", wts: "np.ndarray", length: int) -> "np.ndarray":
     """Dense (n_out, length) float32 interpolation matrix from 1-D taps (duplicates summed)."""
     n_out, taps = idx.shape
@@ -210,15 +215,37 @@ def _axis_matrix(idx: "np.ndarray", wts: "np.ndarray", length: int) -> "np.ndarr
     return mat
 
 
-def _apply_axis(mat: "np.ndarray", x: torch.Tensor) -> torch.Tensor:
-    """mat (n_out, L) applied to the rows of x (L, F) -> (n_out, F); a sparse (CSR) product when
-    the matrix is mostly zeros (large downsampling: each output touches 2G of L inputs)."""
-    weights = torch.from_numpy(mat).to(device=x.device, dtype=x.dtype, non_blocking=True)
-    if mat.shape[1] <= 4 * mat.shape[0]:
-        return weights @ x
+def _axis_csr(idx: "np.ndarray", wts: "np.ndarray", length: int) -> "tuple[np.ndarray, ...]":
+    """The same matrix as `_axis_matrix` in CSR form (indptr, indices, values), built from the
+    taps directly (duplicate taps summed, columns sorted), never as a dense array."""
+    n_out, taps = idx.shape
+    rows = np.repeat(np.arange(n_out, dtype=np.int64), taps)
+    key = rows * length + idx.ravel()
+    order = np.argsort(key, kind="stable")
+    key, vals = key[order], wts.ravel()[order]
+    first = np.ones(len(key), dtype=bool)
+    first[1:] = key[1:] != key[:-1]
+    starts = np.flatnonzero(first)
+    values = np.add.reduceat(vals, starts).astype(np.float32)
+    unique = key[starts]
+    indptr = np.searchsorted(unique // length, np.arange(n_out + 1), side="left")
+    return indptr.astype(np.int64), (unique % length).astype(np.int64), values
+
+
+def _apply_axis(idx: "np.ndarray", wts: "np.ndarray", length: int, x: torch.Tensor
+                ) -> torch.Tensor:
+    """The (n_out, length) interpolation matrix of the taps applied to the rows of x
+    (length, F) -> (n_out, F): a dense product for small ratios, else a sparse (CSR) one."""
+    if length <= SPARSE_AXIS_RATIO * idx.shape[0]:
+        weights = torch.from_numpy(_axis_matrix(idx, wts, length))
+        return weights.to(device=x.device, dtype=x.dtype, non_blocking=True) @ x
+    indptr, indices, values = (torch.from_numpy(a) for a in _axis_csr(idx, wts, length))
     with warnings.catch_warnings():  # CSR support is flagged "beta" by torch
         warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse.mm(weights.to_sparse_csr(), x)
+        # valid by construction (sorted unique columns per row): no invariant checks
+        weights = torch.sparse_csr_tensor(indptr, indices, values, size=(idx.shape[0], length),
+                                          check_invariants=False)
+        return torch.sparse.mm(weights.to(device=x.device, dtype=x.dtype), x)
 
 
 def roi_align_box(input: torch.Tensor, box: Sequence[float], output_size: Size,
@@ -262,7 +289,7 @@ def roi_align_box(input: torch.Tensor, box: Sequence[float], output_size: Size,
     dtype = input.dtype if input.is_floating_point() else torch.float32
     # (wh, ww, C) view of the window; contiguous rows when the input is channels-last
     window = input[batch_index, :, y0:y0 + wh, x0:x0 + ww].permute(1, 2, 0).to(dtype)
-    rows = _apply_axis(_axis_matrix(iy - y0, wy, wh), window.reshape(wh, ww * c))  # (ph, ww*C)
+    rows = _apply_axis(iy - y0, wy, wh, window.reshape(wh, ww * c))  # (ph, ww*C)
     cols = rows.view(ph, ww, c).transpose(0, 1).reshape(ww, ph * c)
-    out = _apply_axis(_axis_matrix(ix - x0, wx, ww), cols)  # (pw, ph*C)
+    out = _apply_axis(ix - x0, wx, ww, cols)  # (pw, ph*C)
     return out.view(pw, ph, c).permute(2, 1, 0).unsqueeze(0)
