@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import json
+import textwrap
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -267,7 +268,7 @@ def plot_miou_curves(rows: Sequence[dict[str, Any]], output: Path,
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8, loc="lower right")
-    fig.suptitle(title)
+    fig.suptitle(textwrap.fill(title, width=60 * len(datasets)), fontsize=10)
     fig.tight_layout()
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)

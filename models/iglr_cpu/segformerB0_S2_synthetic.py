@@ -13,7 +13,7 @@ NoC@85 is 17.3).
 from isegm.engine import recipe
 
 MODEL_NAME = "segformerB0_S2_synthetic"
-RECIPE = recipe.SYNTHETIC_CPU.replace(lr=2e-3, clip_grad_norm=1.0,
+RECIPE = recipe.SYNTHETIC_CPU.replace(lr=2e-3, clip_grad_norm=1.0, iga_lr_mult=20.0,
                                       model_kwargs={"target_crop_r": 2.0})
 BATCH_SIZE = RECIPE.batch_size
 init_model, train, main = recipe.entry_points(RECIPE)
