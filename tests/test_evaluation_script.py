@@ -154,8 +154,12 @@ def test_inspect_clicks_reports_every_click_and_the_iga_coefficients(tmp_path, c
     spec = importlib.util.spec_from_file_location("inspect_clicks", path)
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    assert script.main(["--checkpoint", str(ckpt), "--dataset", "Synthetic", "--samples", "2",
-                        "--clicks", "3", "--threads", "1"]) == 0
+    threads = torch.get_num_threads()
+    try:
+        assert script.main(["--checkpoint", str(ckpt), "--dataset", "Synthetic", "--samples",
+                            "2", "--clicks", "3", "--threads", "1"]) == 0
+    finally:
+        torch.set_num_threads(threads)
     out = capsys.readouterr().out
     rows = re.findall(r"^\s+(\d)\s+([\d.]+)\s+([\d.]+) \(median\)\s+([\d.]+)$", out, re.M)
     assert [int(r[0]) for r in rows] == [1, 2, 3]
