@@ -67,6 +67,7 @@ from isegm.inference.predictors import get_predictor  # noqa: E402
 from isegm.inference.utils import masks_iou  # noqa: E402
 from isegm.model import IGLRModel, load_is_model  # noqa: E402
 from isegm.utils.timing import StageTimer  # noqa: E402
+from isegm.utils.serialization import get_model_config  # noqa: E402
 
 PEAK_GFLOPS_FP32 = 166.0
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -566,6 +567,12 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         args.full_image_runs, args.isolate = 1, False
         args.train_batch, args.train_steps = 2, 1
         train_backbones, train_crop, train_warmup, data_items = ["mit_b0"], 128, 0, 8
+    if args.checkpoint:
+        # a trained model has one architecture: the rows (and the agreement) are that model's
+        params = get_model_config(load_is_model(args.checkpoint))["params"]
+        args.backbones, args.pipelines = [params["backbone"]], [params["pipeline"]]
+        args.iga = ["on" if params.get("iga_stages") else "off"]
+        args.refiner = ["on" if params.get("use_refiner", True) else "off"]
     devices = args.devices or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
     torch.set_num_threads(args.threads)
     load_before = " ".join(f"{v:.2f}" for v in os.getloadavg())
@@ -603,8 +610,9 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
                                                  train_device)
         result["training"]["device"] = str(train_device)
     if args.agreement and args.dtype != "fp32":
-        cfg = {"backbone": args.backbones[-1], "pipeline": args.pipelines[-1], "iga": True,
-               "refiner": True, "device": devices[0], "threads": args.threads,
+        cfg = {"backbone": args.backbones[-1], "pipeline": args.pipelines[-1],
+               "iga": _onoff(args.iga)[0], "refiner": _onoff(args.refiner)[0],
+               "device": devices[0], "threads": args.threads,
                "dtype": args.dtype, "compile": False, "channels_last": True,
                "flip": args.flip, "checkpoint": args.checkpoint}
         result["agreement"] = precision_agreement(cfg, args.agreement_samples,

@@ -60,3 +60,21 @@ def test_benchmark_quick_writes_every_field(tmp_path):
     assert train["models"]["B0-S2"]["samples_per_s"] > 0
     text = out_md.read_text()
     assert "| B0-S2 | on | on | cpu | fp32 |" in text and "Training" in text
+
+
+def test_benchmark_with_a_checkpoint_times_that_architecture_only(tmp_path):
+    """--checkpoint: one row, labelled with the checkpoint's architecture (not every variant
+    with the checkpoint's weights under other names)."""
+    from isegm.model import IGLRModel, save_is_model
+    ckpt = tmp_path / "noiga_nolrr.pth"
+    save_is_model(IGLRModel(backbone="mit_b0", pipeline="s2", infer_size=64, refine_size=32,
+                            iga_stages=(), use_refiner=False), ckpt)
+    out_json = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "benchmark.py"), "--quick",
+                           "--devices", "cpu", "--checkpoint", str(ckpt), "--no-train",
+                           "--no-full-image", "--json", str(out_json), "--markdown",
+                           str(tmp_path / "bench.md")], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads(out_json.read_text())["rows"]
+    assert [(r["model"], r["iga"], r["refiner"]) for r in rows] == [("B0-S2", False, False)]
