@@ -196,3 +196,19 @@ def test_fused_head_equals_textbook_head(dim):
     assert logits.shape == (2, 1, 17, 24) and feature.shape == (2, dim, 17, 24)
     torch.testing.assert_close(feature, feature_ref, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(logits, logits_ref, atol=1e-4, rtol=1e-4)
+
+
+def test_head_computes_in_fp32_under_bf16_autocast():
+    """The fused head's cancelling sum stays in fp32 under autocast (bf16 flips boundary
+    pixels): same result as the fp32 head on bf16-representable features, fp32 outputs."""
+    torch.manual_seed(1)
+    head = SegFormerHead((32, 64, 160, 256), 256).eval()
+    feats = [torch.randn(1, c, 16 // 2 ** i, 16 // 2 ** i).bfloat16() for i, c in
+             enumerate((32, 64, 160, 256))]
+    with torch.no_grad():
+        ref_logits, ref_feature = head([f.float() for f in feats])
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits, feature = head(feats)
+    assert logits.dtype == feature.dtype == torch.float32
+    torch.testing.assert_close(logits, ref_logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(feature, ref_feature, atol=1e-5, rtol=1e-5)
