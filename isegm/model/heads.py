@@ -57,8 +57,11 @@ class SegFormerHead(nn.Module):
         autocast the fused form's sum of four projected stage maps, whose terms largely cancel,
         rounds enough to flip boundary pixels (GrabCut, trained B0: mask IoU against fp32 0.975
         with a bf16 head, 0.991 with an fp32 one); the head is a few percent of a click."""
-        with torch.autocast(feats[0].device.type, enabled=False):
-            return self._forward([f.float() for f in feats])
+        device_type = feats[0].device.type
+        if device_type in ("cpu", "cuda") and torch.is_autocast_enabled(device_type):
+            with torch.autocast(device_type, enabled=False):
+                return self._forward([f.float() for f in feats])
+        return self._forward(feats)
 
     def _forward(self, feats: Sequence[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
         size = feats[0].shape[-2:]
