@@ -7,11 +7,4 @@ RECIPE = recipe.SYNTHETIC_CPU.replace(
     train_dataset_kwargs={"num_samples": 16, "image_size": (80, 80), "split": "train"},
     val_dataset=None, batch_size=4, max_num_next_clicks=1, image_dump_interval=0)
 BATCH_SIZE = RECIPE.batch_size
-
-
-def init_model(cfg):
-    return recipe.init_model(cfg, RECIPE)
-
-
-def main(cfg):
-    return recipe.main(cfg, RECIPE)
+init_model, train, main = recipe.entry_points(RECIPE)

@@ -1,18 +1,13 @@
-"""Test config for run_ablation.py: the CPU synthetic recipe shrunk to B0 at 64x64 crops."""
-from isegm.engine import recipe
+"""Test config for run_ablation.py: tiny_full without IGA and without the refiner."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import tiny_full  # noqa: E402
+
+from isegm.engine import recipe  # noqa: E402
 
 MODEL_NAME = "tiny_noiga_nolrr"
-RECIPE = recipe.SYNTHETIC_CPU.replace(
-    crop_size=(64, 64), num_max_points=4,
-    model_kwargs={"refine_size": 32, "iga_stages": (), "use_refiner": False},
-    train_dataset_kwargs={"num_samples": 16, "image_size": (80, 80), "split": "train"},
-    val_dataset=None, batch_size=4, max_num_next_clicks=1, image_dump_interval=0)
+RECIPE = tiny_full.RECIPE.replace(model_kwargs={"iga_stages": (), "use_refiner": False})
 BATCH_SIZE = RECIPE.batch_size
-
-
-def init_model(cfg):
-    return recipe.init_model(cfg, RECIPE)
-
-
-def main(cfg):
-    return recipe.main(cfg, RECIPE)
+init_model, train, main = recipe.entry_points(RECIPE)
