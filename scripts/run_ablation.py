@@ -17,6 +17,10 @@ Runs can be split over processes (e.g. two configs per process with `--threads 1
 each with its own `--output`) and combined afterwards, re-aggregated over seeds:
 
     .venv/bin/python scripts/run_ablation.py --merge DIR_A DIR_B --output DIR
+A folder written before results.json existed (or evaluated with other settings) gets its
+checkpoints evaluated again, rows and results.json rewritten in place (or in --output):
+
+    .venv/bin/python scripts/run_ablation.py --reevaluate DIR --datasets GrabCut --references untrained
 Reference rows (`--references`): 'cv_grabcut' (OpenCV GrabCut seeded by the clicks, no training)
 and 'untrained' (the first config's network before training, per seed).
 """
@@ -42,8 +46,8 @@ from isegm.inference.predictors import get_predictor, predictor_name_for_mode  #
 from isegm.jobs.noc import (aggregate, build_eval_dataset, evaluate_noc, load_results,  # noqa: E402
                             plot_miou_curves, save_results, write_table)
 from isegm.jobs.training import (BudgetError, add_budget_arguments, add_run_arguments,  # noqa: E402
-                                 budget_from_args, check_recipe_changes, load_recipe,
-                                 train_config)
+                                 budget_from_args, check_recipe_changes, initial_model,
+                                 load_recipe, train_config)
 from isegm.model import load_is_model  # noqa: E402
 from isegm.utils.config import ConfigError, ConfigPathError, load_config  # noqa: E402
 from isegm.utils.log import logger, setup_logging  # noqa: E402
@@ -58,6 +62,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--merge", nargs="+", default=None, metavar="DIR",
                    help="instead of training: combine the comparison folders of earlier runs "
                         "(their results.json and runs.json) into one table and figure")
+    p.add_argument("--reevaluate", type=str, default=None, metavar="DIR",
+                   help="instead of training: evaluate again the checkpoints listed in DIR's "
+                        "runs.json (the 'untrained' reference rebuilt from each seed) and "
+                        "rewrite DIR's table, figure and results.json (or write to --output)")
     add_budget_arguments(p)
     add_run_arguments(p)
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds (one run each)")
@@ -80,6 +88,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     setup_logging(None)
     if args.merge is not None:
         return merge(args)
+    if args.reevaluate is not None:
+        return reevaluate(args)
     if not args.configs:
         print("run_ablation.py: error: name at least one config module (or use --merge)",
               file=sys.stderr)
@@ -97,9 +107,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             load_recipe(config)
         changes = check_recipe_changes(
             json.loads(args.recipe_override) if args.recipe_override else {})
-        names = [d.strip() for d in args.datasets.split(",") if d.strip()]
-        samples = args.eval_samples if args.eval_samples is not None else 100
-        datasets = [build_eval_dataset(n, paths, synthetic_samples=samples) for n in names]
+        datasets = _datasets(args, paths)
         if args.output:
             out = Path(args.output)
             out.mkdir(parents=True, exist_ok=True)
@@ -110,12 +118,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"run_ablation.py: error: {e}", file=sys.stderr)
         return 2
 
-    def evaluate(predictor, label: str, seed: Optional[int]) -> None:
-        for dataset in datasets:
-            results.append(evaluate_noc(predictor, dataset, label=label, n_clicks=args.n_clicks,
-                                        max_samples=args.eval_samples, seed=seed))
-
     results, runs = [], []
+    evaluate = _evaluator(args, datasets, results)
     total = len(configs) * len(args.seeds)
     for i, config in enumerate(configs):
         for seed in args.seeds:
@@ -127,22 +131,87 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             runs.append({"config": str(config), "seed": seed, "exp": str(run.exp_root),
                          "checkpoint": str(run.checkpoint), "steps": run.steps,
                          "epochs": run.epochs, "wall_s": round(run.wall_s, 1)})
-            model = load_is_model(run.checkpoint, "cpu")
-            evaluate(get_predictor(predictor_name_for_mode("NoBRS", model), model, "cpu"),
-                     config.stem, seed)
+            evaluate(load_is_model(run.checkpoint, "cpu"), config.stem, seed)
             if i == 0 and "untrained" in args.references:
-                initial = run.initial_model
-                evaluate(get_predictor(predictor_name_for_mode("NoBRS", initial), initial, "cpu"),
-                         "untrained", seed)
+                evaluate(run.initial_model, "untrained", seed)
     if "cv_grabcut" in args.references:
         logger.info("reference: OpenCV GrabCut predictor")
-        evaluate(get_predictor("cv_grabcut"), "OpenCV GrabCut", None)
+        evaluate(None, "OpenCV GrabCut", None)
 
     title = (f"{budget.describe()}, seeds {' '.join(map(str, args.seeds))}, "
              f"{args.n_clicks} clicks per object")
     (out / "runs.json").write_text(json.dumps({"budget": budget.describe(), "seeds": args.seeds,
                                                "runs": runs}, indent=2), encoding="utf-8")
     save_results(results, out / "results.json")
+    report(aggregate(results), out, title, start)
+    return 0
+
+
+def _datasets(args: argparse.Namespace, paths) -> list:
+    names = [d.strip() for d in args.datasets.split(",") if d.strip()]
+    samples = args.eval_samples if args.eval_samples is not None else 100
+    return [build_eval_dataset(n, paths, synthetic_samples=samples) for n in names]
+
+
+def _evaluator(args: argparse.Namespace, datasets: list, results: list):
+    """evaluate(model or None for OpenCV GrabCut, label, seed): NoC on every dataset, appended
+    to `results` (the IGLR predictor for models with the refiner, the coarse one without)."""
+    def evaluate(model, label: str, seed: Optional[int]) -> None:
+        predictor = (get_predictor("cv_grabcut") if model is None else
+                     get_predictor(predictor_name_for_mode("NoBRS", model), model, "cpu"))
+        for dataset in datasets:
+            results.append(evaluate_noc(predictor, dataset, label=label, n_clicks=args.n_clicks,
+                                        max_samples=args.eval_samples, seed=seed))
+    return evaluate
+
+
+def reevaluate(args: argparse.Namespace) -> int:
+    """--reevaluate: the checkpoints of an earlier comparison folder evaluated again."""
+    start = time.perf_counter()
+    folder = Path(args.reevaluate)
+    if args.configs:
+        print("run_ablation.py: error: --reevaluate takes a comparison folder, not config "
+              f"modules ({' '.join(args.configs)})", file=sys.stderr)
+        return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        if not (folder / "runs.json").is_file():
+            raise ValueError(f"{folder}: no runs.json (not a folder written by run_ablation.py)")
+        info = json.loads((folder / "runs.json").read_text(encoding="utf-8"))
+        runs = info["runs"]
+        missing = [r["checkpoint"] for r in runs if not Path(r["checkpoint"]).is_file()]
+        if missing:
+            raise ValueError(f"{folder / 'runs.json'}: checkpoint(s) not found: "
+                             f"{', '.join(missing)}")
+        paths = load_config(args.config)
+        changes = check_recipe_changes(
+            json.loads(args.recipe_override) if args.recipe_override else {})
+        datasets = _datasets(args, paths)
+    except (ValueError, KeyError, BudgetError, ConfigError, ConfigPathError, DatasetError) as e:
+        print(f"run_ablation.py: error: {e}", file=sys.stderr)
+        return 2
+    out = Path(args.output) if args.output else folder
+    out.mkdir(parents=True, exist_ok=True)
+    results: list = []
+    evaluate = _evaluator(args, datasets, results)
+    first = runs[0]["config"] if runs else None
+    for k, run in enumerate(runs):
+        label = Path(run["config"]).stem
+        logger.info(f"[{k + 1}/{len(runs)}] {label}, seed {run['seed']}: {run['checkpoint']}")
+        evaluate(load_is_model(run["checkpoint"], "cpu"), label, run["seed"])
+        if run["config"] == first and "untrained" in args.references:
+            evaluate(initial_model(Path(run["config"]), paths, seed=run["seed"],
+                                   batch_size=args.batch_size, recipe_changes=changes),
+                     "untrained", run["seed"])
+    if "cv_grabcut" in args.references:
+        logger.info("reference: OpenCV GrabCut predictor")
+        evaluate(None, "OpenCV GrabCut", None)
+    if out != folder:
+        (out / "runs.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
+    save_results(results, out / "results.json")
+    title = (f"{info['budget']}, seeds {' '.join(map(str, info['seeds']))}, "
+             f"{args.n_clicks} clicks per object")
     report(aggregate(results), out, title, start)
     return 0
 

@@ -36,6 +36,11 @@ def _read_csv(path):
         return list(csv.DictReader(f))
 
 
+def _timeless(row):
+    """A table row without its timing columns."""
+    return {k: v for k, v in row.items() if not k.startswith("s_per_click")}
+
+
 def _markdown_rows(path):
     lines = [l for l in path.read_text(encoding="utf-8").splitlines() if l.startswith("| ")]
     header = [c.strip() for c in lines[0].strip("|").split("|")]
@@ -135,6 +140,23 @@ def test_run_ablation_compares_configs_over_seeds(exps, capsys):
     for r in runs:  # the time budget stops after the first epoch of 2 steps
         assert r["steps"] == 2 and r["epochs"] == 1 and Path(r["checkpoint"]).is_file()
     assert "comparison table" in capsys.readouterr().out
+
+    # --reevaluate: the listed checkpoints evaluated again (the untrained network rebuilt from
+    # each seed) give the same IoU series, row for row
+    again = exps / "again"
+    assert _script("run_ablation").main([
+        "--reevaluate", str(out), "--datasets", "Synthetic", "--eval-samples", "2",
+        "--n-clicks", "4", "--references", "untrained", "cv_grabcut", "--output", str(again),
+        "--threads", "1"]) == 0
+    first, second = (json.loads((d / "results.json").read_text()) for d in (out, again))
+    assert [(r["label"], r["seed"]) for r in second] == [(r["label"], r["seed"]) for r in first]
+    for a, b in zip(first, second):
+        assert {**a, "elapsed_s": 0} == {**b, "elapsed_s": 0}
+    assert [_timeless(r) for r in _read_csv(again / "ablation_table.csv")] == \
+        [_timeless(r) for r in rows]
+    assert json.loads((again / "runs.json").read_text())["runs"] == runs
+    assert _script("run_ablation").main(["--reevaluate", str(exps), "--threads", "1"]) == 2
+    assert f"{exps}: no runs.json" in capsys.readouterr().err
 
 
 @pytest.mark.slow

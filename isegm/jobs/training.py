@@ -118,15 +118,10 @@ def budgeted_recipe(rec: Recipe, budget: Budget, batch_size: int) -> Recipe:
                        milestones=milestones, checkpoint_interval=0)
 
 
-def train_config(config_path: Path, paths: Config, budget: Budget, *, seed: int = 0,
-                 exp_name: str = "", workers: int = 0, batch_size: Optional[int] = None,
-                 recipe_changes: Optional[dict[str, Any]] = None) -> TrainedRun:
-    """Train the config module's recipe on the CPU under `budget` in a new experiment folder.
-
-    recipe_changes: fields of the recipe to replace first (e.g. a smaller crop for tests).
-    Datasets are built first, so a missing dataset path fails before any folder is created.
-    """
-    config_path = Path(config_path)
+def _set_up(config_path: Path, paths: Config, budget: Budget, seed: int, exp_name: str,
+            workers: int, batch_size: Optional[int],
+            recipe_changes: Optional[dict[str, Any]]):
+    """(run config, budgeted recipe, datasets, model, model config), seeded as a run starts."""
     rec = load_recipe(config_path)
     if recipe_changes:
         rec = rec.replace(**check_recipe_changes(recipe_changes))
@@ -137,7 +132,33 @@ def train_config(config_path: Path, paths: Config, budget: Budget, *, seed: int 
     du.seed_everything(du.process_seed(seed, 0))
     datasets = recipes.build_datasets(cfg, rec)
     model, model_cfg = recipes.init_model(cfg, rec)
-    initial_model = copy.deepcopy(model).eval()
+    return cfg, rec, datasets, model, model_cfg
+
+
+def initial_model(config_path: Path, paths: Config, *, seed: int = 0,
+                  batch_size: Optional[int] = None,
+                  recipe_changes: Optional[dict[str, Any]] = None) -> nn.Module:
+    """The network `train_config` starts from with this seed (eval mode), rebuilt without
+    training: the "untrained" reference of an earlier run. Needs the recipe's datasets, as
+    training does (they are built first there, so the random state matches)."""
+    _, _, _, model, _ = _set_up(Path(config_path), paths, Budget(steps=1), seed, "", 0,
+                                batch_size, recipe_changes)
+    return model.eval()
+
+
+def train_config(config_path: Path, paths: Config, budget: Budget, *, seed: int = 0,
+                 exp_name: str = "", workers: int = 0, batch_size: Optional[int] = None,
+                 recipe_changes: Optional[dict[str, Any]] = None) -> TrainedRun:
+    """Train the config module's recipe on the CPU under `budget` in a new experiment folder.
+
+    recipe_changes: fields of the recipe to replace first (e.g. a smaller crop for tests).
+    Datasets are built first, so a missing dataset path fails before any folder is created.
+    """
+    config_path = Path(config_path)
+    cfg, rec, datasets, model, model_cfg = _set_up(config_path, paths, budget, seed, exp_name,
+                                                   workers, batch_size, recipe_changes)
+    batch_size = cfg.batch_size
+    untrained = copy.deepcopy(model).eval()
     trainer = recipes.make_trainer(
         model, cfg, model_cfg, rec, *datasets,
         extra_settings={"recipe": dataclasses.asdict(rec), "budget": budget.describe()})
@@ -174,7 +195,7 @@ def train_config(config_path: Path, paths: Config, budget: Budget, *, seed: int 
     logger.info(f"trained {trainer.global_step} steps ({epoch + 1} epochs) in {wall:.0f} s")
     return TrainedRun(config_path=config_path, exp_root=trainer.exp.root,
                       checkpoint=trainer.exp.checkpoints / "last_checkpoint.pth",
-                      initial_model=initial_model, recipe=rec, steps=trainer.global_step,
+                      initial_model=untrained, recipe=rec, steps=trainer.global_step,
                       epochs=epoch + 1, wall_s=wall, summary=summary)
 
 
