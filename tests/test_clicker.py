@@ -185,7 +185,7 @@ def test_box_restricted_click_equals_the_whole_image_rule():
     bands, predictions and clicked pixels it must pick exactly the whole-image rule's click."""
     from isegm.inference.utils import get_iou, masks_iou
     rng = np.random.default_rng(7)
-    for trial in range(60):
+    for trial in range(200):
         h, w = rng.integers(20, 90, 2)
         yy, xx = np.mgrid[:h, :w]
         cy, cx, r = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(4, max(h, w) / 2)
@@ -195,7 +195,7 @@ def test_box_restricted_click_equals_the_whole_image_rule():
             gt[ring] = -1
         pred = (yy - cy - rng.normal(0, 4)) ** 2 + (xx - cx - rng.normal(0, 4)) ** 2 \
             < (r * rng.uniform(0.5, 1.3)) ** 2
-        pred |= rng.random((h, w)) < 0.01
+        pred |= rng.random((h, w)) < (0.01 if trial % 3 else 0.2)  # specks: one-sided errors
         clicker = Clicker(gt)
         for _ in range(3):
             clicked = clicker._clicked.copy()
@@ -207,3 +207,26 @@ def test_box_restricted_click_equals_the_whole_image_rule():
             pred = pred.copy()
             y, x = int(click.coords[0]), int(click.coords[1])
             pred[max(0, y - 3):y + 4, max(0, x - 3):x + 4] = click.is_positive
+
+
+def test_depth_bound_is_an_upper_bound():
+    """The bound that lets the clicker skip the second transform is never below the truth."""
+    import cv2
+    from isegm.inference.clicker import _bbox_crop, _depth_bound_sq
+    rng = np.random.default_rng(3)
+    tight = 0
+    for i in range(300):
+        h, w = rng.integers(1, 60, 2)
+        mask = np.zeros((h, w), np.uint8)
+        for _ in range(rng.integers(1, 4)):
+            cv2.ellipse(mask, (int(rng.integers(0, w)), int(rng.integers(0, h))),
+                        (int(rng.integers(0, w)), int(rng.integers(0, h))),
+                        float(rng.uniform(0, 180)), 0, 360, 1, -1)
+        mask = mask.astype(bool) ^ (rng.random((h, w)) < 0.05 * (i % 2))
+        truth = int(squared_edt_padded(mask).max())
+        bound = _depth_bound_sq(mask, _bbox_crop(mask))
+        assert truth <= bound, (i, truth, bound)
+        tight += bound < 2 * truth + 2
+    assert tight > 150  # and it is a useful bound, not a vacuous one
+    assert _depth_bound_sq(np.ones((1, 1), bool), (0, 1, 0, 1)) >= 1  # a single pixel: d = 1
+    assert _depth_bound_sq(np.zeros((3, 3), bool), None) == 0.0

@@ -240,3 +240,44 @@ def test_predictor_fast_path_matches_full_image_reference(tiny_model, name, kwar
         else:
             pred.set_prev_prediction(scripted, None if k % 2 else (10, 48, 5, 70 + k))
         mask = scripted > 0.49
+
+
+@pytest.mark.parametrize("name", ["iglr", "coarse"])
+def test_predictor_reuses_only_outputs_nobody_holds(tiny_model, name):
+    """Output maps are recycled (their memory reused for a later click) only once the caller
+    has dropped them: a caller that keeps every output sees them unchanged, and the outputs
+    are the same either way. Objects and crops vary so stale pixels would show."""
+    from isegm.inference.clicker import Clicker
+    from isegm.inference.predictors import get_predictor
+    rng = np.random.default_rng(1)
+    h, w = 80, 110
+    image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    gts = [np.zeros((h, w), np.int32) for _ in range(2)]
+    gts[0][10:60, 15:50] = 1
+    gts[1][40:75, 60:105] = 1
+    kept, kept_copies, dropped = [], [], []
+    holder = get_predictor(name, tiny_model, "cpu", with_flip=False, refine_after_clicks=3)
+    dropper = get_predictor(name, tiny_model, "cpu", with_flip=False, refine_after_clicks=3)
+    for gt in gts:
+        for pred in (holder, dropper):
+            pred.set_image(image)
+        clickers = [Clicker(gt_mask=gt), Clicker(gt_mask=gt)]
+        mask = np.zeros((h, w), bool)
+        for k in range(6):
+            for c in clickers:
+                c.make_next_click(mask)
+            out = holder.get_prediction(clickers[0])
+            kept.append(out)
+            kept_copies.append(out.copy())
+            probs = dropper.get_prediction(clickers[1])  # the evaluator's pattern
+            dropped.append(probs.copy())
+            np.testing.assert_array_equal(probs, out)
+            # steer the next crops: a drifting box as the next binary mask
+            mask = np.zeros((h, w), bool)
+            mask[5 + 6 * k:50 + 4 * k, 10 + 9 * k:40 + 10 * k] = True
+            del probs
+    for out, copy in zip(kept, kept_copies):
+        np.testing.assert_array_equal(out, copy)  # nothing the caller held was overwritten
+    assert len({o.__array_interface__["data"][0] for o in kept}) == len(kept)
+    assert holder.reused_outputs == 0
+    assert dropper.reused_outputs >= 8  # from the third click of each object on

@@ -63,6 +63,9 @@ def error_masks(gt_positive: np.ndarray, pred_mask: np.ndarray,
 # d (a few ulp, 2.4e-7 relative per ulp of d^2) stays far below 0.5 in d^2. Above it (error
 # regions over ~1000 px wide) SciPy's transform with integer feature indices is used instead.
 _CV2_EXACT_MAX_SQ = 500 * 500
+# OpenCV's float distances of equal integer d^2 differ by a few ulp (< 1e-4 below 500); those
+# of different d^2 by more than 1 / (2 * 500) = 1e-3
+_TIE_TOLERANCE = 4e-4
 
 
 def _bbox_crop(mask: np.ndarray) -> Optional[Tuple[int, int, int, int]]:
@@ -124,20 +127,54 @@ def squared_edt_padded(mask: np.ndarray, method: str = "auto") -> np.ndarray:
     return out
 
 
-def _deepest_pixel(mask: np.ndarray, clicked: Optional[np.ndarray]) -> Tuple[int, int, int]:
+def _deepest_pixel(mask: np.ndarray, clicked: Optional[np.ndarray],
+                   box: Optional[Tuple[int, int, int, int]] = None) -> Tuple[int, int, int]:
     """(squared distance, y, x) of the first (row-major) pixel of maximal padded EDT in `mask`,
-    clicked pixels excluded; (0, 0, 0) when there is none. Works on the mask's bounding box only:
-    row-major order inside the box is row-major order in the image."""
-    box = _bbox_crop(mask)
+    clicked pixels excluded; (0, 0, 0) when there is none. Works on the mask's bounding `box`
+    only (found if not given): row-major order inside the box is row-major order in the image.
+
+    OpenCV's precise transform returns float32 distances within a few ulp (1e-4 below 500) of
+    sqrt(d^2), d^2 an integer: equal d^2 may differ in the last bits, while different d^2 are
+    at least 1e-3 apart. So the pixels of the largest d^2 are exactly those within
+    `_TIE_TOLERANCE` of the float maximum, and the first of them is the rule's pixel.
+    """
+    if box is None:
+        box = _bbox_crop(mask)
     if box is None:
         return 0, 0, 0
     r0, r1, c0, c1 = box
-    sq = _squared_edt_box(mask, box)
-    if clicked is not None:
-        sq[clicked[r0:r1, c0:c1]] = 0
-    flat = int(np.argmax(sq))
-    y, x = divmod(flat, c1 - c0)
-    return int(sq[y, x]), y + r0, x + c0
+    crop = np.ascontiguousarray(mask[r0:r1, c0:c1]).view(np.uint8)
+    padded = cv2.copyMakeBorder(crop, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
+    dist = cv2.distanceTransform(padded, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
+    peak = float(dist.max())
+    if peak * peak > _CV2_EXACT_MAX_SQ:  # very large regions: the integer transform
+        sq = _squared_edt_scipy(padded.view(bool))[1:-1, 1:-1]
+        if clicked is not None:
+            sq[clicked[r0:r1, c0:c1]] = 0
+        flat = int(np.argmax(sq))
+        y, x = divmod(flat, c1 - c0)
+        return int(sq[y, x]), y + r0, x + c0
+    y, x = divmod(int(np.argmax(dist >= peak - _TIE_TOLERANCE)), c1 - c0)
+    if clicked is not None and clicked[y + r0, x + c0]:
+        # exclude every clicked pixel and look again (only then: the first maximal pixel, if
+        # not clicked, is the first unclicked one too)
+        dist[clicked[r0:r1, c0:c1]] = 0
+        peak = float(dist.max())
+        y, x = divmod(int(np.argmax(dist >= peak - _TIE_TOLERANCE)), c1 - c0)
+    return int(round(peak * peak)), y + r0, x + c0
+
+
+def _depth_bound_sq(mask: np.ndarray, box: Optional[Tuple[int, int, int, int]]) -> float:
+    """An upper bound of the largest squared padded EDT in `mask` (bounding `box`), without the
+    transform. A pixel at distance d has every lattice point nearer than d inside the mask, at
+    least pi (d - sqrt(2)/2)^2 of them, so d <= sqrt(area / pi) + sqrt(2)/2; and the rows and
+    columns just outside the box are background, so d <= (min(box height, width) + 1) / 2."""
+    if box is None:
+        return 0.0
+    r0, r1, c0, c1 = box
+    area = np.count_nonzero(mask[r0:r1, c0:c1])
+    bound = min(np.sqrt(area / np.pi) + np.sqrt(0.5), (min(r1 - r0, c1 - c0) + 1) / 2)
+    return bound * bound * (1 + 1e-9)
 
 
 def chamfer_dt_padded(mask: np.ndarray) -> np.ndarray:
@@ -161,10 +198,52 @@ def next_click_evaluation(gt_mask: np.ndarray, pred_mask: np.ndarray,
 
 
 def _next_click(gt_positive: np.ndarray, valid: Optional[np.ndarray], pred_mask: np.ndarray,
-                clicked: Optional[np.ndarray]) -> Tuple[int, int, bool]:
-    fn, fp = error_masks(gt_positive, pred_mask, valid)
-    a, fy, fx = _deepest_pixel(fn, clicked)
-    b, py, px = _deepest_pixel(fp, clicked)
+                clicked: Optional[np.ndarray],
+                gt_box: Optional[Tuple[int, int, int, int]] = None) -> Tuple[int, int, bool]:
+    """Rules 6-11 on the error masks' bounding boxes. FN lies in the object's box (`gt_box`,
+    found if not given), FP in the prediction's, so only those windows are combined and
+    transformed; and the second transform is skipped when the first error's depth already
+    exceeds the other's upper bound (`_depth_bound_sq`), which cannot change the click."""
+    if gt_box is None:
+        gt_box = _bbox_crop(gt_positive)
+    pred_box = _bbox_crop(pred_mask)
+    fn = fp = None
+    fn_box = fp_box = None
+    if gt_box is not None:
+        g0, g1, g2, g3 = gt_box
+        fn = gt_positive[g0:g1, g2:g3] & ~pred_mask[g0:g1, g2:g3]
+        if valid is not None:
+            fn &= valid[g0:g1, g2:g3]
+        fn_box = _bbox_crop(fn)
+    if pred_box is not None:
+        p0, p1, p2, p3 = pred_box
+        fp = pred_mask[p0:p1, p2:p3] & ~gt_positive[p0:p1, p2:p3]
+        if valid is not None:
+            fp &= valid[p0:p1, p2:p3]
+        fp_box = _bbox_crop(fp)
+
+    def deepest(mask, box, origin):
+        if box is None:
+            return 0, 0, 0
+        oy, ox = origin
+        sub = clicked[oy:oy + mask.shape[0], ox:ox + mask.shape[1]] if clicked is not None else None
+        sq, y, x = _deepest_pixel(mask, sub, box)
+        return sq, y + oy, x + ox
+
+    fn_at = (gt_box[0], gt_box[2]) if gt_box is not None else (0, 0)
+    fp_at = (pred_box[0], pred_box[2]) if pred_box is not None else (0, 0)
+    bound_fn = _depth_bound_sq(fn, fn_box) if fn is not None else 0.0
+    bound_fp = _depth_bound_sq(fp, fp_box) if fp is not None else 0.0
+    if bound_fn > bound_fp:
+        a, fy, fx = deepest(fn, fn_box, fn_at)
+        if a > bound_fp:  # b <= bound_fp < a: positive, whatever b is
+            return fy, fx, True
+        b, py, px = deepest(fp, fp_box, fp_at)
+    else:
+        b, py, px = deepest(fp, fp_box, fp_at)
+        if b >= bound_fn:  # a <= bound_fn <= b: negative (or no error at all)
+            return (py, px, False) if b > 0 else (0, 0, False)
+        a, fy, fx = deepest(fn, fn_box, fn_at)
     if a == 0 and b == 0:
         return 0, 0, False
     if a > b:  # negative on equality (rule 9)
@@ -220,6 +299,7 @@ class Clicker:
                 raise ValueError(f"gt_mask must be HxW, got shape {self.gt_mask.shape}")
             # fixed per sample: computed once, not at every click
             self._gt_positive = self.gt_mask == 1
+            self._gt_box = _bbox_crop(self._gt_positive)
             ignore = self.gt_mask == ignore_label
             self._valid = ~ignore if ignore.any() else None
         else:
@@ -238,7 +318,8 @@ class Clicker:
             raise ValueError(f"prediction shape {pred_mask.shape} differs from the gt mask shape "
                              f"{self.gt_mask.shape}")
         y, x, is_positive = _next_click(self._gt_positive, self._valid,
-                                        pred_mask.astype(bool, copy=False), self._clicked)
+                                        pred_mask.astype(bool, copy=False), self._clicked,
+                                        self._gt_box)
         click = Click(is_positive=is_positive, coords=(y, x))
         self.add_click(click)
         return self.clicks_list[-1]

@@ -24,11 +24,21 @@ Roi = Tuple[int, int, int, int]
 FOCUS_STRATEGIES = ("diff", "click_square", "whole_object")
 
 
-def resize_bilinear(tensor: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
-    """Bilinear resize with align_corners=True of a (B, C, H, W) tensor (no-op on equal size)."""
-    if tuple(tensor.shape[-2:]) == tuple(size):
-        return tensor
-    return F.interpolate(tensor, size=size, mode="bilinear", align_corners=True)
+def resize_bilinear(tensor: torch.Tensor, size: Tuple[int, int],
+                    out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Bilinear resize with align_corners=True of a (B, C, H, W) tensor (no-op on equal size).
+
+    `out`: a (B, C, *size) tensor, possibly a strided view (e.g. the window of a full-resolution
+    output map), written in place and returned; no intermediate result is allocated.
+    """
+    size = (int(size[0]), int(size[1]))
+    if out is None:
+        if tuple(tensor.shape[-2:]) == size:
+            return tensor
+        return F.interpolate(tensor, size=size, mode="bilinear", align_corners=True)
+    if tuple(tensor.shape[-2:]) == size:
+        return out.copy_(tensor)
+    return torch.ops.aten.upsample_bilinear2d.out(tensor, list(size), True, None, None, out=out)
 
 
 def expand_bbox(bbox: Roi, expand_ratio: float, min_crop_size: Optional[float] = None) -> Roi:
@@ -244,7 +254,8 @@ def focus_crop(coarse_logits: np.ndarray, prev_prob: np.ndarray, target_box: Tup
     """Half-open focus box (y1, y2, x1, x2) for the refiner (rule 35), or None if empty.
 
     coarse_logits: HxW full-resolution coarse logits (-inf outside the target crop), or a bool
-    mask already thresholded. prev_prob: HxW previous final probabilities. target_box:
+    mask already thresholded. prev_prob: HxW previous final probabilities (or a bool mask
+    already thresholded). target_box:
     half-open target crop. strategy: 'diff' (the connected XOR component at the click, else a
     square around the click), 'click_square' (always the square), 'whole_object' (the coarse
     object's box).
@@ -257,8 +268,8 @@ def focus_crop(coarse_logits: np.ndarray, prev_prob: np.ndarray, target_box: Tup
     """
     if strategy not in FOCUS_STRATEGIES:
         raise KeyError(f"unknown focus strategy '{strategy}'; known: {', '.join(FOCUS_STRATEGIES)}")
-    pred = np.asarray(coarse_logits) > thresh
-    prev = np.asarray(prev_prob) > thresh
+    pred, prev = (m if m.dtype == bool else m > thresh
+                  for m in (np.asarray(coarse_logits), np.asarray(prev_prob)))
     h, w = pred.shape if image_size is None else image_size
     oy, ox = origin
     y, x = int(click[0]), int(click[1])
