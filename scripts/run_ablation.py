@@ -44,7 +44,8 @@ from isegm.data.io import DatasetError  # noqa: E402
 from isegm.engine.experiment import ExperimentError, create_exp_dir  # noqa: E402
 from isegm.inference.predictors import get_predictor, predictor_name_for_mode  # noqa: E402
 from isegm.jobs.noc import (aggregate, build_eval_dataset, evaluate_noc, load_results,  # noqa: E402
-                            plot_miou_curves, save_results, write_table)
+                            paired_comparison, paired_markdown, plot_miou_curves, save_results,
+                            write_table)
 from isegm.jobs.training import (BudgetError, add_budget_arguments, add_run_arguments,  # noqa: E402
                                  budget_from_args, check_recipe_changes, initial_model,
                                  load_recipe, train_config)
@@ -143,7 +144,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     (out / "runs.json").write_text(json.dumps({"budget": budget.describe(), "seeds": args.seeds,
                                                "runs": runs}, indent=2), encoding="utf-8")
     save_results(results, out / "results.json")
-    report(aggregate(results), out, title, start)
+    report(aggregate(results), out, title, start, results)
     return 0
 
 
@@ -212,17 +213,26 @@ def reevaluate(args: argparse.Namespace) -> int:
     save_results(results, out / "results.json")
     title = (f"{info['budget']}, seeds {' '.join(map(str, info['seeds']))}, "
              f"{args.n_clicks} clicks per object")
-    report(aggregate(results), out, title, start)
+    report(aggregate(results), out, title, start, results)
     return 0
 
 
-def report(rows, out: Path, title: str, start: float) -> None:
-    """Write and print the comparison (aggregated rows) in `out`."""
+def report(rows, out: Path, title: str, start: float, results: Optional[list] = None) -> None:
+    """Write and print the comparison (aggregated rows) in `out`; with the full `results`, also
+    the paired per-object comparison of every model with the first one (paired.md / .json)."""
     tables = write_table(rows, out / "ablation_table", title=title)
     plot = plot_miou_curves(rows, out / "miou_vs_clicks.png", title=title)
     print(f"\n{title}\n")
     print(tables["md"].read_text(encoding="utf-8").split("\n", 2)[-1])
     print(f"comparison table : {tables['md']}  ({tables['csv'].name}, {tables['json'].name})")
+    paired = paired_comparison(results, rows[0]["model"]) if results and rows else []
+    if paired:
+        text = paired_markdown(paired)
+        (out / "paired.md").write_text(f"# {title}: each model against {rows[0]['model']}, "
+                                       f"object by object\n\n{text}\n", encoding="utf-8")
+        (out / "paired.json").write_text(json.dumps(paired, indent=2), encoding="utf-8")
+        print(f"\n{text}\n")
+        print(f"paired comparison: {out / 'paired.md'}")
     print(f"mIoU-vs-clicks   : {plot}")
     print(f"runs             : {out / 'runs.json'}")
     print(f"total time       : {(time.perf_counter() - start) / 60:.1f} min")
@@ -291,7 +301,7 @@ def merge(args: argparse.Namespace) -> int:
         save_results(unique, out / "results.json")
     title = (f"{budgets[0]}, seeds {' '.join(map(str, seeds))}, {clicks.pop()} clicks per "
              f"object")
-    report(rows, out, title, start)
+    report(rows, out, title, start, None if tabled else unique)
     return 0
 
 

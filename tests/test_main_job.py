@@ -185,6 +185,12 @@ def test_run_ablation_merges_folders_over_seeds(exps, capsys):
             float(parts["b"][("tiny_noiga_nolrr", 1)][key]), abs=1e-5)
     merged = json.loads((exps / "ab" / "runs.json").read_text())
     assert merged["seeds"] == [0, 1] and len(merged["runs"]) == 3
+    paired = {r["model"]: r for r in json.loads((exps / "ab" / "paired.json").read_text())
+              if r["threshold"] == 0.85}
+    assert set(paired) == {"OpenCV GrabCut", "tiny_noiga_nolrr"}
+    assert paired["tiny_noiga_nolrr"]["seeds"] == 1 and paired["tiny_noiga_nolrr"]["objects"] == 2
+    assert list(paired["tiny_noiga_nolrr"]["seed_deltas"]) == ["1"]
+    assert "| tiny_noiga_nolrr | Synthetic | 85 |" in (exps / "ab" / "paired.md").read_text()
     assert cv2.imread(str(exps / "ab" / "miou_vs_clicks.png")) is not None
     # folders trained with other budgets do not merge; a folder that is not one is named
     assert run.main([small, "--steps", "1", "--epoch-steps", "1", "--datasets", "Synthetic",
@@ -241,3 +247,33 @@ def test_budgets():
                 dict(steps=5, decay_at=0.0)):
         with pytest.raises(BudgetError):
             Budget(**bad)
+
+
+def test_paired_comparison_counts_objects_and_averages_seeds():
+    """Per-object NoC differences against the reference, seeds averaged per object; a known
+    shift gives a known delta, interval and counts; mismatched objects are refused."""
+    import numpy as np
+    from isegm.jobs.noc import NocResult, paired_comparison, paired_markdown
+
+    def result(label, seed, nocs, ids=("a", "b", "c", "d")):
+        # object i reaches every threshold exactly at click nocs[i] (IoU 0.95 from then on)
+        series = [np.where(np.arange(1, 6) >= n, 0.95, 0.5).astype(np.float32) for n in nocs]
+        return NocResult(label=label, dataset="D", all_ious=series, sample_ids=list(ids),
+                         n_clicks=5, elapsed_s=1.0, seed=seed)
+
+    results = [result("full", 0, [1, 2, 3, 2]), result("full", 1, [1, 2, 3, 4]),
+               result("plain", 0, [2, 3, 3, 2]), result("plain", 1, [2, 3, 3, 4]),
+               result("ref", None, [1, 1, 1, 1])]
+    rows = paired_comparison(results, "full", thresholds=(0.9,), resamples=2000)
+    plain, ref = rows
+    assert (plain["model"], plain["objects"], plain["seeds"]) == ("plain", 4, 2)
+    assert plain["delta"] == pytest.approx(0.5)  # +1 on objects a and b, 0 on c and d
+    assert (plain["worse"], plain["better"]) == (2, 0)
+    assert 0.0 <= plain["ci95"][0] <= 0.5 <= plain["ci95"][1] <= 1.0
+    assert plain["seed_deltas"] == {"0": pytest.approx(0.5), "1": pytest.approx(0.5)}
+    assert ref["delta"] == pytest.approx(-1.25) and ref["better"] == 3 and ref["seed_deltas"] == {}
+    text = paired_markdown(rows)
+    assert "| plain | D | 90 | +0.50 |" in text and "0: +0.50, 1: +0.50" in text
+    with pytest.raises(ValueError, match="other objects"):
+        paired_comparison(results + [result("odd", 0, [1, 1, 1, 1], ids=("a", "b", "c", "x"))],
+                          "full")

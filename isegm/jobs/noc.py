@@ -187,6 +187,67 @@ def aggregate(results: Sequence[NocResult]) -> list[dict[str, Any]]:
     return rows
 
 
+def paired_comparison(results: Sequence[NocResult], reference: str,
+                      thresholds: Sequence[float] = (0.85, 0.90), resamples: int = 10_000,
+                      seed: int = 0) -> list[dict[str, Any]]:
+    """Every other label against `reference`, object by object, per dataset and threshold.
+
+    Per object, NoC is averaged over a label's seeds; 'delta' is the mean over objects of
+    (label - reference) with a 95% percentile bootstrap interval over objects (`resamples`
+    resamples, generator `seed`), 'worse' / 'better' count the objects where the label needs
+    more / fewer clicks. 'seed_deltas' are the differences of the per-seed mean NoC for the
+    seeds both labels have (the spread between training runs). Objects are matched by sample
+    id; a label evaluated on other objects is an error.
+    """
+    from isegm.inference.utils import sample_noc
+
+    groups: "OrderedDict[tuple[str, str], list[NocResult]]" = OrderedDict()
+    for r in results:
+        groups.setdefault((r.label, r.dataset), []).append(r)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for (label, dataset), group in groups.items():
+        base = groups.get((reference, dataset))
+        if label == reference or base is None:
+            continue
+        ids = list(base[0].sample_ids)
+        for r in base + group:
+            if list(r.sample_ids) != ids:
+                raise ValueError(f"{r.label} (seed {r.seed}) on {dataset} was evaluated on other "
+                                 f"objects than {reference}: cannot pair them")
+        for thr in thresholds:
+            def noc(rs):  # (seeds, objects)
+                return np.array([[sample_noc(x, thr, r.n_clicks) for x in r.all_ious]
+                                 for r in rs], dtype=np.float64)
+            ref, other = noc(base), noc(group)
+            diff = other.mean(0) - ref.mean(0)
+            picks = rng.integers(0, len(diff), (resamples, len(diff)))
+            boot = diff[picks].mean(1)
+            ref_seeds = {r.seed: m for r, m in zip(base, ref.mean(1))}
+            rows.append({
+                "model": label, "reference": reference, "dataset": dataset,
+                "threshold": thr, "objects": len(diff), "seeds": len(group),
+                "delta": float(diff.mean()),
+                "ci95": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))],
+                "worse": int((diff > 0).sum()), "better": int((diff < 0).sum()),
+                "seed_deltas": {str(r.seed): float(m - ref_seeds[r.seed])
+                                for r, m in zip(group, other.mean(1)) if r.seed in ref_seeds}})
+    return rows
+
+
+def paired_markdown(rows: Sequence[dict[str, Any]]) -> str:
+    """`paired_comparison` rows as a markdown table."""
+    lines = ["| Model | Dataset | NoC@ | Δ NoC vs " + (rows[0]["reference"] if rows else "reference")
+             + " | 95% CI (objects) | more clicks on | fewer on | Δ per seed |",
+             "|---|---|---:|---:|---|---:|---:|---|"]
+    for r in rows:
+        seeds = ", ".join(f"{s}: {d:+.2f}" for s, d in r["seed_deltas"].items()) or "-"
+        lines.append(f"| {r['model']} | {r['dataset']} | {round(100 * r['threshold'])} | "
+                     f"{r['delta']:+.2f} | [{r['ci95'][0]:+.2f}, {r['ci95'][1]:+.2f}] | "
+                     f"{r['worse']} | {r['better']} | {seeds} |")
+    return "\n".join(lines)
+
+
 def _cell(row: dict[str, Any], key: str) -> str:
     value = row.get(key)
     if value is None:
