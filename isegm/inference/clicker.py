@@ -164,7 +164,7 @@ def _deepest_pixel(mask: np.ndarray, clicked: Optional[np.ndarray],
     return int(round(peak * peak)), y + r0, x + c0
 
 
-def _depth_bound_sq(mask: np.ndarray, box: Optional[Tuple[int, int, int, int]]) -> float:
+def _depth_bound_sq(mask: Optional[np.ndarray], box: Optional[Tuple[int, int, int, int]]) -> float:
     """An upper bound of the largest squared padded EDT in `mask` (bounding `box`), without the
     transform. A pixel at distance d has every lattice point nearer than d inside the mask, at
     least pi (d - sqrt(2)/2)^2 of them, so d <= sqrt(area / pi) + sqrt(2)/2; and the rows and
@@ -197,6 +197,19 @@ def next_click_evaluation(gt_mask: np.ndarray, pred_mask: np.ndarray,
     return _next_click(gt_mask == 1, gt_mask != ignore_label, pred_mask, clicked)
 
 
+def _error_window(region: np.ndarray, other: np.ndarray,
+                  box: Optional[Tuple[int, int, int, int]], valid: Optional[np.ndarray]):
+    """(region & ~other & valid over `box` (the region's bounding box), that error's own
+    bounding box in the window, the window's origin (y, x)); (None, None, (0, 0)) without box."""
+    if box is None:
+        return None, None, (0, 0)
+    r0, r1, c0, c1 = box
+    error = region[r0:r1, c0:c1] & ~other[r0:r1, c0:c1]
+    if valid is not None:
+        error &= valid[r0:r1, c0:c1]
+    return error, _bbox_crop(error), (r0, c0)
+
+
 def _next_click(gt_positive: np.ndarray, valid: Optional[np.ndarray], pred_mask: np.ndarray,
                 clicked: Optional[np.ndarray],
                 gt_box: Optional[Tuple[int, int, int, int]] = None) -> Tuple[int, int, bool]:
@@ -206,21 +219,8 @@ def _next_click(gt_positive: np.ndarray, valid: Optional[np.ndarray], pred_mask:
     exceeds the other's upper bound (`_depth_bound_sq`), which cannot change the click."""
     if gt_box is None:
         gt_box = _bbox_crop(gt_positive)
-    pred_box = _bbox_crop(pred_mask)
-    fn = fp = None
-    fn_box = fp_box = None
-    if gt_box is not None:
-        g0, g1, g2, g3 = gt_box
-        fn = gt_positive[g0:g1, g2:g3] & ~pred_mask[g0:g1, g2:g3]
-        if valid is not None:
-            fn &= valid[g0:g1, g2:g3]
-        fn_box = _bbox_crop(fn)
-    if pred_box is not None:
-        p0, p1, p2, p3 = pred_box
-        fp = pred_mask[p0:p1, p2:p3] & ~gt_positive[p0:p1, p2:p3]
-        if valid is not None:
-            fp &= valid[p0:p1, p2:p3]
-        fp_box = _bbox_crop(fp)
+    fn, fn_box, fn_at = _error_window(gt_positive, pred_mask, gt_box, valid)
+    fp, fp_box, fp_at = _error_window(pred_mask, gt_positive, _bbox_crop(pred_mask), valid)
 
     def deepest(mask, box, origin):
         if box is None:
@@ -230,10 +230,8 @@ def _next_click(gt_positive: np.ndarray, valid: Optional[np.ndarray], pred_mask:
         sq, y, x = _deepest_pixel(mask, sub, box)
         return sq, y + oy, x + ox
 
-    fn_at = (gt_box[0], gt_box[2]) if gt_box is not None else (0, 0)
-    fp_at = (pred_box[0], pred_box[2]) if pred_box is not None else (0, 0)
-    bound_fn = _depth_bound_sq(fn, fn_box) if fn is not None else 0.0
-    bound_fp = _depth_bound_sq(fp, fp_box) if fp is not None else 0.0
+    bound_fn = _depth_bound_sq(fn, fn_box)
+    bound_fp = _depth_bound_sq(fp, fp_box)
     if bound_fn > bound_fp:
         a, fy, fx = deepest(fn, fn_box, fn_at)
         if a > bound_fp:  # b <= bound_fp < a: positive, whatever b is
