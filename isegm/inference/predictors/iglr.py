@@ -329,12 +329,13 @@ class IGLRPredictor(CoarsePredictor):
             refined = self._refine(box, roi, clicks, net_logits, feature)
             y1, y2, x1, x2 = box
             with self.timer.stage("paste_back"):
-                refined = resize_bilinear(refined, (y2 - y1, x2 - x1))
                 if len(clicks) > self.refine_after_clicks:
                     # pasted into logit(previous final): sigmoid(logit(p)) = p elsewhere
-                    return self._paste_on_previous(out, (r0, r1 + 1, c0, c1 + 1),
-                                                   torch.sigmoid(refined), box)
-                probs[:, :, y1 - r0:y2 - r0, x1 - c0:x2 - c0] = torch.sigmoid(refined)
+                    refined = torch.sigmoid(resize_bilinear(refined, (y2 - y1, x2 - x1)))
+                    return self._paste_on_previous(out, (r0, r1 + 1, c0, c1 + 1), refined, box)
+                # resized straight into the map's window, then sigmoid in place: no temporaries
+                window_box = probs[:, :, y1 - r0:y2 - r0, x1 - c0:x2 - c0]
+                resize_bilinear(refined, (y2 - y1, x2 - x1), out=window_box).sigmoid_()
         with self.timer.stage("paste_back"):
             return self._finish(out, probs, roi, window)
 
