@@ -139,7 +139,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         logger.info("reference: OpenCV GrabCut predictor")
         evaluate(None, "OpenCV GrabCut", None)
 
-    title = (f"{budget.describe()}, seeds {' '.join(map(str, args.seeds))}, "
+    title = (f"{budget.describe()}, seeds [{', '.join(map(str, args.seeds))}], "
              f"{args.n_clicks} clicks per object")
     (out / "runs.json").write_text(json.dumps({"budget": budget.describe(), "seeds": args.seeds,
                                                "runs": runs}, indent=2), encoding="utf-8")
@@ -211,7 +211,7 @@ def reevaluate(args: argparse.Namespace) -> int:
     if out != folder:
         (out / "runs.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
     save_results(results, out / "results.json")
-    title = (f"{info['budget']}, seeds {' '.join(map(str, info['seeds']))}, "
+    title = (f"{info['budget']}, seeds [{', '.join(map(str, info['seeds']))}], "
              f"{args.n_clicks} clicks per object")
     report(aggregate(results), out, title, start, results)
     return 0
@@ -299,7 +299,7 @@ def merge(args: argparse.Namespace) -> int:
                                                "runs": runs}, indent=2), encoding="utf-8")
     if not tabled:
         save_results(unique, out / "results.json")
-    title = (f"{budgets[0]}, seeds {' '.join(map(str, seeds))}, {clicks.pop()} clicks per "
+    title = (f"{budgets[0]}, seeds [{', '.join(map(str, seeds))}], {clicks.pop()} clicks per "
              f"object")
     report(rows, out, title, start, None if tabled else unique)
     return 0
