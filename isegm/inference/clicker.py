@@ -85,10 +85,11 @@ def _squared_edt_scipy(padded: np.ndarray) -> np.ndarray:
     return dy * dy + dx * dx
 
 
-def _squared_edt_box(mask: np.ndarray, box: Tuple[int, int, int, int],
-                     method: str = "auto") -> np.ndarray:
-    """Exact squared EDT (int64) of the padded `mask` on its bounding `box` (r0, r1, c0, c1),
-    as a (r1 - r0, c1 - c0) array; 0 outside the mask.
+def _padded_box_dt(mask: np.ndarray, box: Tuple[int, int, int, int]
+                   ) -> Tuple[np.ndarray, np.ndarray]:
+    """(the mask's `box` (r0, r1, c0, c1) with a one-pixel ring of 0, uint8; OpenCV's precise
+    float32 distance transform of it, ring removed: a (r1 - r0, c1 - c0) array, 0 outside the
+    mask).
 
     Exact on the box: the one-pixel ring around it is all False (image padding or background),
     and for any pixel inside, the nearest False pixel outside the box is never closer than that
@@ -97,14 +98,18 @@ def _squared_edt_box(mask: np.ndarray, box: Tuple[int, int, int, int],
     r0, r1, c0, c1 = box
     crop = np.ascontiguousarray(mask[r0:r1, c0:c1]).view(np.uint8)
     padded = cv2.copyMakeBorder(crop, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
-    if method == "auto":
-        dist = cv2.distanceTransform(padded, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
-        if float(dist.max()) ** 2 <= _CV2_EXACT_MAX_SQ:
-            # float32 suffices: d^2 <= 250000 < 2^18, where the float32 error of d^2 (from d's
-            # few-ulp error and the product's rounding) stays below 0.1, far from 0.5
-            return np.rint(dist * dist).astype(np.int64)  # 0 outside the mask, as d is
-    elif method != "scipy":
-        raise ValueError(f"squared_edt_padded: method must be 'auto' or 'scipy', got '{method}'")
+    return padded, cv2.distanceTransform(padded, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
+
+
+def _squared_edt_box(mask: np.ndarray, box: Tuple[int, int, int, int],
+                     method: str = "auto") -> np.ndarray:
+    """Exact squared EDT (int64) of the padded `mask` on its bounding `box`, as a
+    (r1 - r0, c1 - c0) array; 0 outside the mask. method: 'auto' or 'scipy'."""
+    padded, dist = _padded_box_dt(mask, box)
+    if method == "auto" and float(dist.max()) ** 2 <= _CV2_EXACT_MAX_SQ:
+        # float32 suffices: d^2 <= 250000 < 2^18, where the float32 error of d^2 (from d's
+        # few-ulp error and the product's rounding) stays below 0.1, far from 0.5
+        return np.rint(dist * dist).astype(np.int64)  # 0 outside the mask, as d is
     return _squared_edt_scipy(padded.view(bool))[1:-1, 1:-1]  # 0 outside the mask
 
 
@@ -143,9 +148,7 @@ def _deepest_pixel(mask: np.ndarray, clicked: Optional[np.ndarray],
     if box is None:
         return 0, 0, 0
     r0, r1, c0, c1 = box
-    crop = np.ascontiguousarray(mask[r0:r1, c0:c1]).view(np.uint8)
-    padded = cv2.copyMakeBorder(crop, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
-    dist = cv2.distanceTransform(padded, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
+    padded, dist = _padded_box_dt(mask, box)
     peak = float(dist.max())
     if peak * peak > _CV2_EXACT_MAX_SQ:  # very large regions: the integer transform
         sq = _squared_edt_scipy(padded.view(bool))[1:-1, 1:-1]

@@ -197,10 +197,10 @@ class CoarsePredictor(BasePredictor):
     def _finish(self, out: np.ndarray, probs: torch.Tensor, roi: Box,
                 window: Optional[torch.Tensor] = None) -> np.ndarray:
         """The output map `out` (0 outside the inclusive roi) with the (1, 1, h, w) crop
-        `probs` written at the roi, unless it is already there (`window`, the view of `out`
-        that `probs` was computed into, on the CPU). Records its support for the next click."""
+        `probs` written at the roi, unless it was computed there already (`window`, the view of
+        `out` that `probs` is, on the CPU). Records its support for the next click."""
         r0, r1, c0, c1 = roi
-        if window is None or probs.data_ptr() != window.data_ptr():
+        if window is None:
             out[r0:r1 + 1, c0:c1 + 1] = probs[0, 0].float().cpu().numpy()
         return self._pending(out, (r0, r1 + 1, c0, c1 + 1))
 
