@@ -207,12 +207,19 @@ def tiny_model():
     ("iglr", {"with_flip": True, "focus_strategy": "click_square"}),
     ("iglr", {"with_flip": False, "refine_after_clicks": 2, "focus_strategy": "whole_object"}),
     ("coarse", {"with_flip": False}),
+    ("iglr", {"with_flip": False, "separable": True}),
+    ("coarse", {"with_flip": True, "separable": True}),
 ])
-def test_predictor_fast_path_matches_full_image_reference(tiny_model, name, kwargs):
+def test_predictor_fast_path_matches_full_image_reference(tiny_model, name, kwargs, monkeypatch):
     """Scripted previous masks (what a trained model would return) drive real target and focus
-    crops; every click's output equals the full-image computation's."""
+    crops; every click's output equals the full-image computation's. `separable`: the two-pass
+    resize of large maps used for every paste (normally from 1 MP on)."""
+    from isegm.inference import transforms
     from isegm.inference.clicker import Clicker
     from isegm.inference.predictors import get_predictor
+    kwargs = dict(kwargs)
+    if kwargs.pop("separable", False):
+        monkeypatch.setattr(transforms, "SEPARABLE_MIN_PIXELS", 1)
     rng = np.random.default_rng(0)
     h, w = 70, 96
     image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
@@ -281,3 +288,24 @@ def test_predictor_reuses_only_outputs_nobody_holds(tiny_model, name):
     assert len({o.__array_interface__["data"][0] for o in kept}) == len(kept)
     assert holder.reused_outputs == 0
     assert dropper.reused_outputs >= 8  # from the third click of each object on
+
+
+@pytest.mark.parametrize("src, dst", [((256, 256), (2160, 1100)), ((64, 40), (1500, 700)),
+                                      ((2, 300), (1100, 1000)), ((1, 5), (1100, 1000)),
+                                      ((300, 200), (1200, 900))])
+def test_separable_resize_of_large_maps_matches_aten(src, dst):
+    """Large one-channel maps are resized in two passes (rows with ATen, then a sparse product
+    written into the output window): equal to ATen's one-pass kernel to float rounding, and
+    nothing outside the window is touched."""
+    from isegm.inference.transforms import SEPARABLE_MIN_PIXELS, resize_bilinear
+    assert dst[0] * dst[1] >= SEPARABLE_MIN_PIXELS  # the sizes take the two-pass path
+    torch.manual_seed(0)
+    x = torch.rand(1, 1, *src)
+    full = torch.full((dst[0] + 5, dst[1] + 9), -7.0)
+    window = full[2:2 + dst[0], 4:4 + dst[1]][None, None]
+    got = resize_bilinear(x, dst, out=window)
+    assert got.data_ptr() == window.data_ptr()
+    expected = torch.nn.functional.interpolate(x, size=dst, mode="bilinear", align_corners=True)
+    torch.testing.assert_close(window, expected, rtol=0, atol=2e-7)
+    full[2:2 + dst[0], 4:4 + dst[1]] = -7.0
+    assert bool((full == -7.0).all())  # outside the window: untouched
