@@ -242,14 +242,6 @@ def target_crop_roi(prev_prob: Optional[np.ndarray], clicks: Sequence[Click], im
     return get_object_roi(mask, clicks, expansion_ratio, min_crop_size)
 
 
-def _focus_bbox(mask: np.ndarray) -> Tuple[int, int, int, int]:
-    """(ymin, ymax, xmin, xmax) of a mask; the whole image (0, H, 0, W) under 10 pixels."""
-    h, w = mask.shape
-    if np.count_nonzero(mask) < 10:
-        return 0, h, 0, w
-    return get_bbox_from_mask(mask)  # type: ignore[return-value]
-
-
 def _outside_bbox(window: Tuple[int, int, int, int], image_size: Tuple[int, int]
                   ) -> Tuple[int, Optional[Tuple[int, int, int, int]]]:
     """Pixel count and inclusive bbox of the image minus a half-open window."""
@@ -268,10 +260,10 @@ def _outside_bbox(window: Tuple[int, int, int, int], image_size: Tuple[int, int]
 
 def _component_bbox(diff: np.ndarray, y: int, x: int, origin: Tuple[int, int],
                     image_size: Tuple[int, int]) -> Tuple[int, int, int, int]:
-    """`_focus_bbox` (image coordinates; inclusive maxima, (0, H, 0, W) under 10 pixels) of
-    the OpenCV label of pixel (y, x) in an image that is `diff` (uint8, placed at `origin`)
-    inside and 0 outside. Label 0 (background) gathers every zero pixel, those outside the
-    window included."""
+    """(ymin, ymax, xmin, xmax) in image coordinates (inclusive maxima; (0, H, 0, W) under 10
+    pixels) of the OpenCV label of pixel (y, x) in an image that is `diff` (uint8, placed at
+    `origin`) inside and 0 outside. Label 0 (background) gathers every zero pixel, those
+    outside the window included."""
     oy, ox = origin
     h, w = image_size
     dh, dw = diff.shape
@@ -326,7 +318,7 @@ def focus_crop(coarse_logits: np.ndarray, prev_prob: np.ndarray, target_box: Tup
     if np.count_nonzero(pred) < 10:
         py1, py2, px1, px2 = 0, h, 0, w
     else:
-        py1, py2, px1, px2 = _focus_bbox(pred)
+        py1, py2, px1, px2 = get_bbox_from_mask(pred)  # type: ignore[misc]
         py1, py2, px1, px2 = py1 + oy, py2 + oy, px1 + ox, px2 + ox
     hp, wp = py2 - py1, px2 - px1
     square = None
