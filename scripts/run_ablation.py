@@ -21,6 +21,10 @@ A folder written before results.json existed (or evaluated with other settings) 
 checkpoints evaluated again, rows and results.json rewritten in place (or in --output):
 
     .venv/bin/python scripts/run_ablation.py --reevaluate DIR --datasets GrabCut --references untrained
+A run with `--recipe-override` is labelled with its changes (e.g. `segformerB0_S2_coco_mval
+[iga_lr_mult=5.0]`), so it merges beside the plain runs; --merge refuses two different runs under
+one label (a folder written before overrides were recorded is relabelled by --reevaluate with
+its --recipe-override).
 Reference rows (`--references`): 'cv_grabcut' (OpenCV GrabCut seeded by the clicks, no training)
 and 'untrained' (the first config's network before training, per seed).
 """
@@ -38,6 +42,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from isegm.data.io import DatasetError  # noqa: E402
@@ -129,10 +134,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             run = train_config(config, paths, budget, seed=seed, exp_name=args.exp_name,
                                workers=args.workers, batch_size=args.batch_size,
                                recipe_changes=changes)
-            runs.append({"config": str(config), "seed": seed, "exp": str(run.exp_root),
-                         "checkpoint": str(run.checkpoint), "steps": run.steps,
-                         "epochs": run.epochs, "wall_s": round(run.wall_s, 1)})
-            evaluate(load_is_model(run.checkpoint, "cpu"), config.stem, seed)
+            label = run_label(config, changes)
+            runs.append({"config": str(config), "label": label, "seed": seed,
+                         "exp": str(run.exp_root), "checkpoint": str(run.checkpoint),
+                         "steps": run.steps, "epochs": run.epochs,
+                         "wall_s": round(run.wall_s, 1), "recipe_override": changes})
+            evaluate(load_is_model(run.checkpoint, "cpu"), label, seed)
             if i == 0 and "untrained" in args.references:
                 evaluate(run.initial_model, "untrained", seed)
     if "cv_grabcut" in args.references:
@@ -146,6 +153,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     save_results(results, out / "results.json")
     report(aggregate(results), out, title, start, results)
     return 0
+
+
+def _same_series(a, b) -> bool:
+    """Whether two NocResults hold the same objects and IoU series."""
+    return (list(a.sample_ids) == list(b.sample_ids) and len(a.all_ious) == len(b.all_ious)
+            and all(np.array_equal(x, y) for x, y in zip(a.all_ious, b.all_ious)))
+
+
+def run_label(config: Path, changes: dict) -> str:
+    """The row label of a config trained with recipe `changes`: the module name, followed by
+    the changes when there are any (a run with another recipe is another model)."""
+    if not changes:
+        return config.stem
+    return config.stem + " [" + ", ".join(f"{k}={json.dumps(v, separators=(',', ':'))}"
+                                          for k, v in sorted(changes.items())) + "]"
 
 
 def _datasets(args: argparse.Namespace, paths) -> list:
@@ -197,19 +219,29 @@ def reevaluate(args: argparse.Namespace) -> int:
     results: list = []
     evaluate = _evaluator(args, datasets, results)
     first = runs[0]["config"] if runs else None
+    for run in runs:
+        recorded = run.get("recipe_override")
+        if recorded is not None and args.recipe_override and recorded != changes:
+            print(f"run_ablation.py: error: {folder / 'runs.json'} records the recipe override "
+                  f"{json.dumps(recorded)} for {run['checkpoint']}, not {args.recipe_override}",
+                  file=sys.stderr)
+            return 2
+        # folders written before overrides were recorded take --recipe-override's
+        run["recipe_override"] = recorded if recorded is not None else changes
+        run["label"] = run_label(Path(run["config"]), run["recipe_override"])
     for k, run in enumerate(runs):
-        label = Path(run["config"]).stem
+        label = run["label"]
         logger.info(f"[{k + 1}/{len(runs)}] {label}, seed {run['seed']}: {run['checkpoint']}")
         evaluate(load_is_model(run["checkpoint"], "cpu"), label, run["seed"])
         if run["config"] == first and "untrained" in args.references:
             evaluate(initial_model(Path(run["config"]), paths, seed=run["seed"],
-                                   batch_size=args.batch_size, recipe_changes=changes),
+                                   batch_size=args.batch_size,
+                                   recipe_changes=run["recipe_override"]),
                      "untrained", run["seed"])
     if "cv_grabcut" in args.references:
         logger.info("reference: OpenCV GrabCut predictor")
         evaluate(None, "OpenCV GrabCut", None)
-    if out != folder:
-        (out / "runs.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
+    (out / "runs.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
     save_results(results, out / "results.json")
     title = (f"{info['budget']}, seeds [{', '.join(map(str, info['seeds']))}], "
              f"{args.n_clicks} clicks per object")
@@ -278,13 +310,19 @@ def merge(args: argparse.Namespace) -> int:
         print(f"run_ablation.py: error: the folders used different numbers of clicks "
               f"({sorted(clicks)})", file=sys.stderr)
         return 2
-    seen = set()
+    seen: dict = {}
     unique = []
     for r in results:  # a reference row (e.g. OpenCV GrabCut) evaluated in several folders
         key = (r.label, r.dataset, r.seed)
         if key not in seen:
-            seen.add(key)
+            seen[key] = r
             unique.append(r)
+        elif not _same_series(seen[key], r):
+            print(f"run_ablation.py: error: '{r.label}' (seed {r.seed}) on {r.dataset} appears "
+                  f"in several folders with different results: two runs under one label (name "
+                  f"runs of another recipe with --recipe-override, which labels them)",
+                  file=sys.stderr)
+            return 2
     rows = aggregate(unique) + tabled
     keys = [(r["model"], r["dataset"]) for r in rows]
     clash = sorted({k for k in keys if keys.count(k) > 1})

@@ -6,6 +6,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 from pathlib import Path
 
 import cv2
@@ -202,6 +203,65 @@ def test_run_ablation_merges_folders_over_seeds(exps, capsys):
     assert "different budgets" in capsys.readouterr().err
     assert run.main(["--merge", str(exps / "a"), str(exps), "--output", str(exps / "x")]) == 2
     assert f"{exps}: no runs.json" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_run_ablation_labels_recipe_overrides_and_refuses_ambiguous_merges(exps, capsys):
+    """A run with --recipe-override is another model: its rows carry the change, it merges
+    beside the plain runs of the same seed, and a folder that did not record its override
+    (written before overrides were recorded) is relabelled by --reevaluate; two different runs
+    under one label are refused rather than one of them dropped."""
+    common = ["--minutes", "0.001", "--epoch-steps", "2", "--datasets", "Synthetic",
+              "--eval-samples", "2", "--n-clicks", "3", "--threads", "1"]
+    full = str(JOB_CONFIGS / "tiny_full.py")
+    run = _script("run_ablation")
+    assert run.main([full, "--seeds", "1", "--output", str(exps / "plain"), *common]) == 0
+    override = ["--recipe-override", '{"focus_size_range": [0.6, 1.4]}']
+    assert run.main([full, "--seeds", "1", "--output", str(exps / "wide"), *common,
+                     *override]) == 0
+    label = "tiny_full [focus_size_range=[0.6,1.4]]"
+    assert [r["model"] for r in _read_csv(exps / "wide" / "ablation_table.csv")] == [label]
+    wide_runs = json.loads((exps / "wide" / "runs.json").read_text())["runs"]
+    assert wide_runs[0]["label"] == label
+    assert wide_runs[0]["recipe_override"] == {"focus_size_range": [0.6, 1.4]}
+    assert run.main(["--merge", str(exps / "plain"), str(exps / "wide"), "--output",
+                     str(exps / "both")]) == 0
+    rows = {r["model"]: r for r in _read_csv(exps / "both" / "ablation_table.csv")}
+    assert list(rows) == ["tiny_full", label] and rows[label]["seeds"] == "1"
+    paired = json.loads((exps / "both" / "paired.json").read_text())
+    assert {r["model"] for r in paired} == {label}
+
+    # an old-style folder: plain labels, no override recorded
+    old = exps / "old"
+    shutil.copytree(exps / "wide", old)
+    results = json.loads((old / "results.json").read_text())
+    for r in results:
+        r["label"] = "tiny_full"
+    (old / "results.json").write_text(json.dumps(results))
+    info = json.loads((old / "runs.json").read_text())
+    for r in info["runs"]:
+        del r["label"], r["recipe_override"]
+    (old / "runs.json").write_text(json.dumps(info))
+    capsys.readouterr()
+    assert run.main(["--merge", str(exps / "plain"), str(old), "--output",
+                     str(exps / "clash")]) == 2
+    assert "'tiny_full' (seed 1) on Synthetic appears in several folders with different " \
+           "results" in capsys.readouterr().err
+    # the same folder twice is not a clash: its rows are merged once
+    assert run.main(["--merge", str(exps / "plain"), str(exps / "plain"), "--output",
+                     str(exps / "twice")]) == 0
+    assert _read_csv(exps / "twice" / "ablation_table.csv")[0]["seeds"] == "1"
+    assert run.main(["--reevaluate", str(old), "--datasets", "Synthetic", "--eval-samples", "2",
+                     "--n-clicks", "3", "--threads", "1", *override]) == 0
+    assert [r["model"] for r in _read_csv(old / "ablation_table.csv")] == [label]
+    assert json.loads((old / "runs.json").read_text())["runs"][0]["label"] == label
+    assert run.main(["--merge", str(exps / "plain"), str(old), "--output",
+                     str(exps / "fixed")]) == 0
+    # a recorded override that contradicts the one given is an error
+    assert run.main(["--reevaluate", str(old), "--datasets", "Synthetic", "--eval-samples", "2",
+                     "--n-clicks", "3", "--threads", "1", "--recipe-override",
+                     '{"lr": 0.001}']) == 2
+    assert "records the recipe override" in capsys.readouterr().err
 
 
 def test_main_job_fails_early_on_a_missing_dataset(exps, monkeypatch, capsys):
