@@ -11,6 +11,9 @@ is evaluated with the NoC protocol (20 clicks per object; the IGLR predictor for
 refiner, the coarse predictor without). The comparison goes to EXPS_PATH/ablations/NNN_<name>/:
     ablation_table.md / .csv / .json   NoC@85/90, NoF@90, mIoU@1/3/5 (mean ± std over seeds)
     miou_vs_clicks.png                 one curve per config (± std band over seeds)
+    paired.md / .json                  every model against the first, object by object
+    factorial.md / .json               main effects and interaction where the configs form a
+                                       2x2 ablation by name (base, base_x, base_y, base_x_y)
     runs.json                          experiment folder, steps and wall time of every run
     results.json                       every run's full IoU series (what --merge reads)
 Runs can be split over processes (e.g. two configs per process with `--threads 1` on two cores,
@@ -48,9 +51,10 @@ import torch  # noqa: E402
 from isegm.data.io import DatasetError  # noqa: E402
 from isegm.engine.experiment import ExperimentError, create_exp_dir  # noqa: E402
 from isegm.inference.predictors import get_predictor, predictor_name_for_mode  # noqa: E402
-from isegm.jobs.noc import (aggregate, build_eval_dataset, evaluate_noc, load_results,  # noqa: E402
-                            paired_comparison, paired_markdown, plot_miou_curves, save_results,
-                            write_table)
+from isegm.jobs.noc import (aggregate, build_eval_dataset, evaluate_noc,  # noqa: E402
+                            factorial_effects, factorial_markdown, find_factorial_designs,
+                            load_results, paired_comparison, paired_markdown, plot_miou_curves,
+                            save_results, write_table)
 from isegm.jobs.training import (BudgetError, add_budget_arguments, add_run_arguments,  # noqa: E402
                                  budget_from_args, check_recipe_changes, initial_model,
                                  load_recipe, train_config)
@@ -265,6 +269,17 @@ def report(rows, out: Path, title: str, start: float, results: Optional[list] = 
         (out / "paired.json").write_text(json.dumps(paired, indent=2), encoding="utf-8")
         print(f"\n{text}\n")
         print(f"paired comparison: {out / 'paired.md'}")
+    designs = find_factorial_designs([r["model"] for r in rows]) if results else []
+    factorial = [row for design in designs for row in factorial_effects(results, *design)]
+    if factorial:
+        text = factorial_markdown(factorial)
+        (out / "factorial.md").write_text(
+            f"# {title}: the 2x2 ablation{'s' if len(designs) > 1 else ''} "
+            f"({'; '.join(f'{b} without {x} / {y}' for b, x, y in designs)})\n\n{text}\n",
+            encoding="utf-8")
+        (out / "factorial.json").write_text(json.dumps(factorial, indent=2), encoding="utf-8")
+        print(f"\n{text}\n")
+        print(f"factorial effects: {out / 'factorial.md'}")
     print(f"mIoU-vs-clicks   : {plot}")
     print(f"runs             : {out / 'runs.json'}")
     print(f"total time       : {(time.perf_counter() - start) / 60:.1f} min")

@@ -337,3 +337,79 @@ def test_paired_comparison_counts_objects_and_averages_seeds():
     with pytest.raises(ValueError, match="other objects"):
         paired_comparison(results + [result("odd", 0, [1, 1, 1, 1], ids=("a", "b", "c", "x"))],
                           "full")
+
+
+def test_factorial_effects_of_a_2x2_ablation():
+    """Designs are found by name; known per-object shifts give known main effects, simple
+    effects and interaction; the seed-resampled interval is the wider one when seeds differ."""
+    import numpy as np
+    from isegm.jobs.noc import (NocResult, factorial_effects, factorial_markdown,
+                                find_factorial_designs)
+
+    def result(label, seed, nocs, ids=("a", "b", "c", "d")):
+        series = [np.where(np.arange(1, 8) >= n, 0.95, 0.5).astype(np.float32) for n in nocs]
+        return NocResult(label=label, dataset="D", all_ious=series, sample_ids=list(ids),
+                         n_clicks=7, elapsed_s=1.0, seed=seed)
+
+    # base; _x costs 1 click on every object alone; _y costs nothing alone; together 4
+    results = [result("m", 0, [1, 2, 3, 2]), result("m", 1, [1, 2, 3, 2]),
+               result("m_x", 0, [2, 3, 4, 3]), result("m_x", 1, [2, 3, 4, 3]),
+               result("m_y", 0, [1, 2, 3, 2]), result("m_y", 1, [1, 2, 3, 2]),
+               result("m_x_y", 0, [4, 5, 6, 5]), result("m_x_y", 1, [6, 7, 7, 7]),
+               result("OpenCV GrabCut", None, [1, 1, 1, 1])]
+    labels = list(dict.fromkeys(r.label for r in results))
+    assert find_factorial_designs(labels) == [("m", "x", "y")]
+    assert find_factorial_designs(["m", "m_x", "m_y"]) == []
+    rows = {r["effect"]: r for r in factorial_effects(results, "m", "x", "y", thresholds=(0.9,),
+                                                      resamples=2000)}
+    xy = np.mean([4, 5, 6, 5, 6, 7, 7, 7]) - 2.0  # both changes against the base, per object
+    assert rows["_x alone (against the base)"]["delta"] == pytest.approx(1.0)
+    assert rows["_y alone (against the base)"]["delta"] == pytest.approx(0.0)
+    assert rows["_x on top of _y"]["delta"] == pytest.approx(xy)
+    assert rows["_y on top of _x"]["delta"] == pytest.approx(xy - 1.0)
+    assert rows["_x (main effect)"]["delta"] == pytest.approx(0.5 * (1.0 + xy))
+    assert rows["_y (main effect)"]["delta"] == pytest.approx(0.5 * (xy - 1.0))
+    assert rows["interaction _x x _y"]["delta"] == pytest.approx(xy - 1.0)
+    alone = rows["_x alone (against the base)"]
+    assert alone["ci95_objects"] == pytest.approx([1.0, 1.0])  # the same shift on every object
+    assert alone["ci95_objects_seeds"] == pytest.approx([1.0, 1.0])  # seeds agree
+    top = rows["_x on top of _y"]  # its two seeds differ: the seed interval is wider
+    width = lambda ci: ci[1] - ci[0]  # noqa: E731
+    assert width(top["ci95_objects_seeds"]) > width(top["ci95_objects"])
+    assert alone["seeds"] == {"full": 2, "x": 2, "y": 2, "xy": 2} and alone["objects"] == 4
+    text = factorial_markdown(list(rows.values()))
+    assert "| _x alone (against the base) | D | 90 | +1.00 | [+1.00, +1.00] |" in text
+    with pytest.raises(ValueError, match="other objects"):
+        factorial_effects(results + [result("m_y", 2, [1, 1, 1, 1], ids=("a", "b", "c", "x"))],
+                          "m", "x", "y")
+
+
+def test_run_ablation_merge_writes_the_factorial_table(tmp_path, capsys):
+    """Comparison folders (their results.json and runs.json) that together form a 2x2 ablation
+    merge into a comparison with factorial.md / .json beside the paired table."""
+    import numpy as np
+    from isegm.jobs.noc import NocResult, save_results
+
+    def result(label, seed, nocs):
+        series = [np.where(np.arange(1, 6) >= n, 0.95, 0.5).astype(np.float32) for n in nocs]
+        return NocResult(label=label, dataset="GrabCut", all_ious=series,
+                         sample_ids=["a", "b", "c"], n_clicks=5, elapsed_s=1.0, seed=seed)
+
+    folders = []
+    for name, nocs in (("m", [1, 2, 3]), ("m_x", [2, 3, 4]), ("m_y", [1, 2, 3]),
+                       ("m_x_y", [3, 4, 5])):
+        folder = tmp_path / name
+        folder.mkdir()
+        save_results([result(name, 0, nocs)], folder / "results.json")
+        (folder / "runs.json").write_text(json.dumps({"budget": "5 steps", "seeds": [0],
+                                                      "runs": []}))
+        folders.append(str(folder))
+    out = tmp_path / "merged"
+    assert _script("run_ablation").main(["--merge", *folders, "--output", str(out)]) == 0
+    effects = {(r["effect"], r["threshold"]): r["delta"]
+               for r in json.loads((out / "factorial.json").read_text())}
+    assert effects[("_x alone (against the base)", 0.85)] == pytest.approx(1.0)
+    assert effects[("_x on top of _y", 0.85)] == pytest.approx(2.0)
+    assert effects[("interaction _x x _y", 0.9)] == pytest.approx(1.0)
+    assert "| _y (main effect) | GrabCut | 85 | +0.50 |" in (out / "factorial.md").read_text()
+    assert "factorial effects" in capsys.readouterr().out

@@ -199,11 +199,7 @@ def paired_comparison(results: Sequence[NocResult], reference: str,
     seeds both labels have (the spread between training runs). Objects are matched by sample
     id; a label evaluated on other objects is an error.
     """
-    from isegm.inference.utils import sample_noc
-
-    groups: "OrderedDict[tuple[str, str], list[NocResult]]" = OrderedDict()
-    for r in results:
-        groups.setdefault((r.label, r.dataset), []).append(r)
+    groups = _by_label(results)
     rng = np.random.default_rng(seed)
     rows = []
     for (label, dataset), group in groups.items():
@@ -216,10 +212,7 @@ def paired_comparison(results: Sequence[NocResult], reference: str,
                 raise ValueError(f"{r.label} (seed {r.seed}) on {dataset} was evaluated on other "
                                  f"objects than {reference}: cannot pair them")
         for thr in thresholds:
-            def noc(rs):  # (seeds, objects)
-                return np.array([[sample_noc(x, thr, r.n_clicks) for x in r.all_ious]
-                                 for r in rs], dtype=np.float64)
-            ref, other = noc(base), noc(group)
+            ref, other = _noc_matrix(base, thr), _noc_matrix(group, thr)
             diff = other.mean(0) - ref.mean(0)
             picks = rng.integers(0, len(diff), (resamples, len(diff)))
             boot = diff[picks].mean(1)
@@ -233,6 +226,115 @@ def paired_comparison(results: Sequence[NocResult], reference: str,
                 "seed_deltas": {str(r.seed): float(m - ref_seeds[r.seed])
                                 for r, m in zip(group, other.mean(1)) if r.seed in ref_seeds}})
     return rows
+
+
+def _by_label(results: Sequence[NocResult]) -> "OrderedDict[tuple[str, str], list[NocResult]]":
+    groups: "OrderedDict[tuple[str, str], list[NocResult]]" = OrderedDict()
+    for r in results:
+        groups.setdefault((r.label, r.dataset), []).append(r)
+    return groups
+
+
+def _noc_matrix(results: Sequence[NocResult], thr: float) -> np.ndarray:
+    """NoC at `thr` of every object, (seeds, objects) float64."""
+    from isegm.inference.utils import sample_noc
+    return np.array([[sample_noc(x, thr, r.n_clicks) for x in r.all_ious] for r in results],
+                    dtype=np.float64)
+
+
+def find_factorial_designs(labels: Sequence[str]) -> list[tuple[str, str, str]]:
+    """2x2 ablations among `labels`, found by name: (base, x, y) wherever base, base_x, base_y
+    and base_x_y are all labels (e.g. the CPU study's `..._noiga`, `..._nolrr` and
+    `..._noiga_nolrr` around the full config)."""
+    present = set(labels)
+    designs = []
+    for base in labels:
+        suffixes = [label[len(base) + 1:] for label in labels if label.startswith(base + "_")]
+        for x in suffixes:
+            for y in suffixes:
+                if x != y and f"{base}_{x}_{y}" in present:
+                    designs.append((base, x, y))
+    return designs
+
+
+def factorial_effects(results: Sequence[NocResult], base: str, x: str, y: str,
+                      thresholds: Sequence[float] = (0.85, 0.90), resamples: int = 10_000,
+                      seed: int = 0) -> list[dict[str, Any]]:
+    """Effects of two changes (typically: removing a component) in a 2x2 ablation, in NoC
+    (positive: the change costs clicks, i.e. the removed component helps), per dataset and
+    threshold.
+
+    Labels: `base`, `base_x` (change x), `base_y`, `base_x_y` (both). Per object, NoC is
+    averaged over each label's seeds; the main effect of x is the mean of its two simple
+    effects (alone: base_x - base; on top of y: base_x_y - base_y), and the interaction is
+    their difference (base_x_y - base_y) - (base_x - base). Two 95%
+    percentile bootstrap intervals: over objects (which images), and over objects and seeds
+    (each label's training runs resampled too: the spread between runs is part of the
+    uncertainty of a component's effect).
+    """
+    groups = _by_label(results)
+    names = {"full": base, "x": f"{base}_{x}", "y": f"{base}_{y}", "xy": f"{base}_{x}_{y}"}
+    rng = np.random.default_rng(seed)
+    rows = []
+    for dataset in OrderedDict((d, None) for (_, d) in groups):
+        members = {k: groups.get((label, dataset)) for k, label in names.items()}
+        if any(m is None for m in members.values()):
+            continue
+        ids = list(members["full"][0].sample_ids)
+        for k, group in members.items():
+            for r in group:
+                if list(r.sample_ids) != ids:
+                    raise ValueError(f"{r.label} (seed {r.seed}) on {dataset} was evaluated on "
+                                     f"other objects than {base}: cannot pair them")
+        for thr in thresholds:
+            noc = {k: _noc_matrix(group, thr) for k, group in members.items()}
+            objects = len(ids)
+            obj_picks = rng.integers(0, objects, (resamples, objects))
+            # per resample and label: seeds drawn with replacement, then averaged per object
+            boot_means = {}
+            for k, m in noc.items():
+                seed_picks = rng.integers(0, m.shape[0], (resamples, m.shape[0]))
+                per_object = m[seed_picks].mean(1)  # (resamples, objects)
+                boot_means[k] = np.take_along_axis(per_object, obj_picks, 1).mean(1)
+            means = {k: m.mean(0) for k, m in noc.items()}  # per object
+            obj_boot = {k: v[obj_picks].mean(1) for k, v in means.items()}
+            contrasts = {
+                f"_{x} (main effect)": lambda d: 0.5 * ((d["x"] - d["full"])
+                                                                + (d["xy"] - d["y"])),
+                f"_{x} alone (against the base)": lambda d: d["x"] - d["full"],
+                f"_{x} on top of _{y}": lambda d: d["xy"] - d["y"],
+                f"_{y} (main effect)": lambda d: 0.5 * ((d["y"] - d["full"])
+                                                                + (d["xy"] - d["x"])),
+                f"_{y} alone (against the base)": lambda d: d["y"] - d["full"],
+                f"_{y} on top of _{x}": lambda d: d["xy"] - d["x"],
+                f"interaction _{x} x _{y}": lambda d: (d["xy"] - d["y"]) - (d["x"] - d["full"]),
+            }
+            for effect, contrast in contrasts.items():
+                per_object = contrast(means)
+                by_objects = contrast(obj_boot)
+                by_both = contrast(boot_means)
+                rows.append({
+                    "effect": effect, "base": base, "dataset": dataset, "threshold": thr,
+                    "objects": objects, "seeds": {k: int(m.shape[0]) for k, m in noc.items()},
+                    "delta": float(per_object.mean()),
+                    "ci95_objects": [float(np.percentile(by_objects, 2.5)),
+                                     float(np.percentile(by_objects, 97.5))],
+                    "ci95_objects_seeds": [float(np.percentile(by_both, 2.5)),
+                                           float(np.percentile(by_both, 97.5))]})
+    return rows
+
+
+def factorial_markdown(rows: Sequence[dict[str, Any]]) -> str:
+    """`factorial_effects` rows as a markdown table."""
+    lines = ["| Change to the base (Δ NoC; + = the change costs clicks) | Dataset | NoC@ "
+             "| Δ NoC | 95% CI (objects) | 95% CI (objects and seeds) |",
+             "|---|---|---:|---:|---|---|"]
+    for r in rows:
+        a, b = r["ci95_objects"], r["ci95_objects_seeds"]
+        lines.append(f"| {r['effect']} | {r['dataset']} | {round(100 * r['threshold'])} | "
+                     f"{r['delta']:+.2f} | [{a[0]:+.2f}, {a[1]:+.2f}] | "
+                     f"[{b[0]:+.2f}, {b[1]:+.2f}] |")
+    return "\n".join(lines)
 
 
 def paired_markdown(rows: Sequence[dict[str, Any]]) -> str:
