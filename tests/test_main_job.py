@@ -309,17 +309,24 @@ def test_budgets():
             Budget(**bad)
 
 
+def _noc_result(label, seed, nocs, ids, n_clicks, dataset="D"):
+    """A NocResult in which object i reaches every threshold exactly at click nocs[i] (IoU 0.95
+    from then on, 0.5 before)."""
+    import numpy as np
+    from isegm.jobs.noc import NocResult
+    series = [np.where(np.arange(1, n_clicks + 1) >= n, 0.95, 0.5).astype(np.float32)
+              for n in nocs]
+    return NocResult(label=label, dataset=dataset, all_ious=series, sample_ids=list(ids),
+                     n_clicks=n_clicks, elapsed_s=1.0, seed=seed)
+
+
 def test_paired_comparison_counts_objects_and_averages_seeds():
     """Per-object NoC differences against the reference, seeds averaged per object; a known
     shift gives a known delta, interval and counts; mismatched objects are refused."""
-    import numpy as np
-    from isegm.jobs.noc import NocResult, paired_comparison, paired_markdown
+    from isegm.jobs.noc import paired_comparison, paired_markdown
 
     def result(label, seed, nocs, ids=("a", "b", "c", "d")):
-        # object i reaches every threshold exactly at click nocs[i] (IoU 0.95 from then on)
-        series = [np.where(np.arange(1, 6) >= n, 0.95, 0.5).astype(np.float32) for n in nocs]
-        return NocResult(label=label, dataset="D", all_ious=series, sample_ids=list(ids),
-                         n_clicks=5, elapsed_s=1.0, seed=seed)
+        return _noc_result(label, seed, nocs, ids, n_clicks=5)
 
     results = [result("full", 0, [1, 2, 3, 2]), result("full", 1, [1, 2, 3, 4]),
                result("plain", 0, [2, 3, 3, 2]), result("plain", 1, [2, 3, 3, 4]),
@@ -343,13 +350,10 @@ def test_factorial_effects_of_a_2x2_ablation():
     """Designs are found by name; known per-object shifts give known main effects, simple
     effects and interaction; the seed-resampled interval is the wider one when seeds differ."""
     import numpy as np
-    from isegm.jobs.noc import (NocResult, factorial_effects, factorial_markdown,
-                                find_factorial_designs)
+    from isegm.jobs.noc import factorial_effects, factorial_markdown, find_factorial_designs
 
     def result(label, seed, nocs, ids=("a", "b", "c", "d")):
-        series = [np.where(np.arange(1, 8) >= n, 0.95, 0.5).astype(np.float32) for n in nocs]
-        return NocResult(label=label, dataset="D", all_ious=series, sample_ids=list(ids),
-                         n_clicks=7, elapsed_s=1.0, seed=seed)
+        return _noc_result(label, seed, nocs, ids, n_clicks=7)
 
     # base; _x costs 1 click on every object alone; _y costs nothing alone; together 4
     results = [result("m", 0, [1, 2, 3, 2]), result("m", 1, [1, 2, 3, 2]),
@@ -387,13 +391,10 @@ def test_factorial_effects_of_a_2x2_ablation():
 def test_run_ablation_merge_writes_the_factorial_table(tmp_path, capsys):
     """Comparison folders (their results.json and runs.json) that together form a 2x2 ablation
     merge into a comparison with factorial.md / .json beside the paired table."""
-    import numpy as np
-    from isegm.jobs.noc import NocResult, save_results
+    from isegm.jobs.noc import save_results
 
     def result(label, seed, nocs):
-        series = [np.where(np.arange(1, 6) >= n, 0.95, 0.5).astype(np.float32) for n in nocs]
-        return NocResult(label=label, dataset="GrabCut", all_ious=series,
-                         sample_ids=["a", "b", "c"], n_clicks=5, elapsed_s=1.0, seed=seed)
+        return _noc_result(label, seed, nocs, ("a", "b", "c"), n_clicks=5, dataset="GrabCut")
 
     folders = []
     for name, nocs in (("m", [1, 2, 3]), ("m_x", [2, 3, 4]), ("m_y", [1, 2, 3]),
