@@ -275,7 +275,7 @@ def report(rows, out: Path, title: str, start: float, results: Optional[list] = 
         text = factorial_markdown(factorial)
         (out / "factorial.md").write_text(
             f"# {title}: the 2x2 ablation{'s' if len(designs) > 1 else ''} "
-            f"({'; '.join(f'{b} without {x} / {y}' for b, x, y in designs)})\n\n{text}\n",
+            f"({'; '.join(f'{b}, _{x}, _{y}, _{x}_{y}' for b, x, y in designs)})\n\n{text}\n",
             encoding="utf-8")
         (out / "factorial.json").write_text(json.dumps(factorial, indent=2), encoding="utf-8")
         print(f"\n{text}\n")

@@ -267,10 +267,9 @@ def factorial_effects(results: Sequence[NocResult], base: str, x: str, y: str,
     Labels: `base`, `base_x` (change x), `base_y`, `base_x_y` (both). Per object, NoC is
     averaged over each label's seeds; the main effect of x is the mean of its two simple
     effects (alone: base_x - base; on top of y: base_x_y - base_y), and the interaction is
-    their difference (base_x_y - base_y) - (base_x - base). Two 95%
-    percentile bootstrap intervals: over objects (which images), and over objects and seeds
-    (each label's training runs resampled too: the spread between runs is part of the
-    uncertainty of a component's effect).
+    their difference (base_x_y - base_y) - (base_x - base). Two 95% percentile bootstrap
+    intervals: over objects (which images), and over objects and seeds (each label's training
+    runs resampled too: the spread between runs is part of the uncertainty of an effect).
     """
     groups = _by_label(results)
     names = {"full": base, "x": f"{base}_{x}", "y": f"{base}_{y}", "xy": f"{base}_{x}_{y}"}
@@ -299,12 +298,12 @@ def factorial_effects(results: Sequence[NocResult], base: str, x: str, y: str,
             means = {k: m.mean(0) for k, m in noc.items()}  # per object
             obj_boot = {k: v[obj_picks].mean(1) for k, v in means.items()}
             contrasts = {
-                f"_{x} (main effect)": lambda d: 0.5 * ((d["x"] - d["full"])
-                                                                + (d["xy"] - d["y"])),
+                f"_{x} (main effect)":
+                    lambda d: 0.5 * ((d["x"] - d["full"]) + (d["xy"] - d["y"])),
                 f"_{x} alone (against the base)": lambda d: d["x"] - d["full"],
                 f"_{x} on top of _{y}": lambda d: d["xy"] - d["y"],
-                f"_{y} (main effect)": lambda d: 0.5 * ((d["y"] - d["full"])
-                                                                + (d["xy"] - d["x"])),
+                f"_{y} (main effect)":
+                    lambda d: 0.5 * ((d["y"] - d["full"]) + (d["xy"] - d["x"])),
                 f"_{y} alone (against the base)": lambda d: d["y"] - d["full"],
                 f"_{y} on top of _{x}": lambda d: d["xy"] - d["x"],
                 f"interaction _{x} x _{y}": lambda d: (d["xy"] - d["y"]) - (d["x"] - d["full"]),
