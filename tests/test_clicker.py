@@ -230,3 +230,69 @@ def test_depth_bound_is_an_upper_bound():
     assert tight > 150  # and it is a useful bound, not a vacuous one
     assert _depth_bound_sq(np.ones((1, 1), bool), (0, 1, 0, 1)) >= 1  # a single pixel: d = 1
     assert _depth_bound_sq(np.zeros((3, 3), bool), None) == 0.0
+
+
+def _random_masks(rng, count):
+    """Blobs, speckle, thin rings and large regions, each with a few clicked pixels."""
+    import cv2
+    for i in range(count):
+        h, w = (int(v) for v in rng.integers(1, 90, 2))
+        kind = i % 4
+        if kind == 0:
+            mask = rng.random((h, w)) < rng.random()
+        elif kind == 1:
+            mask = np.zeros((h, w), np.uint8)
+            for _ in range(rng.integers(1, 4)):
+                cv2.ellipse(mask, (int(rng.integers(0, w)), int(rng.integers(0, h))),
+                            (int(rng.integers(1, w + 1)), int(rng.integers(1, h + 1))),
+                            float(rng.uniform(0, 180)), 0, 360, 1, -1)
+            mask = mask.astype(bool)
+        elif kind == 2:
+            yy, xx = np.mgrid[:h, :w]
+            radius = np.hypot(yy - h / 2, xx - w / 2)
+            mask = np.abs(radius - rng.uniform(0, max(h, w) / 2)) < rng.uniform(0.5, 6)
+        else:
+            mask = np.ones((h, w), bool)
+            mask[rng.integers(0, h + 1):, rng.integers(0, w + 1):] = False
+        yield mask, rng.random((h, w)) < rng.choice([0.0, 0.02, 0.3])
+
+
+def test_compiled_deepest_pixel_equals_the_full_transform():
+    """The numba kernel (bound, then exact distances where the bound reaches the floor) gives
+    the full OpenCV/SciPy transform's pixel and depth, clicked pixels and ties included."""
+    from isegm.inference import kernels
+    from isegm.inference.clicker import _bbox_crop, _deepest_pixel, _deepest_pixel_reference
+    if not kernels.ENABLED:
+        pytest.skip(f"numba kernels disabled: {kernels.DISABLED_REASON}")
+    rng = np.random.default_rng(11)
+    compared = 0
+    for mask, clicked in _random_masks(rng, 1200):
+        box = _bbox_crop(mask)
+        expected = _deepest_pixel_reference(mask, clicked, box) if box is not None else (0, 0, 0)
+        got = _deepest_pixel(mask, clicked, box)
+        if expected[0] == 0:
+            assert got[0] == 0
+            continue
+        assert got == expected, (mask.shape, got, expected)
+        compared += 1
+    assert compared > 900
+    big = np.ones((1100, 1200), bool)  # beyond OpenCV's float-exact range: SciPy's answer
+    assert _deepest_pixel(big, None) == _deepest_pixel_reference(big, None) == (550 ** 2, 549, 549)
+    sq, y, x = kernels.deepest_pixel(np.ones((7, 9), bool), np.eye(7, 9, 4, dtype=bool))
+    assert (sq, y, x) == (16, 3, 3)  # (3, 4) is clicked: the next pixel of depth 4 in row order
+    with pytest.raises(ValueError, match="clicked"):
+        kernels.deepest_pixel(np.ones((3, 3), bool), np.ones((2, 3), bool))
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_clicks_equal_with_and_without_the_compiled_kernel(monkeypatch, compiled):
+    """Both paths of the clicker give the straightforward rule's clicks."""
+    from isegm.inference import kernels
+    if compiled and not kernels.ENABLED:
+        pytest.skip(f"numba kernels disabled: {kernels.DISABLED_REASON}")
+    monkeypatch.setattr(kernels, "ENABLED", compiled)
+    rng = np.random.default_rng(5)
+    for mask, clicked in _random_masks(rng, 200):
+        gt = mask.astype(np.int64)
+        pred = np.roll(mask, 2, axis=1) | (rng.random(mask.shape) < 0.01)
+        assert next_click_evaluation(gt, pred, clicked) == _reference_click(gt, pred, clicked)

@@ -20,6 +20,8 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
+from . import kernels
+
 PRED_THRESHOLD = 0.49  # rule 3 and rule 53
 
 
@@ -137,6 +139,24 @@ def _deepest_pixel(mask: np.ndarray, clicked: Optional[np.ndarray],
     """(squared distance, y, x) of the first (row-major) pixel of maximal padded EDT in `mask`,
     clicked pixels excluded; (0, 0, 0) when there is none. Works on the mask's bounding `box`
     only (found if not given): row-major order inside the box is row-major order in the image.
+    With numba, the compiled `kernels.deepest_pixel` (no full transform); otherwise, and as its
+    reference in the tests, `_deepest_pixel_reference`."""
+    if box is None:
+        box = _bbox_crop(mask)
+    if box is None:
+        return 0, 0, 0
+    if not kernels.ENABLED:
+        return _deepest_pixel_reference(mask, clicked, box)
+    r0, r1, c0, c1 = box
+    sq, y, x = kernels.deepest_pixel(mask[r0:r1, c0:c1],
+                                     None if clicked is None else clicked[r0:r1, c0:c1])
+    return (sq, y + r0, x + c0) if sq > 0 else (0, 0, 0)
+
+
+def _deepest_pixel_reference(mask: np.ndarray, clicked: Optional[np.ndarray],
+                             box: Optional[Tuple[int, int, int, int]] = None
+                             ) -> Tuple[int, int, int]:
+    """`_deepest_pixel` from OpenCV's precise distance transform of the padded box.
 
     OpenCV's precise transform returns float32 distances within a few ulp (1e-4 below 500) of
     sqrt(d^2), d^2 an integer: equal d^2 may differ in the last bits, while different d^2 are
