@@ -209,17 +209,21 @@ def tiny_model():
     ("coarse", {"with_flip": False}),
     ("iglr", {"with_flip": False, "separable": True}),
     ("coarse", {"with_flip": True, "separable": True}),
+    ("iglr", {"with_flip": False, "separable": True, "compiled": False}),
 ])
 def test_predictor_fast_path_matches_full_image_reference(tiny_model, name, kwargs, monkeypatch):
     """Scripted previous masks (what a trained model would return) drive real target and focus
     crops; every click's output equals the full-image computation's. `separable`: the two-pass
-    resize of large maps used for every paste (normally from 1 MP on)."""
-    from isegm.inference import transforms
+    resize of large maps used for every paste (normally from 1 MP on); `compiled`: False runs
+    it without the numba kernels (the sparse-product second pass)."""
+    from isegm.inference import kernels, transforms
     from isegm.inference.clicker import Clicker
     from isegm.inference.predictors import get_predictor
     kwargs = dict(kwargs)
     if kwargs.pop("separable", False):
         monkeypatch.setattr(transforms, "SEPARABLE_MIN_PIXELS", 1)
+    if not kwargs.pop("compiled", True):
+        monkeypatch.setattr(kernels, "ENABLED", False)
     rng = np.random.default_rng(0)
     h, w = 70, 96
     image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
@@ -293,11 +297,16 @@ def test_predictor_reuses_only_outputs_nobody_holds(tiny_model, name):
 @pytest.mark.parametrize("src, dst", [((256, 256), (2160, 1100)), ((64, 40), (1500, 700)),
                                       ((2, 300), (1100, 1000)), ((1, 5), (1100, 1000)),
                                       ((300, 200), (1200, 900))])
-def test_separable_resize_of_large_maps_matches_aten(src, dst):
-    """Large one-channel maps are resized in two passes (rows with ATen, then a sparse product
-    written into the output window): equal to ATen's one-pass kernel to float rounding, and
-    nothing outside the window is touched."""
+@pytest.mark.parametrize("compiled", [True, False])
+def test_separable_resize_of_large_maps_matches_aten(src, dst, compiled, monkeypatch):
+    """Large one-channel maps are resized in two passes (rows with ATen, then the compiled row
+    blend, or without numba a sparse product, written into the output window): equal to ATen's
+    one-pass kernel to float rounding, and nothing outside the window is touched."""
+    from isegm.inference import kernels
     from isegm.inference.transforms import SEPARABLE_MIN_PIXELS, resize_bilinear
+    if compiled and not kernels.ENABLED:
+        pytest.skip(f"numba kernels disabled: {kernels.DISABLED_REASON}")
+    monkeypatch.setattr(kernels, "ENABLED", compiled)
     assert dst[0] * dst[1] >= SEPARABLE_MIN_PIXELS  # the sizes take the two-pass path
     torch.manual_seed(0)
     x = torch.rand(1, 1, *src)

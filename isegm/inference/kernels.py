@@ -4,6 +4,13 @@ the reference (and as the path used without numba, or on CUDA); the tests compar
 
 - `deepest_pixel`: the evaluation click's deepest pixel of an error mask (rules 7-9), exact, from
   a bound instead of the whole distance transform.
+- `blend_rows`: the second pass of a separable bilinear resize of a large one-channel map,
+  written straight into a window of the output map (the predictor's pastes at 4K).
+
+Tried and not kept: a fused threshold + bounding box of a full-resolution map (no faster than
+NumPy's threshold and two `any` reductions: the pass is bound by memory), a fused
+interpolate + sigmoid with a polynomial exp (numba did not vectorise it: 10x slower than
+PyTorch's sigmoid).
 
 `ENABLED` is False when numba cannot be imported or `IGLR_NUMBA=0` is set; callers then take the
 reference path. Kernels are compiled on first use (about a second each) and cached beside this
@@ -183,3 +190,35 @@ def deepest_pixel(mask: np.ndarray, clicked: Optional[np.ndarray] = None) -> Tup
         raise ValueError(f"deepest_pixel: clicked {clicked.shape} differs from mask {mask.shape}")
     return tuple(int(v) for v in _deepest_pixel_kernel(mask, np.asarray(clicked, dtype=bool),
                                                        True))
+
+
+# ------------------------------------------------------------------------------------------
+# predictor: full-resolution passes over one-channel maps (parallel over rows)
+
+def _njit_parallel(fn):
+    if numba is None:
+        return fn
+    return numba.njit(cache=True, nogil=True, parallel=True, fastmath=True)(fn)
+
+
+@_njit_parallel
+def _blend_rows_kernel(rows, low, high, w_low, w_high, out):
+    h = out.shape[0]
+    w = out.shape[1]
+    for i in numba.prange(h) if numba is not None else range(h):
+        a = rows[low[i]]
+        b = rows[high[i]]
+        u = w_low[i]
+        v = w_high[i]
+        o = out[i]
+        for j in range(w):
+            o[j] = u * a[j] + v * b[j]
+
+
+def blend_rows(rows: np.ndarray, low: np.ndarray, high: np.ndarray, w_low: np.ndarray,
+               w_high: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out[i] = w_low[i] * rows[low[i]] + w_high[i] * rows[high[i]] for every row i of `out`
+    (float32, possibly a strided window of a larger map): the second pass of a separable
+    resize, written in place; rows in parallel."""
+    _blend_rows_kernel(rows, low, high, w_low, w_high, out)
+    return out

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import kernels
 from .clicker import Click
 from .utils import get_bbox_from_mask
 
@@ -50,24 +51,32 @@ def resize_bilinear(tensor: torch.Tensor, size: Tuple[int, int],
 # From this many output pixels a one-channel CPU map is resized in two passes (below): ATen's
 # bilinear kernel writes a large one-channel map at a fraction of the memory bandwidth
 # (measured, 2 threads, 256x256 -> 2160x3435 into a window of a 4K map: 10.9 ms; the two passes
-# 7.1 ms, 1.6 of them the first; at 480x854 sizes (~0.1 MP) both are under 1 ms).
+# 7.1 ms with the sparse product, about half that with the compiled row blend; at 480x854 sizes
+# (~0.1 MP) all are under 1 ms).
 SEPARABLE_MIN_PIXELS = 1 << 20
 
 
 @functools.lru_cache(maxsize=8)
-def _rows_matrix(n_in: int, n_out: int) -> torch.Tensor:
-    """(n_out, n_in) CSR matrix of align_corners=True linear interpolation along one axis, with
-    ATen's float32 arithmetic (src = i * (n_in - 1) / (n_out - 1), two taps per row)."""
+def _linear_taps(n_in: int, n_out: int) -> Tuple[np.ndarray, ...]:
+    """(low, high, weight of low, weight of high) per output index of align_corners=True linear
+    interpolation along one axis, with ATen's float32 arithmetic (src = i * (n_in - 1) /
+    (n_out - 1)); the two taps are equal only on the last input index (weight 0 on high)."""
     f32 = np.float32
     scale = f32((n_in - 1) / (n_out - 1))
     src = np.arange(n_out, dtype=f32) * scale
     low = np.minimum(src.astype(np.int64), n_in - 1)
     high = np.minimum(low + 1, n_in - 1)
     frac = (src - low.astype(f32)).astype(f32)
+    return low, high, (f32(1) - frac).astype(f32), frac
+
+
+@functools.lru_cache(maxsize=8)
+def _rows_matrix(n_in: int, n_out: int) -> torch.Tensor:
+    """(n_out, n_in) CSR matrix of `_linear_taps` (two taps per row; a CSR row may repeat a
+    column, as the last one does)."""
+    low, high, w_low, w_high = _linear_taps(n_in, n_out)
     indices = np.stack((low, high), 1).reshape(-1)
-    values = np.stack((f32(1) - frac, frac), 1).reshape(-1)
-    # two taps per row, equal only on the last input row (weight 0 on the duplicate): keep both,
-    # a CSR row may repeat a column
+    values = np.stack((w_low, w_high), 1).reshape(-1)
     indptr = np.arange(0, 2 * n_out + 1, 2, dtype=np.int64)
     with warnings.catch_warnings():  # CSR support is flagged "beta" by torch
         warnings.simplefilter("ignore", UserWarning)
@@ -79,12 +88,16 @@ def _rows_matrix(n_in: int, n_out: int) -> torch.Tensor:
 def _resize_one_map_separable(tensor: torch.Tensor, size: Tuple[int, int],
                               out: torch.Tensor) -> torch.Tensor:
     """`resize_bilinear` of a (1, 1, h, w) float32 CPU map into `out` as two passes: along the
-    rows with ATen (h x W, small), then across them as a sparse product written straight into
-    `out` (a multi-threaded, bandwidth-bound pass). Equal to ATen's kernel to float rounding."""
+    rows with ATen (h x W, small), then across them straight into `out` (a bandwidth-bound
+    pass): the compiled row blend (`kernels.blend_rows`), or without numba a sparse product.
+    Equal to ATen's kernel to float rounding."""
     h = tensor.shape[-2]
     rows = F.interpolate(tensor, size=(h, size[1]), mode="bilinear", align_corners=True)
     if h == 1:
         return out.copy_(rows.expand_as(out))
+    if kernels.ENABLED:
+        kernels.blend_rows(rows[0, 0].numpy(), *_linear_taps(h, size[0]), out[0, 0].numpy())
+        return out
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         torch.mm(_rows_matrix(h, size[0]), rows[0, 0], out=out[0, 0])
