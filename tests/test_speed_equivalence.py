@@ -210,12 +210,15 @@ def tiny_model():
     ("iglr", {"with_flip": False, "separable": True}),
     ("coarse", {"with_flip": True, "separable": True}),
     ("iglr", {"with_flip": False, "separable": True, "compiled": False}),
+    ("iglr", {"with_flip": True, "separable": True, "roi_kernel": True}),
 ])
 def test_predictor_fast_path_matches_full_image_reference(tiny_model, name, kwargs, monkeypatch):
     """Scripted previous masks (what a trained model would return) drive real target and focus
     crops; every click's output equals the full-image computation's. `separable`: the two-pass
     resize of large maps used for every paste (normally from 1 MP on); `compiled`: False runs
-    it without the numba kernels (the sparse-product second pass)."""
+    it without the numba kernels (the sparse-product second pass); `roi_kernel`: the network's
+    target crop and the refiner's image crop from the uint8 image (normally from 1 MP and
+    0.26 MP on)."""
     from isegm.inference import kernels, transforms
     from isegm.inference.clicker import Clicker
     from isegm.inference.predictors import get_predictor
@@ -224,6 +227,9 @@ def test_predictor_fast_path_matches_full_image_reference(tiny_model, name, kwar
         monkeypatch.setattr(transforms, "SEPARABLE_MIN_PIXELS", 1)
     if not kwargs.pop("compiled", True):
         monkeypatch.setattr(kernels, "ENABLED", False)
+    if kwargs.pop("roi_kernel", False):  # the uint8 image sampling for every crop and box
+        monkeypatch.setattr(kernels, "ROI_ALIGN_MIN_PIXELS", 1)
+        monkeypatch.setattr(kernels, "RESIZE_IMAGE_MIN_PIXELS", 1)
     rng = np.random.default_rng(0)
     h, w = 70, 96
     image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
@@ -318,3 +324,97 @@ def test_separable_resize_of_large_maps_matches_aten(src, dst, compiled, monkeyp
     torch.testing.assert_close(window, expected, rtol=0, atol=2e-7)
     full[2:2 + dst[0], 4:4 + dst[1]] = -7.0
     assert bool((full == -7.0).all())  # outside the window: untouched
+
+
+def test_compiled_roi_align_of_the_uint8_image_matches_roi_align_box():
+    """`kernels.roi_align_image` (uint8 HxWx3, rows in parallel) equals `roi_align_box` on the
+    float image / 255 for boxes inside, across and outside the image, large and small."""
+    from isegm.inference import kernels
+    from isegm.model.ops import roi_align_box
+    if not kernels.ENABLED:
+        pytest.skip(f"numba kernels disabled: {kernels.DISABLED_REASON}")
+    rng = np.random.default_rng(4)
+    image = rng.integers(0, 256, (300, 420, 3), dtype=np.uint8)
+    nd = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255.0
+    boxes = [(0, 0, 420, 300), (10.5, 20.25, 60.0, 41.0), (-15.0, -8.0, 30.0, 25.0),
+             (400.0, 280.0, 450.0, 330.0), (100, 50, 101, 51), (33.3, 12.7, 407.9, 288.1)]
+    for box in boxes:
+        for size in ((64, 64), (17, 40)):
+            expected = roi_align_box(nd, box, size)
+            got = kernels.roi_align_image(image, box, size)
+            assert got.shape == (1, 3) + size
+            torch.testing.assert_close(got, expected.contiguous(), rtol=0, atol=5e-7)
+    with pytest.raises(ValueError, match="uint8"):
+        kernels.roi_align_image(image.astype(np.float32), boxes[0], 8)
+
+
+def test_compiled_map_kernels_match_numpy():
+    """The predictor's one-pass kernels against their NumPy forms: threshold with count and
+    bbox over a window; the thresholded separable resize XOR a clipped mask, with count and
+    bbox; the row blend into sub-windows of a map; empty results included."""
+    from isegm.inference import kernels
+    from isegm.inference.predictors.iglr import _window_minus_box
+    from isegm.inference.transforms import _linear_taps
+    from isegm.inference.utils import get_bbox_from_mask
+    if not kernels.ENABLED:
+        pytest.skip(f"numba kernels disabled: {kernels.DISABLED_REASON}")
+    rng = np.random.default_rng(2)
+    values = rng.random((50, 70)).astype(np.float32)
+    for window, thresh in (((3, 40, 5, 66), 0.8), ((0, 50, 0, 70), 0.3), ((7, 9, 1, 2), 2.0)):
+        mask, count, bbox = kernels.threshold_with_bbox(values, window, thresh)
+        r0, r1, c0, c1 = window
+        expected = values[r0:r1, c0:c1] > thresh
+        np.testing.assert_array_equal(mask, expected)
+        assert count == expected.sum() and bbox == get_bbox_from_mask(expected)
+    rows = rng.random((12, 70)).astype(np.float32)
+    taps = _linear_taps(12, 45)
+    full = torch.nn.functional.interpolate(torch.from_numpy(rows)[None, None], size=(45, 70),
+                                           mode="bilinear", align_corners=True)[0, 0].numpy()
+    other = rng.random((20, 30)) > 0.5
+    for at in ((-3, 50), (10, -4), (40, 60), (100, 0)):
+        for thresh in (0.6, 5.0):
+            diff, count, bbox = kernels.blend_threshold_xor(rows, taps, thresh, other, at)
+            coarse = full > thresh
+            placed = np.zeros((45, 70), bool)
+            y, x = at
+            ys, xs = slice(max(0, y), min(45, y + 20)), slice(max(0, x), min(70, x + 30))
+            placed[ys, xs] = other[ys.start - y:ys.stop - y, xs.start - x:xs.stop - x]
+            np.testing.assert_array_equal(diff.view(bool), coarse ^ placed)
+            assert count == coarse.sum() and bbox == get_bbox_from_mask(coarse)
+    out = np.full((60, 90), -1, np.float32)
+    window, box = (5, 50, 10, 80), (20, 30, 40, 55)
+    parts = _window_minus_box(window, box)
+    covered = np.zeros(out.shape, int)
+    for a0, a1, b0, b1 in parts:
+        covered[a0:a1, b0:b1] += 1
+        kernels.blend_rows(rows, taps, out, (a0, a1, b0, b1), col0=b0 - 10, first_row=a0 - 5)
+    inside = np.zeros(out.shape, int)
+    inside[5:50, 10:80] = 1
+    inside[20:30, 40:55] = 0
+    np.testing.assert_array_equal(covered, inside)  # the parts tile the window minus the box
+    written = covered.astype(bool)
+    np.testing.assert_allclose(out[written], full[:, 0:70][(np.nonzero(written)[0] - 5),
+                                                            (np.nonzero(written)[1] - 10)],
+                               rtol=0, atol=2e-7)
+    assert (out[~written] == -1).all()
+
+
+def test_compiled_resize_of_the_uint8_image_matches_aten():
+    """`kernels.resize_image` equals ATen's align_corners=True bilinear resize of the float
+    image window / 255, shrinking and enlarging; a window outside the image is refused."""
+    from isegm.inference import kernels
+    from isegm.inference.transforms import _linear_taps
+    if not kernels.ENABLED:
+        pytest.skip(f"numba kernels disabled: {kernels.DISABLED_REASON}")
+    rng = np.random.default_rng(6)
+    image = rng.integers(0, 256, (300, 420, 3), dtype=np.uint8)
+    nd = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255.0
+    for (r0, r1, c0, c1), size in (((0, 300, 0, 420), (64, 64)), ((17, 230, 40, 41), (32, 32)),
+                                   ((5, 15, 100, 112), (40, 50)), ((299, 300, 0, 420), (8, 8))):
+        expected = torch.nn.functional.interpolate(nd[:, :, r0:r1, c0:c1], size=size,
+                                                   mode="bilinear", align_corners=True)
+        got = kernels.resize_image(image, (r0, r1, c0, c1), _linear_taps(r1 - r0, size[0]),
+                                   _linear_taps(c1 - c0, size[1]))
+        torch.testing.assert_close(got, expected, rtol=0, atol=3e-7)
+    with pytest.raises(ValueError, match="outside"):
+        kernels.resize_image(image, (0, 301, 0, 10), _linear_taps(301, 4), _linear_taps(10, 4))

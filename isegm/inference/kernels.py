@@ -6,11 +6,18 @@ the reference (and as the path used without numba, or on CUDA); the tests compar
   a bound instead of the whole distance transform.
 - `blend_rows`: the second pass of a separable bilinear resize of a large one-channel map,
   written straight into a window of the output map (the predictor's pastes at 4K).
+- `threshold_with_bbox`, `blend_threshold_xor`: a map thresholded with its count and bbox in
+  one pass; the focus rule's coarse mask computed from the separable resize's rows (never
+  written as floats), XOR the previous mask, with its count and bbox.
+- `resize_image`, `roi_align_image`: the network's target crop and the refiner's image crop
+  sampled from the uint8 image (a quarter of the float image's bytes).
 
-Tried and not kept: a fused threshold + bounding box of a full-resolution map (no faster than
-NumPy's threshold and two `any` reductions: the pass is bound by memory), a fused
-interpolate + sigmoid with a polynomial exp (numba did not vectorise it: 10x slower than
-PyTorch's sigmoid).
+Rows are processed in parallel as contiguous 1-D slices of C-contiguous arrays, which numba
+vectorises (a 2-D strided window is several times slower); per-row counts and first / last
+columns are reductions in the same loop (a separate early-exit scan was slower than the pass).
+Tried and not kept: a fused interpolate + sigmoid with a polynomial exp (numba did not
+vectorise it: 10x slower than PyTorch's sigmoid); the first pass of the separable resize
+(0.4 ms gained at 4K, not worth a kernel).
 
 `ENABLED` is False when numba cannot be imported or `IGLR_NUMBA=0` is set; callers then take the
 reference path. Kernels are compiled on first use (about a second each) and cached beside this
@@ -27,10 +34,12 @@ try:
     if os.environ.get("IGLR_NUMBA", "1") == "0":
         raise ImportError("disabled by IGLR_NUMBA=0")
     import numba
+    from numba import prange
     ENABLED = True
     DISABLED_REASON = ""
 except ImportError as error:  # the reference paths are complete without it
     numba = None
+    prange = range
     ENABLED = False
     DISABLED_REASON = str(error)
 
@@ -193,7 +202,9 @@ def deepest_pixel(mask: np.ndarray, clicked: Optional[np.ndarray] = None) -> Tup
 
 
 # ------------------------------------------------------------------------------------------
-# predictor: full-resolution passes over one-channel maps (parallel over rows)
+# predictor: full-resolution passes over one-channel maps, rows in parallel. Rows are taken
+# as contiguous 1-D slices of C-contiguous 2-D arrays (`full[r][c0:c1]`), which numba
+# vectorises; per-row counts and first / last columns are reductions inside the same loop.
 
 def _njit_parallel(fn):
     if numba is None:
@@ -201,24 +212,263 @@ def _njit_parallel(fn):
     return numba.njit(cache=True, nogil=True, parallel=True, fastmath=True)(fn)
 
 
+@_njit
+def _blend_row(a, b, u, v, out):
+    for j in range(out.shape[0]):
+        out[j] = u * a[j] + v * b[j]
+
+
+@_njit
+def _threshold_row(values, thresh, out):
+    """out = values > thresh (uint8); returns (count, first, last column; w, -1 if none)."""
+    w = values.shape[0]
+    count = np.int32(0)
+    first = np.int32(w)
+    last = np.int32(-1)
+    for j in range(w):
+        above = values[j] > thresh
+        count += np.int32(1) if above else np.int32(0)
+        out[j] = np.uint8(1) if above else np.uint8(0)
+        first = min(first, np.int32(j) if above else np.int32(w))
+        last = max(last, np.int32(j) if above else np.int32(-1))
+    return count, first, last
+
+
+@_njit
+def _blend_threshold_row(a, b, u, v, thresh, out):
+    """out = (u * a + v * b) > thresh (uint8), without keeping the blend; (count, first, last)."""
+    w = out.shape[0]
+    count = np.int32(0)
+    first = np.int32(w)
+    last = np.int32(-1)
+    for j in range(w):
+        above = u * a[j] + v * b[j] > thresh
+        count += np.int32(1) if above else np.int32(0)
+        out[j] = np.uint8(1) if above else np.uint8(0)
+        first = min(first, np.int32(j) if above else np.int32(w))
+        last = max(last, np.int32(j) if above else np.int32(-1))
+    return count, first, last
+
+
+@_njit
+def _xor_row(mask, out):
+    for j in range(out.shape[0]):
+        out[j] ^= mask[j]
+
+
 @_njit_parallel
-def _blend_rows_kernel(rows, low, high, w_low, w_high, out):
-    h = out.shape[0]
-    w = out.shape[1]
-    for i in numba.prange(h) if numba is not None else range(h):
-        a = rows[low[i]]
-        b = rows[high[i]]
-        u = w_low[i]
-        v = w_high[i]
-        o = out[i]
-        for j in range(w):
-            o[j] = u * a[j] + v * b[j]
+def _blend_rows_kernel(rows, col0, low, high, w_low, w_high, out, r0, c0, h, w):
+    for i in prange(h):
+        _blend_row(rows[low[i]][col0:col0 + w], rows[high[i]][col0:col0 + w], w_low[i],
+                   w_high[i], out[r0 + i][c0:c0 + w])
 
 
-def blend_rows(rows: np.ndarray, low: np.ndarray, high: np.ndarray, w_low: np.ndarray,
-               w_high: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """out[i] = w_low[i] * rows[low[i]] + w_high[i] * rows[high[i]] for every row i of `out`
-    (float32, possibly a strided window of a larger map): the second pass of a separable
-    resize, written in place; rows in parallel."""
-    _blend_rows_kernel(rows, low, high, w_low, w_high, out)
+@_njit_parallel
+def _threshold_kernel(values, r0, c0, h, w, thresh, mask, count, first, last):
+    for i in prange(h):
+        count[i], first[i], last[i] = _threshold_row(values[r0 + i][c0:c0 + w], thresh, mask[i])
+
+
+@_njit_parallel
+def _blend_threshold_xor_kernel(rows, low, high, w_low, w_high, thresh, other, oy, ox, out,
+                                count, first, last):
+    h, w = out.shape
+    oh, ow = other.shape
+    for i in prange(h):
+        count[i], first[i], last[i] = _blend_threshold_row(rows[low[i]], rows[high[i]],
+                                                           w_low[i], w_high[i], thresh, out[i])
+        k = i - oy
+        if 0 <= k < oh:
+            j0 = max(0, ox)
+            j1 = min(w, ox + ow)
+            if j1 > j0:
+                _xor_row(other[k][j0 - ox:j1 - ox], out[i][j0:j1])
+
+
+def _bbox(count: np.ndarray, first: np.ndarray, last: np.ndarray
+          ) -> Tuple[int, Optional[Tuple[int, int, int, int]]]:
+    rows = np.flatnonzero(count)
+    if len(rows) == 0:
+        return 0, None
+    return int(count.sum()), (int(rows[0]), int(rows[-1]), int(first.min()), int(last.max()))
+
+
+def _row_stats(h: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return np.empty(h, np.int32), np.empty(h, np.int32), np.empty(h, np.int32)
+
+
+def _check_c_2d(name: str, array: np.ndarray, dtype) -> None:
+    if array.ndim != 2 or array.dtype != dtype or not array.flags.c_contiguous:
+        raise ValueError(f"{name}: expected a C-contiguous 2-D {np.dtype(dtype).name} array, "
+                         f"got {array.dtype} {array.shape} (C-contiguous: "
+                         f"{array.flags.c_contiguous})")
+
+
+def blend_rows(rows: np.ndarray, taps: Tuple[np.ndarray, ...], out: np.ndarray,
+               window: Tuple[int, int, int, int], col0: int = 0,
+               first_row: int = 0) -> np.ndarray:
+    """Write rows (first_row .. first_row + h) of a separable resize into `out[r0:r1, c0:c1]`
+    (`window` half-open (r0, r1, c0, c1)): out row i = w_low * rows[low] + w_high * rows[high]
+    over columns col0 .. col0 + (c1 - c0) of `rows`, taps = (low, high, w_low, w_high) of the
+    whole output (`transforms._linear_taps`). rows: C-contiguous float32; out: float32 with
+    contiguous rows (C-contiguous compiles the faster, vectorised form; a strided view of a
+    larger map works too)."""
+    _check_c_2d("blend_rows rows", rows, np.float32)
+    if out.ndim != 2 or out.dtype != np.float32 or out.strides[1] != out.itemsize:
+        raise ValueError(f"blend_rows out: expected a float32 2-D array with contiguous rows, "
+                         f"got {out.dtype} {out.shape} strides {out.strides}")
+    r0, r1, c0, c1 = window
+    if r1 <= r0 or c1 <= c0:
+        return out
+    low, high, w_low, w_high = (t[first_row:first_row + r1 - r0] for t in taps)
+    _blend_rows_kernel(rows, col0, low, high, w_low, w_high, out, r0, c0, r1 - r0, c1 - c0)
     return out
+
+
+def threshold_with_bbox(values: np.ndarray, window: Tuple[int, int, int, int], thresh: float
+                        ) -> Tuple[np.ndarray, int, Optional[Tuple[int, int, int, int]]]:
+    """(values[r0:r1, c0:c1] > thresh as bool, its pixel count, its inclusive bbox (rmin, rmax,
+    cmin, cmax) in the window, None when empty) of a C-contiguous float32 map, in one parallel
+    pass: a threshold, `count_nonzero` and `get_bbox_from_mask` without the three passes."""
+    _check_c_2d("threshold_with_bbox values", values, np.float32)
+    r0, r1, c0, c1 = window
+    h, w = r1 - r0, c1 - c0
+    mask = np.empty((h, w), dtype=bool)
+    count, first, last = _row_stats(h)
+    _threshold_kernel(values, r0, c0, h, w, np.float32(thresh), mask.view(np.uint8), count,
+                      first, last)
+    return (mask,) + _bbox(count, first, last)
+
+
+def blend_threshold_xor(rows: np.ndarray, taps: Tuple[np.ndarray, ...], thresh: float,
+                        other: np.ndarray, other_at: Tuple[int, int]
+                        ) -> Tuple[np.ndarray, int, Optional[Tuple[int, int, int, int]]]:
+    """The thresholded separable resize m = (w_low * rows[low] + w_high * rows[high]) > thresh
+    (an H x W mask, H = len(low), W = rows' width; the blend itself is not stored), XOR the bool
+    mask `other` placed at `other_at` = (y, x) (clipped; 0 elsewhere), as uint8; and m's pixel
+    count and inclusive bbox (None when empty). The focus rule's coarse mask, its statistics
+    and its difference with the previous mask in one pass."""
+    _check_c_2d("blend_threshold_xor rows", rows, np.float32)
+    _check_c_2d("blend_threshold_xor other", other, np.bool_)
+    low, high, w_low, w_high = taps
+    h, w = len(low), rows.shape[1]
+    out = np.empty((h, w), np.uint8)
+    count, first, last = _row_stats(h)
+    _blend_threshold_xor_kernel(rows, low, high, w_low, w_high, np.float32(thresh),
+                                other.view(np.uint8), int(other_at[0]), int(other_at[1]), out,
+                                count, first, last)
+    return (out,) + _bbox(count, first, last)
+
+
+# ------------------------------------------------------------------------------------------
+# the target crop's network input: a bilinear resize of an image window, from the uint8 image
+
+@_njit_parallel
+def _resize_image_kernel(image, channels, r0, c0, y_low, y_high, y_wl, y_wh, x_low, x_high,
+                         x_wl, x_wh, scale, out):
+    oh = len(y_low)
+    ow = len(x_low)
+    for i in prange(oh):
+        top = image[r0 + y_low[i]]
+        bottom = image[r0 + y_high[i]]
+        u = y_wl[i]
+        v = y_wh[i]
+        for j in range(ow):
+            a = (c0 + x_low[j]) * channels
+            b = (c0 + x_high[j]) * channels
+            p = x_wl[j]
+            q = x_wh[j]
+            for ch in range(channels):
+                out[ch, i, j] = (u * (p * np.float32(top[a + ch]) + q * np.float32(top[b + ch]))
+                                 + v * (p * np.float32(bottom[a + ch])
+                                        + q * np.float32(bottom[b + ch]))) * scale
+
+
+# From this many window pixels the predictor resizes the target crop from the uint8 image
+# (measured at 4K inside a click: ATen's kernel on the float image's strided 2160x3435 window
+# 2.8 ms, its four taps per output scattered over 89 MB; this kernel reads two rows of the
+# 22 MB uint8 image per output row).
+RESIZE_IMAGE_MIN_PIXELS = 1 << 20
+
+
+def resize_image(image: np.ndarray, window: Tuple[int, int, int, int], taps_y, taps_x,
+                 scale: float = 1.0 / 255.0):
+    """align_corners=True bilinear resize of image[r0:r1, c0:c1] * `scale` (uint8 H x W x C,
+    C-contiguous; `window` half-open) to (len(taps_y[0]), len(taps_x[0])) with the taps of
+    `transforms._linear_taps` (window size -> output size): a (1, C, h, w) float32 tensor,
+    ATen's bilinear kernel on the float image to float rounding."""
+    import torch
+    if image.ndim != 3 or image.dtype != np.uint8 or not image.flags.c_contiguous:
+        raise ValueError(f"resize_image: expected a C-contiguous HxWxC uint8 image, got "
+                         f"{image.dtype} {image.shape}")
+    h, w, c = image.shape
+    r0, r1, c0, c1 = window
+    if not (0 <= r0 < r1 <= h and 0 <= c0 < c1 <= w):
+        raise ValueError(f"resize_image: window {window} outside the {h}x{w} image")
+    out = np.empty((c, len(taps_y[0]), len(taps_x[0])), np.float32)
+    _resize_image_kernel(image.reshape(h, w * c), c, r0, c0, *taps_y, *taps_x,
+                         np.float32(scale), out)
+    return torch.from_numpy(out)[None]
+
+
+# ------------------------------------------------------------------------------------------
+# the refiner's image crop: roi_align of one box read from the uint8 HxWxC image
+
+@_njit_parallel
+def _roi_align_rows_kernel(image, channels, y_ptr, y_idx, y_val, x_ptr, x_idx, x_val, y0, x0,
+                           ww, scale, out):
+    ph = len(y_ptr) - 1
+    pw = len(x_ptr) - 1
+    span = ww * channels
+    for py in prange(ph):
+        # rows pass: the weighted sum of the box's input rows for this output row, all columns
+        # of the window and channels at once (contiguous, vectorised)
+        acc = np.zeros(span, np.float32)
+        for k in range(y_ptr[py], y_ptr[py + 1]):
+            row = image[y0 + y_idx[k]][x0 * channels:x0 * channels + span]
+            v = y_val[k]
+            for j in range(span):
+                acc[j] += v * np.float32(row[j])
+        # columns pass: a few taps per output, the channels of a tap together
+        total = np.zeros(channels, np.float32)
+        for px in range(pw):
+            total[:] = 0
+            for k in range(x_ptr[px], x_ptr[px + 1]):
+                v = x_val[k]
+                base = x_idx[k] * channels
+                for ch in range(channels):
+                    total[ch] += v * acc[base + ch]
+            for ch in range(channels):
+                out[ch, py, px] = total[ch] * scale
+
+
+# From this many box pixels the predictor samples the image with `roi_align_image` (measured,
+# 2 threads, 256x256 output from a 4K image, ms sparse passes -> this kernel: 400 px square 2.1
+# -> 1.8, 1000 px 4.4 -> 2.8, 2160x3435 15.2 -> 6.6; below ~300 px the fixed cost of the taps
+# makes it slower).
+ROI_ALIGN_MIN_PIXELS = 1 << 18
+
+
+def roi_align_image(image: np.ndarray, box, output_size, scale: float = 1.0 / 255.0):
+    """`ops.roi_align_box` (aligned, adaptive sampling) of one box (x1, y1, x2, y2) on the image
+    `image` * `scale`, read straight from the uint8 H x W x C array (a quarter of the float
+    image's bytes, no channels-first copy): returns a (1, C, out_h, out_w) float32 tensor, equal
+    to `roi_align_box(image as (1, C, H, W) float * scale, box, output_size)` to float rounding.
+    Rows in parallel: per output row, the box's input rows summed with their weights (the same
+    taps, `ops.box_taps`, duplicates merged), then the column taps."""
+    import torch
+    from ..model.ops import _axis_csr, _pair, box_taps
+    if image.ndim != 3 or image.dtype != np.uint8 or not image.flags.c_contiguous:
+        raise ValueError(f"roi_align_image: expected a C-contiguous HxWxC uint8 image, got "
+                         f"{image.dtype} {image.shape}")
+    h, w, c = image.shape
+    ph, pw = _pair(output_size)
+    iy, wy, ix, wx = box_taps(box, (h, w), (ph, pw))
+    y0, x0 = int(iy.min()), int(ix.min())
+    wh, ww = int(iy.max()) - y0 + 1, int(ix.max()) - x0 + 1
+    y_ptr, y_idx, y_val = _axis_csr(iy - y0, wy, wh)
+    x_ptr, x_idx, x_val = _axis_csr(ix - x0, wx, ww)
+    out = np.empty((c, ph, pw), np.float32)
+    _roi_align_rows_kernel(image.reshape(h, w * c), c, y_ptr, y_idx, y_val, x_ptr, x_idx,
+                           x_val, y0, x0, ww, np.float32(scale), out)
+    return torch.from_numpy(out)[None]

@@ -56,13 +56,13 @@ def resize_bilinear(tensor: torch.Tensor, size: Tuple[int, int],
 SEPARABLE_MIN_PIXELS = 1 << 20
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=32)
 def _linear_taps(n_in: int, n_out: int) -> Tuple[np.ndarray, ...]:
     """(low, high, weight of low, weight of high) per output index of align_corners=True linear
     interpolation along one axis, with ATen's float32 arithmetic (src = i * (n_in - 1) /
     (n_out - 1)); the two taps are equal only on the last input index (weight 0 on high)."""
     f32 = np.float32
-    scale = f32((n_in - 1) / (n_out - 1))
+    scale = f32((n_in - 1) / (n_out - 1)) if n_out > 1 else f32(0)  # one output: the first
     src = np.arange(n_out, dtype=f32) * scale
     low = np.minimum(src.astype(np.int64), n_in - 1)
     high = np.minimum(low + 1, n_in - 1)
@@ -95,8 +95,10 @@ def _resize_one_map_separable(tensor: torch.Tensor, size: Tuple[int, int],
     rows = F.interpolate(tensor, size=(h, size[1]), mode="bilinear", align_corners=True)
     if h == 1:
         return out.copy_(rows.expand_as(out))
-    if kernels.ENABLED:
-        kernels.blend_rows(rows[0, 0].numpy(), *_linear_taps(h, size[0]), out[0, 0].numpy())
+    target = out[0, 0]
+    if kernels.ENABLED and target.stride(1) == 1:
+        kernels.blend_rows(rows[0, 0].contiguous().numpy(), _linear_taps(h, size[0]),
+                           target.numpy(), (0, size[0], 0, size[1]))
         return out
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
@@ -325,13 +327,30 @@ def focus_crop(coarse_logits: np.ndarray, prev_prob: np.ndarray, target_box: Tup
         raise KeyError(f"unknown focus strategy '{strategy}'; known: {', '.join(FOCUS_STRATEGIES)}")
     pred, prev = (m if m.dtype == bool else m > thresh
                   for m in (np.asarray(coarse_logits), np.asarray(prev_prob)))
-    h, w = pred.shape if image_size is None else image_size
+    count = int(np.count_nonzero(pred))
+    bbox = get_bbox_from_mask(pred) if count else None
+    diff = (lambda: np.not_equal(pred, prev).view(np.uint8)) if strategy == "diff" else None
+    return focus_box(strategy, count, bbox, bool(prev.any()), diff, target_box, click,
+                     expand_ratio, origin, pred.shape if image_size is None else image_size)
+
+
+def focus_box(strategy: str, pred_count: int, pred_bbox: Optional[Roi], prev_any: bool,
+              diff, target_box: Tuple[int, int, int, int], click: Tuple[float, float],
+              expand_ratio: float, origin: Tuple[int, int], image_size: Tuple[int, int]
+              ) -> Optional[Tuple[int, int, int, int]]:
+    """`focus_crop` from the statistics of its masks in a window at `origin` of an image of
+    `image_size`: the coarse mask's pixel count and inclusive bbox in the window (None when
+    empty), whether the previous mask has any pixel, and `diff`, the uint8 XOR of the two over
+    the window (0/1, filled in place by the flood fill; an array, or a function returning one,
+    called only if the rule needs it). The predictor's compiled path computes them in one pass
+    (`kernels.blend_threshold_xor`)."""
+    h, w = image_size
     oy, ox = origin
     y, x = int(click[0]), int(click[1])
-    if np.count_nonzero(pred) < 10:
+    if pred_count < 10 or pred_bbox is None:
         py1, py2, px1, px2 = 0, h, 0, w
     else:
-        py1, py2, px1, px2 = get_bbox_from_mask(pred)  # type: ignore[misc]
+        py1, py2, px1, px2 = pred_bbox
         py1, py2, px1, px2 = py1 + oy, py2 + oy, px1 + ox, px2 + ox
     hp, wp = py2 - py1, px2 - px1
     square = None
@@ -340,11 +359,11 @@ def focus_crop(coarse_logits: np.ndarray, prev_prob: np.ndarray, target_box: Tup
         box = (py1, py2, px1, px2)
     elif strategy == "click_square":
         box = (y - r, y + r, x - r, x + r)
-    elif not prev.any():
+    elif not prev_any:
         box = (py1, py2, px1, px2)
     else:
-        diff = np.not_equal(pred, prev).view(np.uint8)  # 0/1, no copy; filled in place
-        dy1, dy2, dx1, dx2 = _component_bbox(diff, y, x, (oy, ox), (h, w))
+        dy1, dy2, dx1, dx2 = _component_bbox(diff() if callable(diff) else diff, y, x,
+                                             (oy, ox), (h, w))
         if (dy2 - dy1) < hp / 3 or (dx2 - dx1) < wp / 3:
             square = (y - r, y + r, x - r, x + r)
         box = square if square is not None else (dy1, dy2, dx1, dx2)

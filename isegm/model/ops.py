@@ -266,10 +266,30 @@ def roi_align_box(input: torch.Tensor, box: Sequence[float], output_size: Size,
     """
     if input.ndim != 4:
         raise ValueError(f"roi_align_box: input must be (N, C, H, W), got {tuple(input.shape)}")
+    _, c, h, w = input.shape
+    ph, pw = _pair(output_size)
+    iy, wy, ix, wx = box_taps(box, (h, w), output_size, spatial_scale, sampling_ratio, aligned)
+    x0, y0 = int(ix.min()), int(iy.min())
+    ww, wh = int(ix.max()) - x0 + 1, int(iy.max()) - y0 + 1
+    dtype = input.dtype if input.is_floating_point() else torch.float32
+    # (wh, ww, C) view of the window; contiguous rows when the input is channels-last
+    window = input[batch_index, :, y0:y0 + wh, x0:x0 + ww].permute(1, 2, 0).to(dtype)
+    rows = _apply_axis(iy - y0, wy, wh, window.reshape(wh, ww * c))  # (ph, ww*C)
+    cols = rows.view(ph, ww, c).transpose(0, 1).reshape(ww, ph * c)
+    out = _apply_axis(ix - x0, wx, ww, cols)  # (pw, ph*C)
+    return out.view(pw, ph, c).permute(2, 1, 0).unsqueeze(0)
+
+
+def box_taps(box: Sequence[float], size: Tuple[int, int], output_size: Size,
+             spatial_scale: float = 1.0, sampling_ratio: int = -1, aligned: bool = True
+             ) -> Tuple["np.ndarray", "np.ndarray", "np.ndarray", "np.ndarray"]:
+    """The bilinear taps of `roi_align` for one box (x1, y1, x2, y2) over an input of `size`
+    (h, w): (row indices, row weights, column indices, column weights), each (out, 2G) from
+    `_taps_host` (float32 host arithmetic, the same samples as `roi_align`)."""
     if len(box) != 4:
         raise ValueError(f"roi_align_box: box must be (x1, y1, x2, y2), got {box}")
     ph, pw = _pair(output_size)
-    _, c, h, w = input.shape
+    h, w = size
     f32 = np.float32
     scale = f32(spatial_scale)
     offset = f32(0.5 if aligned else 0.0)
@@ -287,12 +307,4 @@ def roi_align_box(input: torch.Tensor, box: Sequence[float], output_size: Size,
         grid_w, grid_h = int(np.ceil(roi_w / f32(pw))), int(np.ceil(roi_h / f32(ph)))
     ix, wx = _taps_host(x1, bin_w, grid_w, pw, w)
     iy, wy = _taps_host(y1, bin_h, grid_h, ph, h)
-    x0, y0 = int(ix.min()), int(iy.min())
-    ww, wh = int(ix.max()) - x0 + 1, int(iy.max()) - y0 + 1
-    dtype = input.dtype if input.is_floating_point() else torch.float32
-    # (wh, ww, C) view of the window; contiguous rows when the input is channels-last
-    window = input[batch_index, :, y0:y0 + wh, x0:x0 + ww].permute(1, 2, 0).to(dtype)
-    rows = _apply_axis(iy - y0, wy, wh, window.reshape(wh, ww * c))  # (ph, ww*C)
-    cols = rows.view(ph, ww, c).transpose(0, 1).reshape(ww, ph * c)
-    out = _apply_axis(ix - x0, wx, ww, cols)  # (pw, ph*C)
-    return out.view(pw, ph, c).permute(2, 1, 0).unsqueeze(0)
+    return iy, wy, ix, wx

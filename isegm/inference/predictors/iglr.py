@@ -22,6 +22,13 @@ earlier output nobody holds any more (only its stale support outside the crop is
 with `compile_model` (torch.compile of backbone, head and refiner, whose input shapes are fixed).
 Only the thresholded coarse crop (for the host-side connected components of the focus rule) and
 the final crop cross from the device to the host. `timer` (default: a no-op) records stages.
+
+On the CPU with numba (`kernels.ENABLED`), the IGLR predictor takes `_predict_compiled`: the
+previous mask thresholded with its bbox in one pass, the focus rule's masks computed from the
+coarse crop's row-resized form without writing the coarse map, the coarse values written only
+outside the refined box, and large crops sampled from the uint8 image (the network's target
+crop from 1 MP, the refiner's focus box from 0.26 MP). The straightforward path above stays for
+CUDA, for runs without numba (`IGLR_NUMBA=0`) and as the tests' reference.
 """
 from __future__ import annotations
 
@@ -35,8 +42,10 @@ import torch
 from ...model.ops import roi_align_box
 from ...utils.timing import NULL_TIMER
 from ..clicker import Click, Clicker
-from ..transforms import (FOCUS_STRATEGIES, ZoomIn, clamp_bbox, expand_bbox, focus_crop,
-                          map_clicks, resize_bilinear)
+from .. import kernels
+from .. import transforms
+from ..transforms import (FOCUS_STRATEGIES, ZoomIn, _linear_taps, clamp_bbox, expand_bbox,
+                          focus_box, focus_crop, map_clicks, resize_bilinear)
 from ..utils import get_bbox_from_mask
 from .base import BasePredictor, clicks_to_points, flip_clicks
 
@@ -94,7 +103,10 @@ class CoarsePredictor(BasePredictor):
 
     def set_image(self, image: np.ndarray) -> None:
         super().set_image(image)
-        tensor = torch.from_numpy(np.ascontiguousarray(self.image)).to(self.device)
+        image_u8 = np.ascontiguousarray(self.image)
+        # for the compiled ROI sampling of large focus boxes (uint8 HxWx3 only)
+        self._image_u8 = image_u8 if image_u8.dtype == np.uint8 and image_u8.ndim == 3 else None
+        tensor = torch.from_numpy(image_u8).to(self.device)
         self.image_nd = tensor.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
         self.zoom_in.reset()
         self._set_support(self.prev_prediction, (0, 0, 0, 0))
@@ -133,8 +145,7 @@ class CoarsePredictor(BasePredictor):
         full = (0, h - 1, 0, w - 1)
         if len(clicks) <= 1:
             return full
-        mask, (y1, y2, x1, x2) = self._prev_mask()
-        bbox = get_bbox_from_mask(mask)
+        _, (y1, y2, x1, x2), bbox = self._prev_mask()
         if bbox is None:
             return full
         rmin, rmax, cmin, cmax = bbox[0] + y1, bbox[1] + y1, bbox[2] + x1, bbox[3] + x1
@@ -146,19 +157,33 @@ class CoarsePredictor(BasePredictor):
         box = expand_bbox((rmin, rmax, cmin, cmax), self.target_crop_r, self.min_crop_size)
         return clamp_bbox(box, 0, h - 1, 0, w - 1)
 
-    def _prev_mask(self) -> Tuple[np.ndarray, Box]:
-        """(previous probabilities > 0.49 over their support, the half-open support box):
-        thresholded once per previous map, for the target crop and the focus rule."""
+    def _prev_mask(self) -> Tuple[np.ndarray, Box, Optional[Box]]:
+        """(previous probabilities > 0.49 over their support, the half-open support box, the
+        mask's inclusive bbox in it or None): thresholded once per previous map, for the target
+        crop and the focus rule; one compiled pass where available."""
         cache = self._prev_mask_cache
         if cache is None or cache[0] is not self.prev_prediction:
+            prev = self.prev_prediction
             y1, y2, x1, x2 = support = self._prev_support()
-            cache = (self.prev_prediction, self.prev_prediction[y1:y2, x1:x2] > 0.49, support)
+            if self._compiled():
+                mask, _, bbox = kernels.threshold_with_bbox(prev, support, 0.49)
+            else:
+                mask = prev[y1:y2, x1:x2] > 0.49
+                bbox = get_bbox_from_mask(mask)
+            cache = (prev, mask, support, bbox)
             self._prev_mask_cache = cache
-        return cache[1], cache[2]
+        return cache[1], cache[2], cache[3]
+
+    def _compiled(self) -> bool:
+        """Whether the per-click passes take the compiled kernels (numba present, CPU, a
+        C-contiguous float32 previous map)."""
+        prev = self.prev_prediction
+        return (kernels.ENABLED and self.device.type == "cpu" and prev.dtype == np.float32
+                and prev.flags.c_contiguous)
 
     def _prev_mask_window(self, roi: Box) -> np.ndarray:
         """Previous probabilities > 0.49 over an inclusive roi (bool)."""
-        mask, (y1, y2, x1, x2) = self._prev_mask()
+        mask, (y1, y2, x1, x2), _ = self._prev_mask()
         r0, r1, c0, c1 = roi
         window = np.zeros((r1 - r0 + 1, c1 - c0 + 1), dtype=bool)
         a0, a1, b0, b1 = max(y1, r0), min(y2, r1 + 1), max(x1, c0), min(x2, c1 + 1)
@@ -245,15 +270,8 @@ class CoarsePredictor(BasePredictor):
     def _coarse_target(self, clicks: List[Click]):
         """Coarse stage on the target crop: returns (probs (1,1,h,w) over the crop, inclusive
         roi, network logits (1,1,S,S), feature); the image outside the crop gets 0."""
-        with self.timer.stage("target_crop"):
-            roi = self._target_roi(clicks)
-            self.last_target_roi = roi
-            r0, r1, c0, c1 = roi
-            s = (self.infer_size, self.infer_size)
-            image = resize_bilinear(self.image_nd[:, :, r0:r1 + 1, c0:c1 + 1], s)
-            prev = resize_bilinear(self._prev_window(roi), s)
-            roi_clicks = map_clicks(clicks, roi, s)
-        logits, feature = self._network_coarse(image, prev, roi_clicks)
+        roi, logits, feature = self._coarse_network(clicks)
+        r0, r1, c0, c1 = roi
         with self.timer.stage("coarse_paste"):
             # on the CPU the crop is interpolated straight into the output map's window
             out = self._output((r0, r1 + 1, c0, c1 + 1))
@@ -263,6 +281,25 @@ class CoarsePredictor(BasePredictor):
             probs = resize_bilinear(torch.sigmoid(logits), (r1 - r0 + 1, c1 - c0 + 1),
                                     out=window)
         return probs, roi, logits, feature, out, window
+
+    def _coarse_network(self, clicks: List[Click]):
+        """The network on the target crop: (inclusive roi, logits (1,1,S,S), feature)."""
+        with self.timer.stage("target_crop"):
+            roi = self._target_roi(clicks)
+            self.last_target_roi = roi
+            r0, r1, c0, c1 = roi
+            s = (self.infer_size, self.infer_size)
+            if (self._image_u8 is not None and self._compiled()
+                    and (r1 - r0 + 1) * (c1 - c0 + 1) >= kernels.RESIZE_IMAGE_MIN_PIXELS):
+                image = kernels.resize_image(self._image_u8, (r0, r1 + 1, c0, c1 + 1),
+                                             _linear_taps(r1 - r0 + 1, s[0]),
+                                             _linear_taps(c1 - c0 + 1, s[1]))
+            else:
+                image = resize_bilinear(self.image_nd[:, :, r0:r1 + 1, c0:c1 + 1], s)
+            prev = resize_bilinear(self._prev_window(roi), s)
+            roi_clicks = map_clicks(clicks, roi, s)
+        logits, feature = self._network_coarse(image, prev, roi_clicks)
+        return roi, logits, feature
 
     def _coarse_zoom_in(self, clicks: List[Click]) -> torch.Tensor:
         full_size = tuple(self.image_nd.shape[-2:])
@@ -310,6 +347,8 @@ class IGLRPredictor(CoarsePredictor):
 
     @torch.inference_mode()
     def _predict(self, clicks: List[Click], clicker: Clicker) -> np.ndarray:
+        if self._compiled():
+            return self._predict_compiled(clicks)
         probs, roi, net_logits, feature, out, window = self._coarse_target(clicks)
         r0, r1, c0, c1 = roi
         # The rule's logits l = log(p / (1 - p)) are never materialised: l > 0.49 is
@@ -339,6 +378,54 @@ class IGLRPredictor(CoarsePredictor):
         with self.timer.stage("paste_back"):
             return self._finish(out, probs, roi, window)
 
+    def _predict_compiled(self, clicks: List[Click]) -> np.ndarray:
+        """`_predict` with the compiled kernels (same result to float rounding; tested against
+        the full-image computation). The coarse crop is kept as the rows of a separable resize
+        (ATen along the rows: S x w); one pass computes the focus rule's coarse mask from them,
+        its count and bbox, and its XOR with the previous mask, without writing the coarse
+        map; the coarse values are then written only where the refined box does not cover
+        them. At 4K, where the box is often most of the crop, that is one full-resolution pass
+        instead of five (paste, threshold, window of the previous mask, XOR, bbox)."""
+        roi, net_logits, feature = self._coarse_network(clicks)
+        r0, r1, c0, c1 = roi
+        window = (r0, r1 + 1, c0, c1 + 1)
+        with self.timer.stage("coarse_paste"):
+            s = net_logits.shape[-2]
+            rows = resize_bilinear(torch.sigmoid(net_logits), (s, c1 - c0 + 1))
+            rows = rows[0, 0].contiguous().numpy()
+            taps = _linear_taps(s, r1 - r0 + 1)
+        with self.timer.stage("focus_crop"):
+            prev_mask, (y1, _, x1, _), prev_bbox = self._prev_mask()
+            diff, count, bbox = kernels.blend_threshold_xor(
+                rows, taps, LOGIT_049_AS_PROB, prev_mask, (y1 - r0, x1 - c0))
+            box = focus_box(self.focus_strategy, count, bbox, prev_bbox is not None, diff,
+                            window, clicks[-1].coords, self.focus_crop_r, (r0, c0),
+                            self.prev_prediction.shape)
+        out = self._output(window)
+        if box is None or feature is None:
+            with self.timer.stage("coarse_paste"):
+                kernels.blend_rows(rows, taps, out, window)
+            return self._pending(out, window)
+        refined = self._refine(box, roi, clicks, net_logits, feature)
+        y1, y2, x1, x2 = box
+        with self.timer.stage("paste_back"):
+            if len(clicks) > self.refine_after_clicks:
+                refined = torch.sigmoid(resize_bilinear(refined, (y2 - y1, x2 - x1)))
+                return self._paste_on_previous(out, window, refined, box)
+            for part in _window_minus_box(window, box):
+                kernels.blend_rows(rows, taps, out, part, col0=part[2] - c0,
+                                   first_row=part[0] - r0)
+            window_box = torch.from_numpy(out)[y1:y2, x1:x2][None, None]
+            if (y2 - y1) * (x2 - x1) >= transforms.SEPARABLE_MIN_PIXELS and y2 - y1 > 1:
+                # the separable resize's row blend on the C-contiguous map itself
+                n = refined.shape[-2]
+                rows_box = resize_bilinear(refined, (n, x2 - x1))[0, 0].contiguous().numpy()
+                kernels.blend_rows(rows_box, _linear_taps(n, y2 - y1), out, box)
+            else:
+                resize_bilinear(refined, (y2 - y1, x2 - x1), out=window_box)
+            window_box.sigmoid_()
+        return self._pending(out, window)
+
     def _paste_on_previous(self, out: np.ndarray, window: Box, probs: torch.Tensor, box: Box
                            ) -> np.ndarray:
         """The previous map with the (1, 1, h, w) `probs` written at the half-open box, built
@@ -362,7 +449,11 @@ class IGLRPredictor(CoarsePredictor):
         sx = self.infer_size / (c1 - c0 + 1)
         net_box = ((x1 - c0) * sx, (y1 - r0) * sy, (x2 - c0) * sx, (y2 - r0) * sy)
         with self.timed_model("sampling_time"), self.timer.stage("roi_sampling"):
-            image_crop = roi_align_box(self.image_nd, (x1, y1, x2, y2), size)
+            if (self._image_u8 is not None and self._compiled()
+                    and (y2 - y1) * (x2 - x1) >= kernels.ROI_ALIGN_MIN_PIXELS):
+                image_crop = kernels.roi_align_image(self._image_u8, (x1, y1, x2, y2), size)
+            else:
+                image_crop = roi_align_box(self.image_nd, (x1, y1, x2, y2), size)
             coarse_crop = roi_align_box(net_logits, net_box, size)
             feature_crop = roi_align_box(feature, net_box, max(1, size // 4),
                                          spatial_scale=feature.shape[-1] / self.infer_size)
@@ -372,6 +463,15 @@ class IGLRPredictor(CoarsePredictor):
         with self.timed_model(), self.timer.stage("refiner"), self._autocast():
             out = self.model.forward_refine(image_crop, points, coarse_crop, feature_crop)
         return out["refined"].float()
+
+
+def _window_minus_box(window: Box, box: Box) -> List[Box]:
+    """The half-open `window` minus the half-open `box` inside it, as up to four half-open
+    boxes (the rows above and below the box, then left and right of it in its rows)."""
+    w0, w1, w2, w3 = window
+    b0, b1, b2, b3 = box
+    parts = [(w0, b0, w2, w3), (b1, w1, w2, w3), (b0, b1, w2, b2), (b0, b1, b3, w3)]
+    return [p for p in parts if p[1] > p[0] and p[3] > p[2]]
 
 
 def _zero_outside(out: np.ndarray, support: Box, window: Box) -> None:
