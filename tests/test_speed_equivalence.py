@@ -348,6 +348,26 @@ def test_compiled_roi_align_of_the_uint8_image_matches_roi_align_box():
         kernels.roi_align_image(image.astype(np.float32), boxes[0], 8)
 
 
+def test_compiled_roi_align_of_features_matches_roi_align_box():
+    """`kernels.roi_align_features` (window copied channels-last, all channels per FMA) equals
+    `roi_align_box` on a 64-channel map at a quarter of the box coordinates' scale."""
+    from isegm.inference import kernels
+    from isegm.model.ops import roi_align_box
+    if not kernels.ENABLED:
+        pytest.skip(f"numba kernels disabled: {kernels.DISABLED_REASON}")
+    torch.manual_seed(3)
+    feature = torch.randn(1, 64, 40, 52)
+    for box in [(40.0, 30.5, 200.0, 150.0), (0.0, 0.0, 208.0, 160.0), (-20.0, 130.0, 90.0, 190.0),
+                (100.3, 7.9, 101.0, 9.0)]:
+        for size in (16, (9, 23)):
+            expected = roi_align_box(feature, box, size, spatial_scale=0.25)
+            got = kernels.roi_align_features(feature, box, size, 0.25)
+            assert got.shape == expected.shape
+            torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="float32"):
+        kernels.roi_align_features(feature.double(), (0, 0, 8, 8), 4, 0.25)
+
+
 def test_compiled_map_kernels_match_numpy():
     """The predictor's one-pass kernels against their NumPy forms: threshold with count and
     bbox over a window; the thresholded separable resize XOR a clipped mask, with count and

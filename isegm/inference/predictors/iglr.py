@@ -455,8 +455,14 @@ class IGLRPredictor(CoarsePredictor):
             else:
                 image_crop = roi_align_box(self.image_nd, (x1, y1, x2, y2), size)
             coarse_crop = roi_align_box(net_logits, net_box, size)
-            feature_crop = roi_align_box(feature, net_box, max(1, size // 4),
-                                         spatial_scale=feature.shape[-1] / self.infer_size)
+            feature_size = max(1, size // 4)
+            feature_scale = feature.shape[-1] / self.infer_size
+            if self._compiled() and feature.dtype == torch.float32:
+                feature_crop = kernels.roi_align_features(feature, net_box, feature_size,
+                                                          feature_scale)
+            else:
+                feature_crop = roi_align_box(feature, net_box, feature_size,
+                                             spatial_scale=feature_scale)
             crop_clicks = [c.copy(coords=((c.coords[0] - y1) * size / (y2 - y1),
                                           (c.coords[1] - x1) * size / (x2 - x1))) for c in clicks]
             points = clicks_to_points([crop_clicks], order=0, device=self.device)
