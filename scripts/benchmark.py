@@ -23,10 +23,12 @@ Conventions (also written into the JSON under "conventions"):
   (the predictor is told that mask as its previous output), so target and focus crops are the
   sizes a trained model meets, whatever the weights. Weights: `--checkpoint`, else seed 0 with
   non-zero IGA coefficients. Times: every click of `--repeats` sequences of `--clicks` clicks
-  after one warm-up sequence; median, quartiles and min-max.
+  after one warm-up sequence per size; median, quartiles and min-max. The timed sequences
+  interleave the sizes (one sequence of each size in turn), so that the 4K-to-480p ratio is not
+  at the mercy of a slow phase of a shared host.
 - Evaluator overhead: the clicker's next click plus the IoU of the returned mask, per click.
 - Peak memory: CPU: growth of the process's peak RSS (`resource.getrusage` ru_maxrss) from
-  the built model to the end of the size's run (so it includes the image, the smaller sizes
+  the built model to the end of the size's warm-up sequence (so it includes the image, the smaller sizes
   before it and all activations), in a fresh process per configuration unless `--no-isolate`
   (then a lower bound: ru_maxrss never decreases); CUDA: `torch.cuda.max_memory_allocated`.
 
@@ -187,14 +189,14 @@ def make_predictor(model: IGLRModel, cfg: Dict[str, Any], device: torch.device):
 
 
 def run_clicks(predictor, image: np.ndarray, gt: np.ndarray, clicks: int, repeats: int,
-               timer: StageTimer) -> Dict[str, List[Any]]:
-    """One warm-up and `repeats` timed click sequences. Returns per-click totals (s), stage
-    records ({stage: s}) and the evaluator's overhead (s)."""
+               timer: StageTimer, warmup: bool = True) -> Dict[str, List[Any]]:
+    """One warm-up (unless `warmup` is False) and `repeats` timed click sequences. Returns
+    per-click totals (s), stage records ({stage: s}) and the evaluator's overhead (s)."""
     masks = scripted_masks(gt, clicks)
     totals: List[float] = []
     overhead: List[float] = []
     stages: List[Dict[str, float]] = []
-    for rep in range(repeats + 1):
+    for rep in range(0 if warmup else 1, repeats + 1):
         predictor.set_image(image)
         clicker = Clicker(gt_mask=gt)
         obj, valid = clicker.object_and_valid_masks()  # as evaluate_sample does, once per object
@@ -310,16 +312,28 @@ def run_config(cfg: Dict[str, Any]) -> Dict[str, Any]:
         "params_m": sum(p.numel() for p in model.parameters()) / 1e6, "sizes": {}}
     peak = cfg["peak_gflops"] * (1 if cfg["dtype"] == "fp32" else 2)
     rss_start = _maxrss_mb()  # model built; images, clicks and activations come on top
-    for size in cfg["sizes"]:
-        h, w = size
-        image, gt = synthetic_object(h, w)
+    samples: Dict[Tuple[int, int], Tuple[np.ndarray, np.ndarray]] = {}
+    memory: Dict[Tuple[int, int], float] = {}
+    for size in cfg["sizes"]:  # one warm-up sequence per size, in order
+        samples[size] = image, gt = synthetic_object(*size)
         if "gflop_per_click" not in row:  # size-independent: crops are resized to 256
             row["gflop_per_click"] = count_click_flops(predictor, image, gt)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        res = run_clicks(predictor, image, gt, cfg["clicks"], cfg["repeats"], timer)
-        mem = (torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == "cuda"
-               else _maxrss_mb() - rss_start)
+        run_clicks(predictor, image, gt, cfg["clicks"], 0, timer)
+        memory[size] = (torch.cuda.max_memory_allocated(device) / 2 ** 20
+                        if device.type == "cuda" else _maxrss_mb() - rss_start)
+    # the timed sequences interleave the sizes (one of each in turn, `repeats` rounds): a slow
+    # phase of a shared host then weighs on every size alike, not on one size's block
+    results = {size: {"totals": [], "overhead": [], "stages": []} for size in samples}
+    for _ in range(cfg["repeats"]):
+        for size, (image, gt) in samples.items():
+            res = run_clicks(predictor, image, gt, cfg["clicks"], 1, timer, warmup=False)
+            for key, values in res.items():
+                results[size][key].extend(values)
+    for size, (image, gt) in samples.items():
+        h, w = size
+        res, mem = results[size], memory[size]
         records = res["stages"]
         stages = {s: _summary([r.get(s, 0.0) for r in records]) for s in STAGES}
         if records:
