@@ -80,6 +80,23 @@ def _exact_sq_distance(vert, i, x, width, stop):
 
 
 @_njit
+def _bucket_pass(bound, rowmax, lowest, slots, where, place):
+    """One pass of the counting sort of the pixels whose bound is at least `lowest`: count them
+    per bound value into `slots` (place=False), or write their flat indices into `where` at
+    `slots` (the next free slot of each value, advanced; place=True)."""
+    h, w = bound.shape
+    for i in range(h):
+        if rowmax[i] < lowest:
+            continue
+        for j in range(w):
+            b = bound[i, j]
+            if b >= lowest:
+                if place:
+                    where[slots[b]] = i * w + j
+                slots[b] += 1
+
+
+@_njit
 def _deepest_pixel_kernel(mask, clicked, use_clicked):
     h, w = mask.shape
     # distance to the nearest 0 along the column, the ring above and below included
@@ -137,27 +154,14 @@ def _deepest_pixel_kernel(mask, clicked, use_clicked):
     floor = _exact_sq_distance(vert, ti, tj, w, -1)
     lowest = int(np.sqrt(floor))  # bound^2 >= floor <=> bound >= ceil(sqrt(floor)) >= this
     count = np.zeros(top + 2, np.int64)
-    for i in range(h):
-        if rowmax[i] < lowest:
-            continue
-        for j in range(w):
-            b = bound[i, j]
-            if b >= lowest:
-                count[b] += 1
+    _bucket_pass(bound, rowmax, lowest, count, count, False)
     start = np.zeros(top + 2, np.int64)  # slots of each bound value, largest first
     total = 0
     for b in range(top, lowest - 1, -1):
         start[b] = total
         total += count[b]
     where = np.empty(total, np.int64)
-    for i in range(h):
-        if rowmax[i] < lowest:
-            continue
-        for j in range(w):
-            b = bound[i, j]
-            if b >= lowest:
-                where[start[b]] = i * w + j
-                start[b] += 1
+    _bucket_pass(bound, rowmax, lowest, start, where, True)
     best = floor
     for n in range(total):
         i, j = divmod(where[n], w)
@@ -219,22 +223,6 @@ def _blend_row(a, b, u, v, out):
 
 
 @_njit
-def _threshold_row(values, thresh, out):
-    """out = values > thresh (uint8); returns (count, first, last column; w, -1 if none)."""
-    w = values.shape[0]
-    count = np.int32(0)
-    first = np.int32(w)
-    last = np.int32(-1)
-    for j in range(w):
-        above = values[j] > thresh
-        count += np.int32(1) if above else np.int32(0)
-        out[j] = np.uint8(1) if above else np.uint8(0)
-        first = min(first, np.int32(j) if above else np.int32(w))
-        last = max(last, np.int32(j) if above else np.int32(-1))
-    return count, first, last
-
-
-@_njit
 def _blend_threshold_row(a, b, u, v, thresh, out):
     """out = (u * a + v * b) > thresh (uint8), without keeping the blend; (count, first, last)."""
     w = out.shape[0]
@@ -266,7 +254,9 @@ def _blend_rows_kernel(rows, col0, low, high, w_low, w_high, out, r0, c0, h, w):
 @_njit_parallel
 def _threshold_kernel(values, r0, c0, h, w, thresh, mask, count, first, last):
     for i in prange(h):
-        count[i], first[i], last[i] = _threshold_row(values[r0 + i][c0:c0 + w], thresh, mask[i])
+        row = values[r0 + i][c0:c0 + w]  # the blend of the row with itself, weights (1, 0)
+        count[i], first[i], last[i] = _blend_threshold_row(row, row, np.float32(1),
+                                                           np.float32(0), thresh, mask[i])
 
 
 @_njit_parallel
