@@ -438,3 +438,22 @@ def test_compiled_resize_of_the_uint8_image_matches_aten():
         torch.testing.assert_close(got, expected, rtol=0, atol=3e-7)
     with pytest.raises(ValueError, match="outside"):
         kernels.resize_image(image, (0, 301, 0, 10), _linear_taps(301, 4), _linear_taps(10, 4))
+
+
+def test_compiled_kernels_use_as_many_threads_as_torch():
+    """The parallel kernels follow `torch.set_num_threads` (a benchmark's `--threads`)."""
+    from isegm.inference import kernels
+    if not kernels.ENABLED:
+        pytest.skip(f"numba kernels disabled: {kernels.DISABLED_REASON}")
+    import numba
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        values = np.ones((8, 8), np.float32)
+        assert kernels.threshold_with_bbox(values, (0, 8, 0, 8), 0.5)[1] == 64
+        assert numba.get_num_threads() == 1
+        torch.set_num_threads(max(1, before))
+        kernels.threshold_with_bbox(values, (0, 8, 0, 8), 0.5)
+        assert numba.get_num_threads() == min(before, numba.config.NUMBA_NUM_THREADS)
+    finally:
+        torch.set_num_threads(before)

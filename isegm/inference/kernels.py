@@ -25,6 +25,7 @@ file (`__pycache__`), or in numba's user-wide cache where that is not writable.
 """
 from __future__ import annotations
 
+import functools
 import os
 from typing import Optional, Tuple
 
@@ -211,9 +212,27 @@ def deepest_pixel(mask: np.ndarray, clicked: Optional[np.ndarray] = None) -> Tup
 # vectorises; per-row counts and first / last columns are reductions inside the same loop.
 
 def _njit_parallel(fn):
+    """numba.njit(parallel=True, fastmath=True, ...) of a row-parallel kernel, called with as
+    many threads as PyTorch uses (`torch.set_num_threads`, e.g. a benchmark's `--threads`)."""
     if numba is None:
         return fn
-    return numba.njit(cache=True, nogil=True, parallel=True, fastmath=True)(fn)
+    kernel = numba.njit(cache=True, nogil=True, parallel=True, fastmath=True)(fn)
+
+    @functools.wraps(fn)
+    def call(*args):
+        match_torch_threads()
+        return kernel(*args)
+
+    return call
+
+
+def match_torch_threads() -> int:
+    """Set numba's thread count to PyTorch's (at most numba's pool size); returns it."""
+    import torch
+    n = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    if numba.get_num_threads() != n:
+        numba.set_num_threads(n)
+    return n
 
 
 @_njit
