@@ -15,13 +15,14 @@ the reference (and as the path used without numba, or on CUDA); the tests compar
 Rows are processed in parallel as contiguous 1-D slices of C-contiguous arrays, which numba
 vectorises (a 2-D strided window is several times slower); per-row counts and first / last
 columns are reductions in the same loop (a separate early-exit scan was slower than the pass).
-Tried and not kept: a fused interpolate + sigmoid with a polynomial exp (numba did not
-vectorise it: 10x slower than PyTorch's sigmoid); the first pass of the separable resize
-(0.4 ms gained at 4K, not worth a kernel).
+Tried and not kept: a fused blend + sigmoid with a polynomial exp, and one with a rational
+tanh (numba vectorised neither well: at best as fast as PyTorch's blend and sigmoid, which stay);
+the first pass of the separable resize (0.4 ms gained at 4K, not worth a kernel); de-interleaved
+planes for the RoIAlign column taps (1 ms at 4K, a second kernel for C=3).
 
 `ENABLED` is False when numba cannot be imported or `IGLR_NUMBA=0` is set; callers then take the
-reference path. Kernels are compiled on first use (about a second each) and cached beside this
-file (`__pycache__`), or in numba's user-wide cache where that is not writable.
+reference path. Kernels are compiled on first use (one to two seconds each) and cached beside
+this file (`__pycache__`), or in numba's user-wide cache where that is not writable.
 """
 from __future__ import annotations
 
