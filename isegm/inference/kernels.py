@@ -439,16 +439,31 @@ def _roi_align_rows_kernel(image, channels, y_ptr, y_idx, y_val, x_ptr, x_idx, x
             v = y_val[k]
             for j in range(span):
                 acc[j] += v * np.float32(row[j])
-        # columns pass: a few taps per output, the channels of a tap together
+        # columns pass: a few taps per output, the channels of a tap together (an image's
+        # three in registers)
         total = np.zeros(channels, np.float32)
         for px in range(pw):
+            o = out[py, px]
+            if channels == 3:
+                t0 = np.float32(0)
+                t1 = np.float32(0)
+                t2 = np.float32(0)
+                for k in range(x_ptr[px], x_ptr[px + 1]):
+                    v = x_val[k]
+                    base = x_idx[k] * 3
+                    t0 += v * acc[base]
+                    t1 += v * acc[base + 1]
+                    t2 += v * acc[base + 2]
+                o[0] = t0 * scale
+                o[1] = t1 * scale
+                o[2] = t2 * scale
+                continue
             total[:] = 0
             for k in range(x_ptr[px], x_ptr[px + 1]):
                 v = x_val[k]
                 base = x_idx[k] * channels
                 for ch in range(channels):
                     total[ch] += v * acc[base + ch]
-            o = out[py, px]
             for ch in range(channels):
                 o[ch] = total[ch] * scale
 
