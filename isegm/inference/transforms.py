@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..model.ops import csr_matrix
 from . import kernels
 from .clicker import Click
 from .utils import get_bbox_from_mask
@@ -78,11 +79,7 @@ def _rows_matrix(n_in: int, n_out: int) -> torch.Tensor:
     indices = np.stack((low, high), 1).reshape(-1)
     values = np.stack((w_low, w_high), 1).reshape(-1)
     indptr = np.arange(0, 2 * n_out + 1, 2, dtype=np.int64)
-    with warnings.catch_warnings():  # CSR support is flagged "beta" by torch
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse_csr_tensor(torch.from_numpy(indptr), torch.from_numpy(indices),
-                                       torch.from_numpy(values), size=(n_out, n_in),
-                                       check_invariants=False)
+    return csr_matrix(indptr, indices, values, (n_out, n_in))
 
 
 def _resize_one_map_separable(tensor: torch.Tensor, size: Tuple[int, int],

@@ -242,13 +242,21 @@ def _apply_axis(idx: "np.ndarray", wts: "np.ndarray", length: int, x: torch.Tens
     if length <= SPARSE_AXIS_RATIO * idx.shape[0]:
         weights = torch.from_numpy(_axis_matrix(idx, wts, length))
         return weights.to(device=x.device, dtype=x.dtype, non_blocking=True) @ x
-    indptr, indices, values = (torch.from_numpy(a) for a in _axis_csr(idx, wts, length))
+    weights = csr_matrix(*_axis_csr(idx, wts, length), (idx.shape[0], length))
     with warnings.catch_warnings():  # CSR support is flagged "beta" by torch
         warnings.simplefilter("ignore", UserWarning)
-        # valid by construction (sorted unique columns per row): no invariant checks
-        weights = torch.sparse_csr_tensor(indptr, indices, values, size=(idx.shape[0], length),
-                                          check_invariants=False)
         return torch.sparse.mm(weights.to(device=x.device, dtype=x.dtype), x)
+
+
+def csr_matrix(indptr: "np.ndarray", indices: "np.ndarray", values: "np.ndarray",
+               shape: Tuple[int, int]) -> torch.Tensor:
+    """A torch CSR matrix from NumPy arrays valid by construction (no invariant checks), with
+    torch's "beta" warning silenced."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(torch.from_numpy(indptr), torch.from_numpy(indices),
+                                       torch.from_numpy(values), size=shape,
+                                       check_invariants=False)
 
 
 def roi_align_box(input: torch.Tensor, box: Sequence[float], output_size: Size,
