@@ -28,9 +28,10 @@ Conventions (also written into the JSON under "conventions"):
   at the mercy of a slow phase of a shared host.
 - Evaluator overhead: the clicker's next click plus the IoU of the returned mask, per click.
 - Peak memory: CPU: growth of the process's peak RSS (`resource.getrusage` ru_maxrss) from
-  the built model to the end of the size's warm-up sequence (so it includes the image, the smaller sizes
-  before it and all activations), in a fresh process per configuration unless `--no-isolate`
-  (then a lower bound: ru_maxrss never decreases); CUDA: `torch.cuda.max_memory_allocated`.
+  the built model to the end of the size's warm-up sequence (so it includes the image, the
+  smaller sizes before it and all activations), in a fresh process per configuration unless
+  `--no-isolate` (then a lower bound: ru_maxrss never decreases); CUDA:
+  `torch.cuda.max_memory_allocated`.
 
 Writes `--json` and `--markdown` (and prints the markdown).
 """

@@ -457,3 +457,20 @@ def test_compiled_kernels_use_as_many_threads_as_torch():
         assert numba.get_num_threads() == min(before, numba.config.NUMBA_NUM_THREADS)
     finally:
         torch.set_num_threads(before)
+
+
+def test_map_and_window_finds_the_window_of_a_map():
+    """The separable resize hands the row blend the whole C-contiguous map and the window when
+    its output is a window of one, and the output itself otherwise."""
+    from isegm.inference.transforms import _map_and_window
+    full = torch.zeros(30, 40)
+    base, window = _map_and_window(full[5:17, 9:31])
+    assert base.shape == (30, 40) and window == (5, 17, 9, 31)
+    base, window = _map_and_window(full[5:17, 9:31][None, None][0, 0])
+    assert base.shape == (30, 40) and window == (5, 17, 9, 31)
+    alone = torch.zeros(6, 7)
+    base, window = _map_and_window(alone)
+    assert base.shape == (6, 7) and window == (0, 6, 0, 7)
+    strided = full[::2, 9:31]  # rows not those of the map: used as it is
+    base, window = _map_and_window(strided)
+    assert base.shape == (15, 22) and window == (0, 15, 0, 22)

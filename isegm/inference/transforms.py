@@ -94,13 +94,26 @@ def _resize_one_map_separable(tensor: torch.Tensor, size: Tuple[int, int],
         return out.copy_(rows.expand_as(out))
     target = out[0, 0]
     if kernels.ENABLED and target.stride(1) == 1:
-        kernels.blend_rows(rows[0, 0].contiguous().numpy(), _linear_taps(h, size[0]),
-                           target.numpy(), (0, size[0], 0, size[1]))
+        full, window = _map_and_window(target)
+        kernels.blend_rows(rows[0, 0].contiguous().numpy(), _linear_taps(h, size[0]), full,
+                           window)
         return out
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         torch.mm(_rows_matrix(h, size[0]), rows[0, 0], out=out[0, 0])
     return out
+
+
+def _map_and_window(target: torch.Tensor) -> Tuple[np.ndarray, Roi]:
+    """(a C-contiguous 2-D map, the half-open window of it that the 2-D CPU view `target` is)
+    when `target` is a window of one (e.g. of an output map), so that the row blend compiles its
+    contiguous form; else (`target` itself, its whole extent)."""
+    base = target._base
+    if (base is not None and base.dim() == 2 and base.is_contiguous()
+            and target.stride() == (base.stride(0), 1)):
+        r0, c0 = divmod(target.storage_offset() - base.storage_offset(), base.stride(0))
+        return base.numpy(), (r0, r0 + target.shape[0], c0, c0 + target.shape[1])
+    return target.numpy(), (0, target.shape[0], 0, target.shape[1])
 
 
 def expand_bbox(bbox: Roi, expand_ratio: float, min_crop_size: Optional[float] = None) -> Roi:

@@ -43,7 +43,6 @@ from ...model.ops import roi_align_box
 from ...utils.timing import NULL_TIMER
 from ..clicker import Click, Clicker
 from .. import kernels
-from .. import transforms
 from ..transforms import (FOCUS_STRATEGIES, ZoomIn, _linear_taps, clamp_bbox, expand_bbox,
                           focus_box, focus_crop, map_clicks, resize_bilinear)
 from ..utils import get_bbox_from_mask
@@ -416,14 +415,7 @@ class IGLRPredictor(CoarsePredictor):
                 kernels.blend_rows(rows, taps, out, part, col0=part[2] - c0,
                                    first_row=part[0] - r0)
             window_box = torch.from_numpy(out)[y1:y2, x1:x2][None, None]
-            if (y2 - y1) * (x2 - x1) >= transforms.SEPARABLE_MIN_PIXELS and y2 - y1 > 1:
-                # the separable resize's row blend on the C-contiguous map itself
-                n = refined.shape[-2]
-                rows_box = resize_bilinear(refined, (n, x2 - x1))[0, 0].contiguous().numpy()
-                kernels.blend_rows(rows_box, _linear_taps(n, y2 - y1), out, box)
-            else:
-                resize_bilinear(refined, (y2 - y1, x2 - x1), out=window_box)
-            window_box.sigmoid_()
+            resize_bilinear(refined, (y2 - y1, x2 - x1), out=window_box).sigmoid_()
         return self._pending(out, window)
 
     def _paste_on_previous(self, out: np.ndarray, window: Box, probs: torch.Tensor, box: Box
