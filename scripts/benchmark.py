@@ -224,9 +224,11 @@ def run_clicks(predictor, image: np.ndarray, gt: np.ndarray, clicks: int, repeat
 
 
 def _set_prev(predictor, mask: np.ndarray) -> None:
-    """Tell the predictor `mask` was its last output (with its support, as the predictor would
-    know it)."""
-    predictor.set_prev_prediction(mask, mask_support(mask))
+    """Tell the predictor `mask` was its last output, with what it keeps of its own outputs:
+    the support and the support's threshold (both built while an output is written)."""
+    support = mask_support(mask) or (0, 0, 0, 0)
+    y1, y2, x1, x2 = support
+    predictor.set_prev_prediction(mask, support, above=mask[y1:y2, x1:x2] > 0.49)
 
 
 def count_click_flops(predictor, image: np.ndarray, gt: np.ndarray) -> float:

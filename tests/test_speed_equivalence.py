@@ -1,4 +1,6 @@
 """The speed work leaves outputs unchanged: each fast path against the straightforward one."""
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -254,9 +256,55 @@ def test_predictor_fast_path_matches_full_image_reference(tiny_model, name, kwar
         scripted[10:12, 5:9] = 0.3
         if k == 3:  # through the public prev_mask route (support unknown: rescanned)
             pred.prev_prediction = scripted
+        elif k == 2:  # with its threshold over the support, as the benchmark passes it
+            pred.set_prev_prediction(scripted, (10, 48, 5, 72),
+                                     above=scripted[10:48, 5:72] > 0.49)
         else:
             pred.set_prev_prediction(scripted, None if k % 2 else (10, 48, 5, 70 + k))
         mask = scripted > 0.49
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_previous_mask_kept_from_the_paste_equals_the_outputs_threshold(tiny_model, compiled,
+                                                                      monkeypatch):
+    """Clicks chained on the predictor's own outputs (the evaluator's pattern): the previous
+    mask the compiled paste keeps (built while the output is written) equals the output's
+    threshold over its support, count and bbox included; and `set_prev_prediction(above=...)`
+    checks what it is given."""
+    from isegm.inference import kernels
+    from isegm.inference.clicker import Clicker
+    from isegm.inference.predictors import get_predictor
+    from isegm.inference.utils import get_bbox_from_mask
+    if compiled and not kernels.ENABLED:
+        pytest.skip(f"numba kernels disabled: {kernels.DISABLED_REASON}")
+    monkeypatch.setattr(kernels, "ENABLED", compiled)
+    rng = np.random.default_rng(3)
+    h, w = 70, 96
+    image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    gt = np.zeros((h, w), np.int32)
+    gt[15:55, 20:80] = 1
+    pred = get_predictor("iglr", tiny_model, "cpu", with_flip=False, refine_after_clicks=4)
+    pred.set_image(image)
+    clicker = Clicker(gt_mask=gt)
+    out = np.zeros((h, w), np.float32)
+    kept = 0
+    for _ in range(6):  # clicks 5 and 6 paste on the previous map (no mask kept there)
+        clicker.make_next_click(out > 0.49)
+        out = pred.get_prediction(clicker)
+        cached = pred._prev_mask_cache
+        if cached is not None and cached[0] is out:
+            kept += 1
+        mask, (y1, y2, x1, x2), bbox = pred._prev_mask()
+        expected = out[y1:y2, x1:x2] > 0.49
+        np.testing.assert_array_equal(mask, expected)
+        assert bbox == get_bbox_from_mask(expected)
+        assert not out[:y1].any() and not out[y2:].any()  # the support holds the output
+        assert not out[:, :x1].any() and not out[:, x2:].any()
+    assert kept == (4 if compiled else 0)
+    with pytest.raises(ValueError, match="support"):
+        pred.set_prev_prediction(out, None, above=out > 0.49)
+    with pytest.raises(ValueError, match="bool mask of the support"):
+        pred.set_prev_prediction(out, (0, 10, 0, 10), above=np.zeros((10, 9), bool))
 
 
 @pytest.mark.parametrize("name", ["iglr", "coarse"])
@@ -417,6 +465,77 @@ def test_compiled_map_kernels_match_numpy():
                                                             (np.nonzero(written)[1] - 10)],
                                rtol=0, atol=2e-7)
     assert (out[~written] == -1).all()
+
+
+def test_compiled_sigmoid_paste_with_its_threshold_matches_torch():
+    """The paste's row blend with the sigmoid (a vectorised polynomial exp) is within 3e-7 of
+    PyTorch's sigmoid of the blend, saturating cleanly; the threshold built in the same pass
+    equals the written map's (count and bbox too), pieces tiling the window; a window not
+    fully written is refused."""
+    from isegm.inference import kernels
+    from isegm.inference.predictors.iglr import _window_minus_box
+    from isegm.inference.transforms import _linear_taps
+    from isegm.inference.utils import get_bbox_from_mask
+    if not kernels.ENABLED:
+        pytest.skip(f"numba kernels disabled: {kernels.DISABLED_REASON}")
+    rng = np.random.default_rng(5)
+    rows = ((rng.random((16, 90)) - 0.5) * 40).astype(np.float32)
+    rows[0, :8] = [0.0, 1e-8, -1e-8, 90.0, -90.0, 1e4, -1e4, 16.7]
+    rows[3] = np.linspace(-0.2, 0.2, 90)  # values around the threshold's logit
+    taps = _linear_taps(16, 61)
+    blend = torch.nn.functional.interpolate(torch.from_numpy(rows)[None, None], size=(61, 90),
+                                            mode="bilinear", align_corners=True)[0, 0]
+    expected = torch.sigmoid(blend).numpy()
+    out = np.full((70, 100), -1, np.float32)
+    window, box = (4, 65, 6, 96), (20, 40, 30, 70)
+    mask = kernels.WindowMask(window, 0.49)
+    for a0, a1, b0, b1 in _window_minus_box(window, box):  # the coarse parts: a plain blend
+        kernels.blend_rows(rows, taps, out, (a0, a1, b0, b1), col0=b0 - 6, first_row=a0 - 4,
+                           mask=mask)
+    with pytest.raises(ValueError, match="cover"):
+        mask.result()
+    kernels.blend_rows(rows, taps, out, box, col0=24, first_row=16, sigmoid=True, mask=mask)
+    inside = np.zeros(out.shape, bool)
+    inside[20:40, 30:70] = True
+    np.testing.assert_allclose(out[inside], expected[16:36, 24:64].ravel(), rtol=0, atol=3e-7)
+    assert out[0, 0] == -1 and out[69, 99] == -1  # nothing outside the window
+    np.testing.assert_allclose(out[4:20, 6:96], blend.numpy()[:16], rtol=1e-6, atol=2e-7)
+    values, count, bbox = mask.result()
+    written = out[4:65, 6:96] > 0.49
+    np.testing.assert_array_equal(values, written)
+    assert count == written.sum() and bbox == get_bbox_from_mask(written)
+    full = np.zeros((61, 90), np.float32)
+    kernels.blend_rows(rows, taps, full, (0, 61, 0, 90), sigmoid=True)  # without a mask
+    np.testing.assert_allclose(full, expected, rtol=0, atol=3e-7)
+    assert full[0, 5] == 1.0 and full[0, 6] < 1e-37
+    with pytest.raises(ValueError, match="outside the mask"):
+        kernels.blend_rows(rows, taps, out, (0, 10, 0, 10), mask=kernels.WindowMask(box, 0.5))
+
+
+def test_numba_uses_512_bit_vectors_on_avx512_unless_told_otherwise():
+    """On an AVX-512 CPU, importing the kernels turns off LLVM's 256-bit preference through
+    NUMBA_CPU_FEATURES; a value the user set is left alone."""
+    import subprocess
+    import sys
+    from isegm.inference import kernels
+    if not kernels.ENABLED:
+        pytest.skip(f"numba kernels disabled: {kernels.DISABLED_REASON}")
+    code = ("import os, llvmlite.binding as ll; from isegm.inference import kernels; "
+            "print(bool(ll.get_host_cpu_features().get('avx512f')), "
+            "repr(os.environ.get('NUMBA_CPU_FEATURES', '')))")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def run(env):
+        done = subprocess.run([sys.executable, "-c", code], env=env, cwd=root,
+                              capture_output=True, text=True, check=True)
+        avx512, features = done.stdout.split(" ", 1)
+        return avx512 == "True", eval(features)
+
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CPU_FEATURES"}
+    avx512, features = run(env)
+    assert features.endswith(",-prefer-256-bit") == avx512
+    env["NUMBA_CPU_FEATURES"] = "+sse2"
+    assert run(env)[1] == "+sse2"
 
 
 def test_compiled_resize_of_the_uint8_image_matches_aten():

@@ -5,7 +5,9 @@ the reference (and as the path used without numba, or on CUDA); the tests compar
 - `deepest_pixel`: the evaluation click's deepest pixel of an error mask (rules 7-9), exact, from
   a bound instead of the whole distance transform.
 - `blend_rows`: the second pass of a separable bilinear resize of a large one-channel map,
-  written straight into a window of the output map (the predictor's pastes at 4K).
+  written straight into a window of the output map (the predictor's pastes at 4K); optionally
+  the sigmoid of it, and the written values thresholded in the same pass (`WindowMask`: the
+  next click's previous mask, with its count and bbox, without reading the map again).
 - `threshold_with_bbox`, `blend_threshold_xor`: a map thresholded with its count and bbox in
   one pass; the focus rule's coarse mask computed from the separable resize's rows (never
   written as floats), XOR the previous mask, with its count and bbox.
@@ -13,12 +15,15 @@ the reference (and as the path used without numba, or on CUDA); the tests compar
   sampled from the uint8 image (a quarter of the float image's bytes).
 
 Rows are processed in parallel as contiguous 1-D slices of C-contiguous arrays, which numba
-vectorises (a 2-D strided window is several times slower); per-row counts and first / last
-columns are reductions in the same loop (a separate early-exit scan was slower than the pass).
-Tried and not kept: a fused blend + sigmoid with a polynomial exp, and one with a rational
-tanh (numba vectorised neither well: at best as fast as PyTorch's blend and sigmoid, which stay);
-the first pass of the separable resize (0.4 ms gained at 4K, not worth a kernel); de-interleaved
-planes for the RoIAlign column taps (1 ms at 4K, a second kernel for C=3).
+vectorises (a 2-D strided window is several times slower). A row's pixel count is a reduction
+inside its loop; its first and last columns are two scans of the written mask that stop at the
+first hit (as min / max reductions in the loop they cost more than the threshold itself). What
+makes a loop vectorise: float arithmetic only, NumPy's error model where it divides (Python's
+checks each divisor), no call per element (the sigmoid's exp is a polynomial and an exponent
+shift, `_exp2_int`), and on AVX-512 CPUs 512-bit vectors (`_prefer_512_bit_vectors`).
+Tried and not kept: the first pass of the separable resize (0.4 ms gained at 4K, not worth a
+kernel); image RoIAlign variants (planes per channel, two input rows per sweep: within the
+host's noise, +-0.3 ms at 4K).
 
 `ENABLED` is False when numba cannot be imported or `IGLR_NUMBA=0` is set; callers then take the
 reference path. Kernels are compiled on first use (one to two seconds each) and cached beside
@@ -32,11 +37,34 @@ from typing import Optional, Tuple
 
 import numpy as np
 
+
+
+def _prefer_512_bit_vectors() -> None:
+    """On a CPU with AVX-512, let numba's LLVM use 512-bit vectors: its tuning for recent Intel
+    cores prefers 256-bit ones (`prefer-256-bit`), which halves the throughput of the
+    compute-bound loops (the paste's sigmoid: 3.0 -> 2.2 ms at 4K, measured). Done through
+    numba's documented `NUMBA_CPU_FEATURES` (the host's features, that tuning turned off), and
+    only when it is not set already: a user's setting wins."""
+    if "NUMBA_CPU_FEATURES" in os.environ:
+        return
+    try:
+        import llvmlite.binding as llvm
+        features = llvm.get_host_cpu_features()
+    except (ImportError, RuntimeError):
+        return
+    if features.get("avx512f"):
+        os.environ["NUMBA_CPU_FEATURES"] = features.flatten() + ",-prefer-256-bit"
+
+
 try:
     if os.environ.get("IGLR_NUMBA", "1") == "0":
         raise ImportError("disabled by IGLR_NUMBA=0")
+    _prefer_512_bit_vectors()
     import numba
+    from llvmlite import ir as _llvm_ir
     from numba import prange
+    from numba.core import types as _nb_types
+    from numba.extending import intrinsic as _intrinsic
     ENABLED = True
     DISABLED_REASON = ""
 except ImportError as error:  # the reference paths are complete without it
@@ -52,6 +80,14 @@ def _njit(fn):
     if numba is None:
         return fn
     return numba.njit(cache=True, nogil=True)(fn)
+
+
+def _njit_vector_math(fn):
+    """`_njit` for a loop of float arithmetic with a division: NumPy's error model (Python's
+    checks every division for a zero divisor, a branch that stops the vectoriser) and fastmath."""
+    if numba is None:
+        return fn
+    return numba.njit(cache=True, nogil=True, fastmath=True, error_model="numpy")(fn)
 
 
 # ------------------------------------------------------------------------------------------
@@ -242,19 +278,86 @@ def _blend_row(a, b, u, v, out):
         out[j] = u * a[j] + v * b[j]
 
 
+if numba is not None:
+    @_intrinsic
+    def _exp2_int(typingctx, n):
+        """2 ** n for a float32 `n` holding an integer in [-126, 127], built as the exponent
+        bits of a float32 (an integer shift the vectoriser keeps in vector registers)."""
+        if n != _nb_types.float32:
+            return None
+
+        def codegen(context, builder, signature, args):
+            i32 = _llvm_ir.IntType(32)
+            bits = builder.add(builder.fptosi(args[0], i32), _llvm_ir.Constant(i32, 127))
+            bits = builder.shl(bits, _llvm_ir.Constant(i32, 23))
+            return builder.bitcast(bits, _llvm_ir.FloatType())
+
+        return _nb_types.float32(n), codegen
+else:
+    def _exp2_int(n):
+        return np.float32(2.0) ** n
+
+
+@_njit_vector_math
+def _blend_sigmoid_row(a, b, u, v, out):
+    """out = sigmoid(u * a + v * b) in float32, within 2.4e-7 of PyTorch's sigmoid (1-2 ulp):
+    exp(-x) = 2^n * exp(r), n = round(-x / ln 2), |r| <= ln(2) / 2 by a two-part ln 2, exp(r)
+    by its degree-5 minimax polynomial (the Cephes expf coefficients); -x clamped to +-87, so
+    that 2^n stays a normal float (sigmoid(-87) = 1.6e-38 is the smallest value written). All
+    in one loop of float arithmetic, which numba vectorises (math.exp would be a scalar call)."""
+    for j in range(out.shape[0]):
+        z = -(u * a[j] + v * b[j])
+        z = min(max(z, np.float32(-87.0)), np.float32(87.0))
+        n = np.floor(z * np.float32(1.4426950408889634) + np.float32(0.5))
+        r = z - n * np.float32(0.693359375) - n * np.float32(-2.12194440e-4)
+        p = np.float32(1.9875691500e-4)
+        p = p * r + np.float32(1.3981999507e-3)
+        p = p * r + np.float32(8.3334519073e-3)
+        p = p * r + np.float32(4.1665795894e-2)
+        p = p * r + np.float32(1.6666665459e-1)
+        p = p * r + np.float32(5.0000001201e-1)
+        e = (p * r * r + r + np.float32(1.0)) * _exp2_int(n)
+        out[j] = np.float32(1.0) / (np.float32(1.0) + e)
+
+
+@_njit
+def _first_last(mask, count):
+    """(first, last) nonzero index of a uint8 row with `count` nonzeros, (w, -1) when none: two
+    scans that stop at the first hit (a min / max reduction inside the threshold loop costs
+    more than the whole threshold)."""
+    w = mask.shape[0]
+    if count == 0:
+        return np.int32(w), np.int32(-1)
+    first = 0
+    while mask[first] == 0:
+        first += 1
+    last = w - 1
+    while mask[last] == 0:
+        last -= 1
+    return np.int32(first), np.int32(last)
+
+
+@_njit
+def _threshold_row(values, thresh, out):
+    """out = values > thresh (uint8); (count, first, last) of it."""
+    count = np.int32(0)
+    for j in range(out.shape[0]):
+        above = values[j] > thresh
+        count += np.int32(above)
+        out[j] = np.uint8(above)
+    first, last = _first_last(out, count)
+    return count, first, last
+
+
 @_njit
 def _blend_threshold_row(a, b, u, v, thresh, out):
     """out = (u * a + v * b) > thresh (uint8), without keeping the blend; (count, first, last)."""
-    w = out.shape[0]
     count = np.int32(0)
-    first = np.int32(w)
-    last = np.int32(-1)
-    for j in range(w):
+    for j in range(out.shape[0]):
         above = u * a[j] + v * b[j] > thresh
-        count += np.int32(1) if above else np.int32(0)
-        out[j] = np.uint8(1) if above else np.uint8(0)
-        first = min(first, np.int32(j) if above else np.int32(w))
-        last = max(last, np.int32(j) if above else np.int32(-1))
+        count += np.int32(above)
+        out[j] = np.uint8(above)
+    first, last = _first_last(out, count)
     return count, first, last
 
 
@@ -272,11 +375,28 @@ def _blend_rows_kernel(rows, col0, low, high, w_low, w_high, out, r0, c0, h, w):
 
 
 @_njit_parallel
+def _paste_rows_kernel(rows, col0, low, high, w_low, w_high, sigmoid, out, r0, c0, h, w,
+                       thresh, mask, mr0, mc0, count, first, last):
+    for i in prange(h):
+        row = out[r0 + i][c0:c0 + w]
+        a = rows[low[i]][col0:col0 + w]
+        b = rows[high[i]][col0:col0 + w]
+        if sigmoid:
+            _blend_sigmoid_row(a, b, w_low[i], w_high[i], row)
+        else:
+            _blend_row(a, b, w_low[i], w_high[i], row)
+        k = mr0 + i
+        n, f, l = _threshold_row(row, thresh, mask[k][mc0:mc0 + w])  # the row, still in cache
+        if n > 0:
+            count[k] += n
+            first[k] = min(first[k], f + mc0)
+            last[k] = max(last[k], l + mc0)
+
+
+@_njit_parallel
 def _threshold_kernel(values, r0, c0, h, w, thresh, mask, count, first, last):
     for i in prange(h):
-        row = values[r0 + i][c0:c0 + w]  # the blend of the row with itself, weights (1, 0)
-        count[i], first[i], last[i] = _blend_threshold_row(row, row, np.float32(1),
-                                                           np.float32(0), thresh, mask[i])
+        count[i], first[i], last[i] = _threshold_row(values[r0 + i][c0:c0 + w], thresh, mask[i])
 
 
 @_njit_parallel
@@ -315,14 +435,16 @@ def _check_c_2d(name: str, array: np.ndarray, dtype) -> None:
 
 
 def blend_rows(rows: np.ndarray, taps: Tuple[np.ndarray, ...], out: np.ndarray,
-               window: Tuple[int, int, int, int], col0: int = 0,
-               first_row: int = 0) -> np.ndarray:
+               window: Tuple[int, int, int, int], col0: int = 0, first_row: int = 0,
+               sigmoid: bool = False, mask: Optional[WindowMask] = None) -> np.ndarray:
     """Write rows (first_row .. first_row + h) of a separable resize into `out[r0:r1, c0:c1]`
     (`window` half-open (r0, r1, c0, c1)): out row i = w_low * rows[low] + w_high * rows[high]
     over columns col0 .. col0 + (c1 - c0) of `rows`, taps = (low, high, w_low, w_high) of the
-    whole output (`transforms._linear_taps`). rows: C-contiguous float32; out: float32 with
-    contiguous rows (C-contiguous compiles the faster, vectorised form; a strided view of a
-    larger map works too)."""
+    whole output (`transforms._linear_taps`); with `sigmoid`, the sigmoid of that
+    (`_blend_sigmoid_row`). rows: C-contiguous float32; out: float32 with contiguous rows
+    (C-contiguous compiles the faster, vectorised form; a strided view of a larger map works
+    too). `mask`: a `WindowMask` of `out` (C-contiguous) whose window contains this one, into
+    which the written values are thresholded in the same pass."""
     _check_c_2d("blend_rows rows", rows, np.float32)
     if out.ndim != 2 or out.dtype != np.float32 or out.strides[1] != out.itemsize:
         raise ValueError(f"blend_rows out: expected a float32 2-D array with contiguous rows, "
@@ -331,8 +453,45 @@ def blend_rows(rows: np.ndarray, taps: Tuple[np.ndarray, ...], out: np.ndarray,
     if r1 <= r0 or c1 <= c0:
         return out
     low, high, w_low, w_high = (t[first_row:first_row + r1 - r0] for t in taps)
-    _blend_rows_kernel(rows, col0, low, high, w_low, w_high, out, r0, c0, r1 - r0, c1 - c0)
+    if mask is None and not sigmoid:
+        _blend_rows_kernel(rows, col0, low, high, w_low, w_high, out, r0, c0, r1 - r0, c1 - c0)
+        return out
+    if mask is None:
+        mask = WindowMask(window, np.inf)  # the sigmoid alone: a mask nobody reads
+    m0, m1, m2, m3 = mask.window
+    if not (m0 <= r0 and r1 <= m1 and m2 <= c0 and c1 <= m3):
+        raise ValueError(f"blend_rows: window {window} outside the mask's window {mask.window}")
+    _paste_rows_kernel(rows, col0, low, high, w_low, w_high, sigmoid, out, r0, c0, r1 - r0,
+                       c1 - c0, mask.thresh, mask.mask, r0 - m0, c0 - m2, mask.count,
+                       mask.first, mask.last)
+    mask.covered += (r1 - r0) * (c1 - c0)
     return out
+
+
+class WindowMask:
+    """`map[window] > thresh` of an output map, built piece by piece by `blend_rows(...,
+    mask=...)` as the pieces are written (each row thresholded while it is still in cache):
+    the uint8 mask, per-row counts and first / last columns. The pieces must tile the window
+    (checked by area)."""
+
+    def __init__(self, window: Tuple[int, int, int, int], thresh: float):
+        r0, r1, c0, c1 = window
+        h, w = r1 - r0, c1 - c0
+        self.window = window
+        self.thresh = np.float32(thresh)
+        self.mask = np.empty((h, w), np.uint8)
+        self.count = np.zeros(h, np.int32)
+        self.first = np.full(h, w, np.int32)
+        self.last = np.full(h, -1, np.int32)
+        self.covered = 0
+
+    def result(self) -> Tuple[np.ndarray, int, Optional[Tuple[int, int, int, int]]]:
+        """(mask as bool, its pixel count, its inclusive bbox in the window or None), like
+        `threshold_with_bbox` of the finished map."""
+        if self.covered != self.mask.size:
+            raise ValueError(f"WindowMask: the pieces written cover {self.covered} of the "
+                             f"window's {self.mask.size} pixels")
+        return (self.mask.view(bool),) + _bbox(self.count, self.first, self.last)
 
 
 def threshold_with_bbox(values: np.ndarray, window: Tuple[int, int, int, int], thresh: float

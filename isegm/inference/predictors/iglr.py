@@ -93,7 +93,7 @@ class CoarsePredictor(BasePredictor):
         self.timer = NULL_TIMER
         self._support: Optional[Box] = None  # half-open box outside which prev is 0
         self._support_of: Optional[np.ndarray] = None  # the prev map `_support` describes
-        self._prev_mask_cache: Optional[Tuple[np.ndarray, np.ndarray, Box]] = None
+        self._prev_mask_cache: Optional[Tuple[np.ndarray, np.ndarray, Box, Optional[Box]]] = None
         # earlier outputs (map, support) whose memory is reused once nobody else holds them
         self._pool: List[Tuple[np.ndarray, Box]] = []
         probe = [(np.zeros(1, np.float32), (0, 0, 0, 0))]
@@ -112,11 +112,25 @@ class CoarsePredictor(BasePredictor):
         h, w = self.prev_prediction.shape
         self.last_target_roi: Box = (0, h - 1, 0, w - 1)  # inclusive; for inspection
 
-    def set_prev_prediction(self, prob: np.ndarray, support: Optional[Box] = None) -> None:
+    def set_prev_prediction(self, prob: np.ndarray, support: Optional[Box] = None,
+                            above: Optional[np.ndarray] = None) -> None:
         """Make `prob` (HxW probabilities) the previous prediction; `support`: a half-open box
-        (y1, y2, x1, x2) outside which it is 0, if known (else found by one scan)."""
+        (y1, y2, x1, x2) outside which it is 0, if known (else found by one scan); `above`:
+        `prob > 0.49` over that box (bool), if known — what the predictor keeps of its own
+        outputs (else thresholded when a click needs it)."""
         self.prev_prediction = np.asarray(prob, dtype=np.float32)
         self._set_support(self.prev_prediction, support)
+        if above is None:
+            return
+        if support is None:
+            raise ValueError("set_prev_prediction: `above` needs the `support` box it covers")
+        y1, y2, x1, x2 = support
+        if above.dtype != bool or above.shape != (max(0, y2 - y1), max(0, x2 - x1)):
+            raise ValueError(f"set_prev_prediction: `above` must be a bool mask of the support "
+                             f"box {support}, got {above.dtype} {above.shape}")
+        above = np.ascontiguousarray(above)
+        self._prev_mask_cache = (self.prev_prediction, above, tuple(support),
+                                 get_bbox_from_mask(above))
 
     def _set_support(self, prob: np.ndarray, support: Optional[Box]) -> None:
         if support is None:
@@ -401,10 +415,11 @@ class IGLRPredictor(CoarsePredictor):
                             window, clicks[-1].coords, self.focus_crop_r, (r0, c0),
                             self.prev_prediction.shape)
         out = self._output(window)
+        mask = kernels.WindowMask(window, 0.49)  # the next click's previous mask, as written
         if box is None or feature is None:
             with self.timer.stage("coarse_paste"):
-                kernels.blend_rows(rows, taps, out, window)
-            return self._pending(out, window)
+                kernels.blend_rows(rows, taps, out, window, mask=mask)
+            return self._pending_with_mask(out, mask)
         refined = self._refine(box, roi, clicks, net_logits, feature)
         y1, y2, x1, x2 = box
         with self.timer.stage("paste_back"):
@@ -413,10 +428,22 @@ class IGLRPredictor(CoarsePredictor):
                 return self._paste_on_previous(out, window, refined, box)
             for part in _window_minus_box(window, box):
                 kernels.blend_rows(rows, taps, out, part, col0=part[2] - c0,
-                                   first_row=part[0] - r0)
-            window_box = torch.from_numpy(out)[y1:y2, x1:x2][None, None]
-            resize_bilinear(refined, (y2 - y1, x2 - x1), out=window_box).sigmoid_()
-        return self._pending(out, window)
+                                   first_row=part[0] - r0, mask=mask)
+            # the refined logits' separable resize: rows with ATen, then the row blend and
+            # the sigmoid in one pass straight into the box
+            size = refined.shape[-2]
+            refined_rows = resize_bilinear(refined, (size, x2 - x1))[0, 0].contiguous().numpy()
+            kernels.blend_rows(refined_rows, _linear_taps(size, y2 - y1), out, box,
+                               sigmoid=True, mask=mask)
+        return self._pending_with_mask(out, mask)
+
+    def _pending_with_mask(self, out: np.ndarray, mask: "kernels.WindowMask") -> np.ndarray:
+        """`_pending` for an output whose threshold over its support (the mask's window) was
+        built while it was written: kept as the next click's previous mask, so that map is
+        not scanned again (`_prev_mask`; an array passed as `prev_mask` is)."""
+        values, _, bbox = mask.result()
+        self._prev_mask_cache = (out, values, mask.window, bbox)
+        return self._pending(out, mask.window)
 
     def _paste_on_previous(self, out: np.ndarray, window: Box, probs: torch.Tensor, box: Box
                            ) -> np.ndarray:
