@@ -512,6 +512,54 @@ def test_compiled_sigmoid_paste_with_its_threshold_matches_torch():
         kernels.blend_rows(rows, taps, out, (0, 10, 0, 10), mask=kernels.WindowMask(box, 0.5))
 
 
+def test_focus_component_from_row_runs_matches_the_flood_fill():
+    """The XOR's row runs (`blend_threshold_xor(..., runs=True)`) give the focus rule's box
+    of the clicked component, or of the zeros when the click is on one, equal to the flood
+    fill / mask pass they replace: blobby and noisy masks, clicks on ones, zeros and outside
+    the window, rows with more runs than are kept (the flood fill then)."""
+    from scipy import ndimage
+    from isegm.inference import kernels
+    from isegm.inference.transforms import _component_bbox, _linear_taps
+    from isegm.inference.utils import get_bbox_from_mask
+    if not kernels.ENABLED:
+        pytest.skip(f"numba kernels disabled: {kernels.DISABLED_REASON}")
+    rng = np.random.default_rng(11)
+    checked = overflowed = 0
+    for trial in range(120):
+        h, w = int(rng.integers(1, 90)), int(rng.integers(1, 300))
+        s = int(rng.integers(2, 10))
+        rows = rng.random((s, w)).astype(np.float32)  # noise along the rows: many runs
+        if trial % 2:  # blobs
+            rows = ndimage.uniform_filter1d(rows, 25, axis=1)
+        taps = _linear_taps(s, h)
+        other = ndimage.uniform_filter(rng.random((h, w)), 3) > rng.uniform(0.45, 0.6)
+        thresh = float(rng.choice([0.3, 0.5, 0.7]))
+        diff, count, bbox, runs = kernels.blend_threshold_xor(rows, taps, thresh, other,
+                                                              (0, 0), runs=True)
+        plain, plain_count, plain_bbox = kernels.blend_threshold_xor(rows, taps, thresh, other,
+                                                                     (0, 0))
+        np.testing.assert_array_equal(diff, plain)  # rows padded to words: the same mask
+        assert (count, bbox) == (plain_count, plain_bbox)
+        overflowed += bool((runs.counts < 0).any())
+        known = runs.zeros()
+        if known is not None:
+            zeros = diff == 0
+            assert known == (int(zeros.sum()), get_bbox_from_mask(zeros) if zeros.any()
+                             else None)
+        ys, xs = np.nonzero(diff)
+        picks = [(int(rng.integers(-2, h + 2)), int(rng.integers(-2, w + 2))) for _ in range(3)]
+        if len(ys):
+            picks += [(int(ys[k]), int(xs[k])) for k in rng.integers(0, len(ys), 3)]
+        for y, x in picks:
+            oy, ox = int(rng.integers(0, 4)), int(rng.integers(0, 4))
+            size = (h + oy + int(rng.integers(0, 3)), w + ox + int(rng.integers(0, 3)))
+            expected = _component_bbox(diff.copy(), y + oy, x + ox, (oy, ox), size)
+            assert _component_bbox(diff.copy(), y + oy, x + ox, (oy, ox), size,
+                                   runs) == expected
+            checked += 1
+    assert checked > 500 and overflowed > 5
+
+
 def test_numba_uses_512_bit_vectors_on_avx512_unless_told_otherwise():
     """On an AVX-512 CPU, importing the kernels turns off LLVM's 256-bit preference through
     NUMBA_CPU_FEATURES; a value the user set is left alone."""

@@ -401,18 +401,106 @@ def _threshold_kernel(values, r0, c0, h, w, thresh, mask, count, first, last):
 
 @_njit_parallel
 def _blend_threshold_xor_kernel(rows, low, high, w_low, w_high, thresh, other, oy, ox, out,
-                                count, first, last):
-    h, w = out.shape
+                                words, count, first, last, with_runs, starts, ends, runs):
+    h = out.shape[0]
+    w = rows.shape[1]
     oh, ow = other.shape
     for i in prange(h):
+        row = out[i][:w]
         count[i], first[i], last[i] = _blend_threshold_row(rows[low[i]], rows[high[i]],
-                                                           w_low[i], w_high[i], thresh, out[i])
+                                                           w_low[i], w_high[i], thresh, row)
         k = i - oy
         if 0 <= k < oh:
             j0 = max(0, ox)
             j1 = min(w, ox + ow)
             if j1 > j0:
-                _xor_row(other[k][j0 - ox:j1 - ox], out[i][j0:j1])
+                _xor_row(other[k][j0 - ox:j1 - ox], row[j0:j1])
+        if with_runs:
+            out[i][w:] = 0
+            runs[i] = _row_runs(out[i], words[i], starts[i], ends[i])
+
+
+_ONES64 = np.uint64(0x0101010101010101)
+
+
+@_njit
+def _row_runs(row, words, starts, ends):
+    """The runs of non-zeros of a 0/1 uint8 row (its bytes `row`, and `words`, the same memory
+    as uint64, zero past the row's end): first and last column of each, in order, into `starts`
+    / `ends`; returns their number, or -1 when more than fit. Eight pixels at a time where they
+    are all 0 or all 1; pixel by pixel only in the words where the value changes."""
+    cap = starts.shape[0]
+    n = 0
+    inside = False
+    for q in range(words.shape[0]):
+        word = words[q]
+        if word == 0:
+            if inside:
+                ends[n] = 8 * q - 1
+                n += 1
+                inside = False
+            continue
+        if word == _ONES64:
+            if not inside:
+                if n == cap:
+                    return -1
+                starts[n] = 8 * q
+                inside = True
+            continue
+        for j in range(8 * q, 8 * q + 8):
+            if row[j] != 0:
+                if not inside:
+                    if n == cap:
+                        return -1
+                    starts[n] = j
+                    inside = True
+            elif inside:
+                ends[n] = j - 1
+                n += 1
+                inside = False
+    if inside:
+        ends[n] = 8 * words.shape[0] - 1
+        n += 1
+    return n
+
+
+@_njit
+def _component_of_runs(starts, ends, runs, y, x):
+    """(pixel count, ymin, ymax, xmin, xmax) of the 8-connected component of non-zeros that
+    holds (y, x), from each row's runs (a breadth-first search over runs: two runs on adjacent
+    rows touch when their column spans overlap or meet diagonally); count 0 when (y, x) is 0."""
+    h, cap = starts.shape
+    first = -1
+    for k in range(runs[y]):
+        if starts[y, k] <= x <= ends[y, k]:
+            first = k
+            break
+    if first < 0:
+        return 0, 0, 0, 0, 0
+    seen = np.zeros((h, cap), np.uint8)
+    queue = np.empty(h * cap, np.int64)
+    queue[0] = y * cap + first
+    seen[y, first] = 1
+    head, tail = 0, 1
+    area = 0
+    y1, y2, x1, x2 = y, y, starts[y, first], ends[y, first]
+    while head < tail:
+        i, k = divmod(queue[head], cap)
+        head += 1
+        s, e = starts[i, k], ends[i, k]
+        area += e - s + 1
+        y1, y2, x1, x2 = min(y1, i), max(y2, i), min(x1, s), max(x2, e)
+        for n in (i - 1, i + 1):
+            if n < 0 or n >= h:
+                continue
+            for m in range(runs[n]):
+                if starts[n, m] > e + 1:
+                    break  # runs are in order: the rest start further right
+                if ends[n, m] >= s - 1 and seen[n, m] == 0:
+                    seen[n, m] = 1
+                    queue[tail] = n * cap + m
+                    tail += 1
+    return area, y1, y2, x1, x2
 
 
 def _bbox(count: np.ndarray, first: np.ndarray, last: np.ndarray
@@ -509,23 +597,81 @@ def threshold_with_bbox(values: np.ndarray, window: Tuple[int, int, int, int], t
     return (mask,) + _bbox(count, first, last)
 
 
+@_njit
+def _zeros_of_runs(starts, ends, runs, w):
+    """(count, ymin, ymax, xmin, xmax) of the zeros of an h x w mask given its rows' runs of
+    non-zeros; count 0 when there are none."""
+    count = 0
+    y1, y2, x1, x2 = -1, -1, w, -1
+    for i in range(runs.shape[0]):
+        n = runs[i]
+        ones = 0
+        for k in range(n):
+            ones += ends[i, k] - starts[i, k] + 1
+        if ones == w:
+            continue
+        count += w - ones
+        if y1 < 0:
+            y1 = i
+        y2 = i
+        # the first zero: 0, or just after a run that starts the row; the last likewise
+        x1 = min(x1, 0 if n == 0 or starts[i, 0] > 0 else ends[i, 0] + 1)
+        x2 = max(x2, w - 1 if n == 0 or ends[i, n - 1] < w - 1 else starts[i, n - 1] - 1)
+    return count, y1, y2, x1, x2
+
+
+class RowRuns:
+    """The runs of non-zeros of each row of a 0/1 mask (`blend_threshold_xor(..., runs=True)`),
+    at most `cap` per row: enough to find a pixel's connected component without a flood fill
+    (`component`), and the zeros' count and bbox without a pass over the mask (`zeros`)."""
+
+    def __init__(self, h: int, w: int, cap: int = 64):
+        self.width = w
+        self.starts = np.empty((h, cap), np.int32)
+        self.ends = np.empty((h, cap), np.int32)
+        self.counts = np.empty(h, np.int32)
+
+    def zeros(self) -> Optional[Tuple[int, Optional[Tuple[int, int, int, int]]]]:
+        """(count, inclusive bbox or None) of the mask's zero pixels; None when a row had more
+        runs than were kept."""
+        if (self.counts < 0).any():
+            return None
+        count, y1, y2, x1, x2 = _zeros_of_runs(self.starts, self.ends, self.counts, self.width)
+        return int(count), ((int(y1), int(y2), int(x1), int(x2)) if count else None)
+
+    def component(self, y: int, x: int) -> Optional[Tuple[int, Tuple[int, int, int, int]]]:
+        """(pixel count, inclusive bbox (ymin, ymax, xmin, xmax)) of the 8-connected component
+        holding pixel (y, x), as `cv2.floodFill` from it finds it; count 0 when the pixel is
+        0; None when a row had more runs than were kept (then flood-fill the mask)."""
+        if (self.counts < 0).any():
+            return None
+        area, y1, y2, x1, x2 = _component_of_runs(self.starts, self.ends, self.counts, y, x)
+        return int(area), (int(y1), int(y2), int(x1), int(x2))
+
+
 def blend_threshold_xor(rows: np.ndarray, taps: Tuple[np.ndarray, ...], thresh: float,
-                        other: np.ndarray, other_at: Tuple[int, int]
-                        ) -> Tuple[np.ndarray, int, Optional[Tuple[int, int, int, int]]]:
+                        other: np.ndarray, other_at: Tuple[int, int], runs: bool = False):
     """The thresholded separable resize m = (w_low * rows[low] + w_high * rows[high]) > thresh
     (an H x W mask, H = len(low), W = rows' width; the blend itself is not stored), XOR the bool
     mask `other` placed at `other_at` = (y, x) (clipped; 0 elsewhere), as uint8; and m's pixel
-    count and inclusive bbox (None when empty). The focus rule's coarse mask, its statistics
-    and its difference with the previous mask in one pass."""
+    count and inclusive bbox (None when empty): (xor, count, bbox), and with `runs` the XOR's
+    `RowRuns` as a fourth. The focus rule's coarse mask, its statistics, its difference with
+    the previous mask and that difference's runs (for the clicked component) in one pass."""
     _check_c_2d("blend_threshold_xor rows", rows, np.float32)
     _check_c_2d("blend_threshold_xor other", other, np.bool_)
     low, high, w_low, w_high = taps
     h, w = len(low), rows.shape[1]
-    out = np.empty((h, w), np.uint8)
+    # rows padded to whole uint64 words for the runs (the mask returned is the h x w view)
+    out = np.empty((h, (w + 7) // 8 * 8 if runs else w), np.uint8)
     count, first, last = _row_stats(h)
+    row_runs = RowRuns(h, w) if runs else RowRuns(1, w, 1)
+    words = out.view(np.uint64) if runs else np.zeros((1, 1), np.uint64)
     _blend_threshold_xor_kernel(rows, low, high, w_low, w_high, np.float32(thresh),
                                 other.view(np.uint8), int(other_at[0]), int(other_at[1]), out,
-                                count, first, last)
+                                words, count, first, last, runs, row_runs.starts,
+                                row_runs.ends, row_runs.counts)
+    if runs:
+        return (out[:, :w],) + _bbox(count, first, last) + (row_runs,)
     return (out,) + _bbox(count, first, last)
 
 

@@ -284,15 +284,23 @@ def _outside_bbox(window: Tuple[int, int, int, int], image_size: Tuple[int, int]
 
 
 def _component_bbox(diff: np.ndarray, y: int, x: int, origin: Tuple[int, int],
-                    image_size: Tuple[int, int]) -> Tuple[int, int, int, int]:
+                    image_size: Tuple[int, int], runs=None) -> Tuple[int, int, int, int]:
     """(ymin, ymax, xmin, xmax) in image coordinates (inclusive maxima; (0, H, 0, W) under 10
     pixels) of the OpenCV label of pixel (y, x) in an image that is `diff` (uint8, placed at
     `origin`) inside and 0 outside. Label 0 (background) gathers every zero pixel, those
-    outside the window included."""
+    outside the window included. `runs`: `diff`'s `kernels.RowRuns`, if known: the clicked
+    component (or the zeros) are then found over the runs instead of by a flood fill (or a
+    pass over the mask)."""
     oy, ox = origin
     h, w = image_size
     dh, dw = diff.shape
     inside = 0 <= y - oy < dh and 0 <= x - ox < dw
+    found = runs.component(y - oy, x - ox) if inside and runs is not None else None
+    if found is not None and found[0] > 0:
+        area, (cy1, cy2, cx1, cx2) = found
+        if area < 10:
+            return 0, h, 0, w
+        return cy1 + oy, cy2 + oy, cx1 + ox, cx2 + ox
     if inside and diff[y - oy, x - ox]:
         # the 8-connected component of the click alone: a flood fill from it visits only that
         # component (labelling every component of the window costs several full passes)
@@ -301,13 +309,17 @@ def _component_bbox(diff: np.ndarray, y: int, x: int, origin: Tuple[int, int],
         if area < 10:
             return 0, h, 0, w
         return cy + oy, cy + ch - 1 + oy, cx + ox, cx + cw - 1 + ox
-    zeros = diff == 0
     count, outside = _outside_bbox((oy, oy + dh, ox, ox + dw), (h, w))
-    count += int(np.count_nonzero(zeros))
+    known = runs.zeros() if runs is not None else None
+    if known is not None:
+        inside_count, inner = known
+    else:
+        zeros = diff == 0
+        inside_count, inner = int(np.count_nonzero(zeros)), get_bbox_from_mask(zeros)
+    count += inside_count
     if count < 10:
         return 0, h, 0, w
     boxes = [outside] if outside is not None else []
-    inner = get_bbox_from_mask(zeros)
     if inner is not None:
         boxes.append((inner[0] + oy, inner[1] + oy, inner[2] + ox, inner[3] + ox))
     return (min(b[0] for b in boxes), max(b[1] for b in boxes),
@@ -346,14 +358,15 @@ def focus_crop(coarse_logits: np.ndarray, prev_prob: np.ndarray, target_box: Tup
 
 def focus_box(strategy: str, pred_count: int, pred_bbox: Optional[Roi], prev_any: bool,
               diff, target_box: Tuple[int, int, int, int], click: Tuple[float, float],
-              expand_ratio: float, origin: Tuple[int, int], image_size: Tuple[int, int]
-              ) -> Optional[Tuple[int, int, int, int]]:
+              expand_ratio: float, origin: Tuple[int, int], image_size: Tuple[int, int],
+              runs=None) -> Optional[Tuple[int, int, int, int]]:
     """`focus_crop` from the statistics of its masks in a window at `origin` of an image of
     `image_size`: the coarse mask's pixel count and inclusive bbox in the window (None when
     empty), whether the previous mask has any pixel, and `diff`, the uint8 XOR of the two over
     the window (0/1, filled in place by the flood fill; an array, or a function returning one,
-    called only if the rule needs it). The predictor's compiled path computes them in one pass
-    (`kernels.blend_threshold_xor`)."""
+    called only if the rule needs it); `runs`: the XOR's `kernels.RowRuns`, if known (the
+    clicked component is then found over them, without the flood fill). The predictor's
+    compiled path computes them all in one pass (`kernels.blend_threshold_xor`)."""
     h, w = image_size
     oy, ox = origin
     y, x = int(click[0]), int(click[1])
@@ -373,7 +386,7 @@ def focus_box(strategy: str, pred_count: int, pred_bbox: Optional[Roi], prev_any
         box = (py1, py2, px1, px2)
     else:
         dy1, dy2, dx1, dx2 = _component_bbox(diff() if callable(diff) else diff, y, x,
-                                             (oy, ox), (h, w))
+                                             (oy, ox), (h, w), runs)
         if (dy2 - dy1) < hp / 3 or (dx2 - dx1) < wp / 3:
             square = (y - r, y + r, x - r, x + r)
         box = square if square is not None else (dy1, dy2, dx1, dx2)

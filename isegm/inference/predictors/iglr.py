@@ -409,11 +409,11 @@ class IGLRPredictor(CoarsePredictor):
             taps = _linear_taps(s, r1 - r0 + 1)
         with self.timer.stage("focus_crop"):
             prev_mask, (y1, _, x1, _), prev_bbox = self._prev_mask()
-            diff, count, bbox = kernels.blend_threshold_xor(
-                rows, taps, LOGIT_049_AS_PROB, prev_mask, (y1 - r0, x1 - c0))
+            diff, count, bbox, runs = kernels.blend_threshold_xor(
+                rows, taps, LOGIT_049_AS_PROB, prev_mask, (y1 - r0, x1 - c0), runs=True)
             box = focus_box(self.focus_strategy, count, bbox, prev_bbox is not None, diff,
                             window, clicks[-1].coords, self.focus_crop_r, (r0, c0),
-                            self.prev_prediction.shape)
+                            self.prev_prediction.shape, runs)
         out = self._output(window)
         mask = kernels.WindowMask(window, 0.49)  # the next click's previous mask, as written
         if box is None or feature is None:
