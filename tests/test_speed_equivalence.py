@@ -467,6 +467,23 @@ def test_compiled_map_kernels_match_numpy():
     assert (out[~written] == -1).all()
 
 
+@pytest.mark.parametrize("src, width", [((256, 256), 3435), ((40, 300), 77), ((3, 5), 1),
+                                        ((7, 1), 50)])
+def test_compiled_first_pass_of_the_separable_resize_matches_aten(src, width):
+    """`kernels.resize_rows` (rows resized alone, the separable resize's first pass) equals
+    ATen's align_corners=True bilinear resize to (h, width), enlarging and shrinking."""
+    from isegm.inference import kernels
+    from isegm.inference.transforms import _linear_taps
+    if not kernels.ENABLED:
+        pytest.skip(f"numba kernels disabled: {kernels.DISABLED_REASON}")
+    x = torch.randn(1, 1, *src, generator=torch.Generator().manual_seed(1))
+    got = kernels.resize_rows(x[0, 0].numpy(), _linear_taps(src[1], width))
+    expected = torch.nn.functional.interpolate(x, size=(src[0], width), mode="bilinear",
+                                               align_corners=True)[0, 0].numpy()
+    assert got.shape == (src[0], width) and got.flags.c_contiguous
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=3e-7)
+
+
 def test_compiled_sigmoid_paste_with_its_threshold_matches_torch():
     """The paste's row blend with the sigmoid (a vectorised polynomial exp) is within 3e-7 of
     PyTorch's sigmoid of the blend, saturating cleanly; the threshold built in the same pass

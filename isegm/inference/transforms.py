@@ -89,19 +89,30 @@ def _resize_one_map_separable(tensor: torch.Tensor, size: Tuple[int, int],
     pass): the compiled row blend (`kernels.blend_rows`), or without numba a sparse product.
     Equal to ATen's kernel to float rounding."""
     h = tensor.shape[-2]
+    target = out[0, 0]
+    if kernels.ENABLED and target.stride(1) == 1 and h > 1:
+        full, window = _map_and_window(target)
+        kernels.blend_rows(resize_rows(tensor, size[1]), _linear_taps(h, size[0]), full, window)
+        return out
     rows = F.interpolate(tensor, size=(h, size[1]), mode="bilinear", align_corners=True)
     if h == 1:
         return out.copy_(rows.expand_as(out))
-    target = out[0, 0]
-    if kernels.ENABLED and target.stride(1) == 1:
-        full, window = _map_and_window(target)
-        kernels.blend_rows(rows[0, 0].contiguous().numpy(), _linear_taps(h, size[0]), full,
-                           window)
-        return out
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         torch.mm(_rows_matrix(h, size[0]), rows[0, 0], out=out[0, 0])
     return out
+
+
+def resize_rows(tensor: torch.Tensor, width: int) -> np.ndarray:
+    """A (1, 1, h, w) float32 CPU map resized along its rows only to `width` (align_corners
+    bilinear): the first pass of the separable resize, as a C-contiguous (h, width) array for
+    the compiled second pass (`kernels.resize_rows` where numba is present, else ATen)."""
+    if kernels.ENABLED:
+        src = tensor[0, 0].contiguous().numpy()
+        return kernels.resize_rows(src, _linear_taps(src.shape[1], int(width)))
+    rows = F.interpolate(tensor, size=(tensor.shape[-2], int(width)), mode="bilinear",
+                         align_corners=True)
+    return rows[0, 0].contiguous().numpy()
 
 
 def _map_and_window(target: torch.Tensor) -> Tuple[np.ndarray, Roi]:

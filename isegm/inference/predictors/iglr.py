@@ -44,7 +44,7 @@ from ...utils.timing import NULL_TIMER
 from ..clicker import Click, Clicker
 from .. import kernels
 from ..transforms import (FOCUS_STRATEGIES, ZoomIn, _linear_taps, clamp_bbox, expand_bbox,
-                          focus_box, focus_crop, map_clicks, resize_bilinear)
+                          focus_box, focus_crop, map_clicks, resize_bilinear, resize_rows)
 from ..utils import get_bbox_from_mask
 from .base import BasePredictor, clicks_to_points, flip_clicks
 
@@ -403,10 +403,8 @@ class IGLRPredictor(CoarsePredictor):
         r0, r1, c0, c1 = roi
         window = (r0, r1 + 1, c0, c1 + 1)
         with self.timer.stage("coarse_paste"):
-            s = net_logits.shape[-2]
-            rows = resize_bilinear(torch.sigmoid(net_logits), (s, c1 - c0 + 1))
-            rows = rows[0, 0].contiguous().numpy()
-            taps = _linear_taps(s, r1 - r0 + 1)
+            rows = resize_rows(torch.sigmoid(net_logits), c1 - c0 + 1)
+            taps = _linear_taps(rows.shape[0], r1 - r0 + 1)
         with self.timer.stage("focus_crop"):
             prev_mask, (y1, _, x1, _), prev_bbox = self._prev_mask()
             diff, count, bbox, runs = kernels.blend_threshold_xor(
@@ -431,10 +429,9 @@ class IGLRPredictor(CoarsePredictor):
                                    first_row=part[0] - r0, mask=mask)
             # the refined logits' separable resize: rows with ATen, then the row blend and
             # the sigmoid in one pass straight into the box
-            size = refined.shape[-2]
-            refined_rows = resize_bilinear(refined, (size, x2 - x1))[0, 0].contiguous().numpy()
-            kernels.blend_rows(refined_rows, _linear_taps(size, y2 - y1), out, box,
-                               sigmoid=True, mask=mask)
+            refined_rows = resize_rows(refined, x2 - x1)
+            kernels.blend_rows(refined_rows, _linear_taps(refined_rows.shape[0], y2 - y1), out,
+                               box, sigmoid=True, mask=mask)
         return self._pending_with_mask(out, mask)
 
     def _pending_with_mask(self, out: np.ndarray, mask: "kernels.WindowMask") -> np.ndarray:
