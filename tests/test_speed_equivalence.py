@@ -530,10 +530,11 @@ def test_compiled_sigmoid_paste_with_its_threshold_matches_torch():
 
 
 def test_focus_component_from_row_runs_matches_the_flood_fill():
-    """The XOR's row runs (`blend_threshold_xor(..., runs=True)`) give the focus rule's box
-    of the clicked component, or of the zeros when the click is on one, equal to the flood
-    fill / mask pass they replace: blobby and noisy masks, clicks on ones, zeros and outside
-    the window, rows with more runs than are kept (the flood fill then)."""
+    """The XOR's row runs (`blend_threshold_xor(..., runs=True)`, the XOR itself not kept) give
+    the focus rule's box of the clicked component, or of the zeros when the click is on one,
+    equal to the flood fill / mask pass they replace: blobby and noisy masks, clicks on ones,
+    zeros and outside the window; the XOR is computed only when a row had more runs than are
+    kept (then the flood fill)."""
     from scipy import ndimage
     from isegm.inference import kernels
     from isegm.inference.transforms import _component_bbox, _linear_taps
@@ -551,18 +552,23 @@ def test_focus_component_from_row_runs_matches_the_flood_fill():
         taps = _linear_taps(s, h)
         other = ndimage.uniform_filter(rng.random((h, w)), 3) > rng.uniform(0.45, 0.6)
         thresh = float(rng.choice([0.3, 0.5, 0.7]))
-        diff, count, bbox, runs = kernels.blend_threshold_xor(rows, taps, thresh, other,
-                                                              (0, 0), runs=True)
-        plain, plain_count, plain_bbox = kernels.blend_threshold_xor(rows, taps, thresh, other,
-                                                                     (0, 0))
-        np.testing.assert_array_equal(diff, plain)  # rows padded to words: the same mask
+        xor, count, bbox, runs = kernels.blend_threshold_xor(rows, taps, thresh, other,
+                                                             (0, 0), runs=True)
+        diff, plain_count, plain_bbox = kernels.blend_threshold_xor(rows, taps, thresh, other,
+                                                                    (0, 0))
+        np.testing.assert_array_equal(xor(), diff)  # computed again on demand: the same
         assert (count, bbox) == (plain_count, plain_bbox)
-        overflowed += bool((runs.counts < 0).any())
-        known = runs.zeros()
-        if known is not None:
+        overflowed += not runs.complete
+        if runs.complete:
             zeros = diff == 0
-            assert known == (int(zeros.sum()), get_bbox_from_mask(zeros) if zeros.any()
-                             else None)
+            assert runs.zeros() == (int(zeros.sum()), get_bbox_from_mask(zeros) if zeros.any()
+                                    else None)
+        calls = []
+
+        def on_demand():
+            calls.append(1)
+            return xor()
+
         ys, xs = np.nonzero(diff)
         picks = [(int(rng.integers(-2, h + 2)), int(rng.integers(-2, w + 2))) for _ in range(3)]
         if len(ys):
@@ -571,9 +577,10 @@ def test_focus_component_from_row_runs_matches_the_flood_fill():
             oy, ox = int(rng.integers(0, 4)), int(rng.integers(0, 4))
             size = (h + oy + int(rng.integers(0, 3)), w + ox + int(rng.integers(0, 3)))
             expected = _component_bbox(diff.copy(), y + oy, x + ox, (oy, ox), size)
-            assert _component_bbox(diff.copy(), y + oy, x + ox, (oy, ox), size,
+            assert _component_bbox(on_demand, y + oy, x + ox, (oy, ox), size,
                                    runs) == expected
             checked += 1
+        assert bool(calls) == (not runs.complete)  # the mask only where the runs fall short
     assert checked > 500 and overflowed > 5
 
 

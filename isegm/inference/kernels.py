@@ -399,53 +399,65 @@ def _threshold_kernel(values, r0, c0, h, w, thresh, mask, count, first, last):
         count[i], first[i], last[i] = _threshold_row(values[r0 + i][c0:c0 + w], thresh, mask[i])
 
 
+@_njit
+def _blend_threshold_xor_row(rows, low, high, w_low, w_high, thresh, other, oy, ox, i, row):
+    """Row i of the thresholded blend XOR `other` into `row`; (count, first, last) of the
+    thresholded blend alone."""
+    oh, ow = other.shape
+    w = row.shape[0]
+    count, first, last = _blend_threshold_row(rows[low[i]], rows[high[i]], w_low[i],
+                                              w_high[i], thresh, row)
+    k = i - oy
+    if 0 <= k < oh:
+        j0 = max(0, ox)
+        j1 = min(w, ox + ow)
+        if j1 > j0:
+            _xor_row(other[k][j0 - ox:j1 - ox], row[j0:j1])
+    return count, first, last
+
+
 @_njit_parallel
 def _blend_threshold_xor_kernel(rows, low, high, w_low, w_high, thresh, other, oy, ox, out,
-                                words, count, first, last, with_runs, starts, ends, runs):
-    h = out.shape[0]
+                                count, first, last):
+    for i in prange(out.shape[0]):
+        count[i], first[i], last[i] = _blend_threshold_xor_row(
+            rows, low, high, w_low, w_high, thresh, other, oy, ox, i, out[i])
+
+
+@_njit_parallel
+def _blend_threshold_xor_runs_kernel(rows, low, high, w_low, w_high, thresh, other, oy, ox,
+                                     count, first, last, starts, ends, runs):
+    h = len(low)
     w = rows.shape[1]
-    oh, ow = other.shape
-    for i in prange(h):
-        row = out[i][:w]
-        count[i], first[i], last[i] = _blend_threshold_row(rows[low[i]], rows[high[i]],
-                                                           w_low[i], w_high[i], thresh, row)
-        k = i - oy
-        if 0 <= k < oh:
-            j0 = max(0, ox)
-            j1 = min(w, ox + ow)
-            if j1 > j0:
-                _xor_row(other[k][j0 - ox:j1 - ox], row[j0:j1])
-        if with_runs:
-            out[i][w:] = 0
-            runs[i] = _row_runs(out[i], words[i], starts[i], ends[i])
+    chunks = min(h, 64)
+    for c in prange(chunks):
+        # one row buffer per chunk of rows, padded with zeros to whole uint64 words; the XOR
+        # itself is not kept
+        buffer = np.zeros((w + 7) // 8 * 8, np.uint8)
+        words = buffer.view(np.uint64)
+        for i in range(c * h // chunks, (c + 1) * h // chunks):
+            count[i], first[i], last[i] = _blend_threshold_xor_row(
+                rows, low, high, w_low, w_high, thresh, other, oy, ox, i, buffer[:w])
+            runs[i] = _row_runs(buffer, words, starts[i], ends[i])
 
 
 _ONES64 = np.uint64(0x0101010101010101)
+_ZERO64 = np.uint64(0)  # (a uint64 compared with an int64 literal is converted to float64)
 
 
 @_njit
 def _row_runs(row, words, starts, ends):
     """The runs of non-zeros of a 0/1 uint8 row (its bytes `row`, and `words`, the same memory
     as uint64, zero past the row's end): first and last column of each, in order, into `starts`
-    / `ends`; returns their number, or -1 when more than fit. Eight pixels at a time where they
-    are all 0 or all 1; pixel by pixel only in the words where the value changes."""
+    / `ends`; returns their number, or -1 when more than fit. A word of eight pixels that all
+    continue the current run (or gap) is passed over by one comparison; pixel by pixel only in
+    the words where the value changes."""
     cap = starts.shape[0]
     n = 0
     inside = False
+    expected = _ZERO64  # the word that continues the current state: all 0, or all 1
     for q in range(words.shape[0]):
-        word = words[q]
-        if word == 0:
-            if inside:
-                ends[n] = 8 * q - 1
-                n += 1
-                inside = False
-            continue
-        if word == _ONES64:
-            if not inside:
-                if n == cap:
-                    return -1
-                starts[n] = 8 * q
-                inside = True
+        if words[q] == expected:
             continue
         for j in range(8 * q, 8 * q + 8):
             if row[j] != 0:
@@ -458,6 +470,7 @@ def _row_runs(row, words, starts, ends):
                 ends[n] = j - 1
                 n += 1
                 inside = False
+        expected = _ONES64 if inside else _ZERO64
     if inside:
         ends[n] = 8 * words.shape[0] - 1
         n += 1
@@ -646,25 +659,26 @@ class RowRuns:
     (`component`), and the zeros' count and bbox without a pass over the mask (`zeros`)."""
 
     def __init__(self, h: int, w: int, cap: int = 64):
+        self.shape = (h, w)
         self.width = w
         self.starts = np.empty((h, cap), np.int32)
         self.ends = np.empty((h, cap), np.int32)
         self.counts = np.empty(h, np.int32)
 
-    def zeros(self) -> Optional[Tuple[int, Optional[Tuple[int, int, int, int]]]]:
-        """(count, inclusive bbox or None) of the mask's zero pixels; None when a row had more
-        runs than were kept."""
-        if (self.counts < 0).any():
-            return None
+    @property
+    def complete(self) -> bool:
+        """Whether every row's runs were kept (no row had more than `cap`)."""
+        return bool((self.counts >= 0).all())
+
+    def zeros(self) -> Tuple[int, Optional[Tuple[int, int, int, int]]]:
+        """(count, inclusive bbox or None) of the mask's zero pixels (`complete` runs only)."""
         count, y1, y2, x1, x2 = _zeros_of_runs(self.starts, self.ends, self.counts, self.width)
         return int(count), ((int(y1), int(y2), int(x1), int(x2)) if count else None)
 
-    def component(self, y: int, x: int) -> Optional[Tuple[int, Tuple[int, int, int, int]]]:
+    def component(self, y: int, x: int) -> Tuple[int, Tuple[int, int, int, int]]:
         """(pixel count, inclusive bbox (ymin, ymax, xmin, xmax)) of the 8-connected component
-        holding pixel (y, x), as `cv2.floodFill` from it finds it; count 0 when the pixel is
-        0; None when a row had more runs than were kept (then flood-fill the mask)."""
-        if (self.counts < 0).any():
-            return None
+        holding pixel (y, x), as `cv2.floodFill` from it finds it; count 0 when the pixel is 0
+        (`complete` runs only)."""
         area, y1, y2, x1, x2 = _component_of_runs(self.starts, self.ends, self.counts, y, x)
         return int(area), (int(y1), int(y2), int(x1), int(x2))
 
@@ -673,26 +687,32 @@ def blend_threshold_xor(rows: np.ndarray, taps: Tuple[np.ndarray, ...], thresh: 
                         other: np.ndarray, other_at: Tuple[int, int], runs: bool = False):
     """The thresholded separable resize m = (w_low * rows[low] + w_high * rows[high]) > thresh
     (an H x W mask, H = len(low), W = rows' width; the blend itself is not stored), XOR the bool
-    mask `other` placed at `other_at` = (y, x) (clipped; 0 elsewhere), as uint8; and m's pixel
-    count and inclusive bbox (None when empty): (xor, count, bbox), and with `runs` the XOR's
-    `RowRuns` as a fourth. The focus rule's coarse mask, its statistics, its difference with
-    the previous mask and that difference's runs (for the clicked component) in one pass."""
+    mask `other` placed at `other_at` = (y, x) (clipped; 0 elsewhere); and m's pixel count and
+    inclusive bbox (None when empty): (xor as uint8, count, bbox). The focus rule's coarse
+    mask, its statistics and its difference with the previous mask in one pass.
+
+    With `runs`, the XOR's `RowRuns` instead of the XOR itself (which the focus rule then needs
+    only when a row has more runs than are kept): (function computing the XOR, count, bbox,
+    runs) — a pass without the H x W write."""
     _check_c_2d("blend_threshold_xor rows", rows, np.float32)
     _check_c_2d("blend_threshold_xor other", other, np.bool_)
     low, high, w_low, w_high = taps
     h, w = len(low), rows.shape[1]
-    # rows padded to whole uint64 words for the runs (the mask returned is the h x w view)
-    out = np.empty((h, (w + 7) // 8 * 8 if runs else w), np.uint8)
     count, first, last = _row_stats(h)
-    row_runs = RowRuns(h, w) if runs else RowRuns(1, w, 1)
-    words = out.view(np.uint64) if runs else np.zeros((1, 1), np.uint64)
-    _blend_threshold_xor_kernel(rows, low, high, w_low, w_high, np.float32(thresh),
-                                other.view(np.uint8), int(other_at[0]), int(other_at[1]), out,
-                                words, count, first, last, runs, row_runs.starts,
-                                row_runs.ends, row_runs.counts)
-    if runs:
-        return (out[:, :w],) + _bbox(count, first, last) + (row_runs,)
-    return (out,) + _bbox(count, first, last)
+    args = (rows, low, high, w_low, w_high, np.float32(thresh), other.view(np.uint8),
+            int(other_at[0]), int(other_at[1]))
+    if not runs:
+        out = np.empty((h, w), np.uint8)
+        _blend_threshold_xor_kernel(*args, out, count, first, last)
+        return (out,) + _bbox(count, first, last)
+    row_runs = RowRuns(h, w)
+    _blend_threshold_xor_runs_kernel(*args, count, first, last, row_runs.starts,
+                                     row_runs.ends, row_runs.counts)
+
+    def xor() -> np.ndarray:
+        return blend_threshold_xor(rows, taps, thresh, other, other_at)[0]
+
+    return (xor,) + _bbox(count, first, last) + (row_runs,)
 
 
 # ------------------------------------------------------------------------------------------

@@ -304,15 +304,18 @@ def _component_bbox(diff: np.ndarray, y: int, x: int, origin: Tuple[int, int],
     pass over the mask)."""
     oy, ox = origin
     h, w = image_size
-    dh, dw = diff.shape
+    if runs is not None and not runs.complete:
+        runs = None  # a row had more runs than were kept: the mask itself
+    if runs is None and callable(diff):
+        diff = diff()
+    dh, dw = runs.shape if runs is not None else diff.shape
     inside = 0 <= y - oy < dh and 0 <= x - ox < dw
-    found = runs.component(y - oy, x - ox) if inside and runs is not None else None
-    if found is not None and found[0] > 0:
-        area, (cy1, cy2, cx1, cx2) = found
-        if area < 10:
-            return 0, h, 0, w
-        return cy1 + oy, cy2 + oy, cx1 + ox, cx2 + ox
-    if inside and diff[y - oy, x - ox]:
+    if runs is not None:
+        if inside:
+            area, (cy1, cy2, cx1, cx2) = runs.component(y - oy, x - ox)
+            if area > 0:
+                return (0, h, 0, w) if area < 10 else (cy1 + oy, cy2 + oy, cx1 + ox, cx2 + ox)
+    elif inside and diff[y - oy, x - ox]:
         # the 8-connected component of the click alone: a flood fill from it visits only that
         # component (labelling every component of the window costs several full passes)
         area, _, _, (cx, cy, cw, ch) = cv2.floodFill(diff, None, (x - ox, y - oy), 2,
@@ -321,9 +324,8 @@ def _component_bbox(diff: np.ndarray, y: int, x: int, origin: Tuple[int, int],
             return 0, h, 0, w
         return cy + oy, cy + ch - 1 + oy, cx + ox, cx + cw - 1 + ox
     count, outside = _outside_bbox((oy, oy + dh, ox, ox + dw), (h, w))
-    known = runs.zeros() if runs is not None else None
-    if known is not None:
-        inside_count, inner = known
+    if runs is not None:
+        inside_count, inner = runs.zeros()
     else:
         zeros = diff == 0
         inside_count, inner = int(np.count_nonzero(zeros)), get_bbox_from_mask(zeros)
@@ -396,8 +398,7 @@ def focus_box(strategy: str, pred_count: int, pred_bbox: Optional[Roi], prev_any
     elif not prev_any:
         box = (py1, py2, px1, px2)
     else:
-        dy1, dy2, dx1, dx2 = _component_bbox(diff() if callable(diff) else diff, y, x,
-                                             (oy, ox), (h, w), runs)
+        dy1, dy2, dx1, dx2 = _component_bbox(diff, y, x, (oy, ox), (h, w), runs)
         if (dy2 - dy1) < hp / 3 or (dx2 - dx1) < wp / 3:
             square = (y - r, y + r, x - r, x + r)
         box = square if square is not None else (dy1, dy2, dx1, dx2)
