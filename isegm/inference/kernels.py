@@ -38,7 +38,6 @@ from typing import Optional, Tuple
 import numpy as np
 
 
-
 def _prefer_512_bit_vectors() -> None:
     """On a CPU with AVX-512, let numba's LLVM use 512-bit vectors: its tuning for recent Intel
     cores prefers 256-bit ones (`prefer-256-bit`), which halves the throughput of the
@@ -660,7 +659,6 @@ class RowRuns:
 
     def __init__(self, h: int, w: int, cap: int = 64):
         self.shape = (h, w)
-        self.width = w
         self.starts = np.empty((h, cap), np.int32)
         self.ends = np.empty((h, cap), np.int32)
         self.counts = np.empty(h, np.int32)
@@ -672,7 +670,8 @@ class RowRuns:
 
     def zeros(self) -> Tuple[int, Optional[Tuple[int, int, int, int]]]:
         """(count, inclusive bbox or None) of the mask's zero pixels (`complete` runs only)."""
-        count, y1, y2, x1, x2 = _zeros_of_runs(self.starts, self.ends, self.counts, self.width)
+        count, y1, y2, x1, x2 = _zeros_of_runs(self.starts, self.ends, self.counts,
+                                                self.shape[1])
         return int(count), ((int(y1), int(y2), int(x1), int(x2)) if count else None)
 
     def component(self, y: int, x: int) -> Tuple[int, Tuple[int, int, int, int]]:

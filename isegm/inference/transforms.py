@@ -85,7 +85,7 @@ def _rows_matrix(n_in: int, n_out: int) -> torch.Tensor:
 def _resize_one_map_separable(tensor: torch.Tensor, size: Tuple[int, int],
                               out: torch.Tensor) -> torch.Tensor:
     """`resize_bilinear` of a (1, 1, h, w) float32 CPU map into `out` as two passes: along the
-    rows with ATen (h x W, small), then across them straight into `out` (a bandwidth-bound
+    rows (h x W, small; `resize_rows`), then across them straight into `out` (a bandwidth-bound
     pass): the compiled row blend (`kernels.blend_rows`), or without numba a sparse product.
     Equal to ATen's kernel to float rounding."""
     h = tensor.shape[-2]

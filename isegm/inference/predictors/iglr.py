@@ -394,7 +394,7 @@ class IGLRPredictor(CoarsePredictor):
     def _predict_compiled(self, clicks: List[Click]) -> np.ndarray:
         """`_predict` with the compiled kernels (same result to float rounding; tested against
         the full-image computation). The coarse crop is kept as the rows of a separable resize
-        (ATen along the rows: S x w); one pass computes the focus rule's coarse mask from them,
+        (along the rows: S x w); one pass computes the focus rule's coarse mask from them,
         its count and bbox, and its XOR with the previous mask, without writing the coarse
         map; the coarse values are then written only where the refined box does not cover
         them. At 4K, where the box is often most of the crop, that is one full-resolution pass
@@ -427,8 +427,8 @@ class IGLRPredictor(CoarsePredictor):
             for part in _window_minus_box(window, box):
                 kernels.blend_rows(rows, taps, out, part, col0=part[2] - c0,
                                    first_row=part[0] - r0, mask=mask)
-            # the refined logits' separable resize: rows with ATen, then the row blend and
-            # the sigmoid in one pass straight into the box
+            # the refined logits' separable resize: the rows, then the row blend, the sigmoid
+            # and the threshold in one pass straight into the box
             refined_rows = resize_rows(refined, x2 - x1)
             kernels.blend_rows(refined_rows, _linear_taps(refined_rows.shape[0], y2 - y1), out,
                                box, sigmoid=True, mask=mask)
