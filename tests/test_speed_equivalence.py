@@ -110,6 +110,88 @@ def test_conv_norm_act_folded_bn_matches_textbook_path():
     torch.testing.assert_close(block(x), torch.nn.Sequential.forward(block, x))
 
 
+def test_head_keeps_its_folded_weights_until_a_parameter_changes():
+    """Without autograd the fused head composes (and folds BN into) its weights once: the
+    output equals the textbook head's, and a parameter changed in place (an optimiser step, a
+    loaded state dict) or a new BN statistic is seen at the next call; with autograd nothing
+    is kept."""
+    from isegm.model.heads import SegFormerHead
+    torch.manual_seed(4)
+    head = SegFormerHead((8, 16, 24, 32), decoder_dim=16).eval()
+    head.bn.running_mean.normal_(0, 0.3)
+    feats = [torch.randn(1, c, 16 // 2 ** i, 16 // 2 ** i) for i, c in enumerate((8, 16, 24, 32))]
+    textbook = SegFormerHead((8, 16, 24, 32), decoder_dim=16, fused=False).eval()
+    textbook.load_state_dict(head.state_dict())
+    with torch.inference_mode():
+        first = head(feats)[0]
+        kept = head._folded_cache[1][0]
+        torch.testing.assert_close(first, textbook(feats)[0], rtol=1e-4, atol=1e-5)
+        assert head._folded()[0][0] is kept  # not composed again
+        head.linear_c[2].weight.mul_(1.5)
+        textbook.linear_c[2].weight.mul_(1.5)
+        second = head(feats)[0]
+        assert head._folded_cache[1][0] is not kept
+        torch.testing.assert_close(second, textbook(feats)[0], rtol=1e-4, atol=1e-5)
+        assert not torch.equal(first, second)
+        head.bn.running_var.mul_(2.0)
+        textbook.bn.running_var.mul_(2.0)
+        torch.testing.assert_close(head(feats)[0], textbook(feats)[0], rtol=1e-4, atol=1e-5)
+    with torch.no_grad():
+        head.load_state_dict(textbook.state_dict())  # copies in place
+        torch.testing.assert_close(head(feats)[0], textbook(feats)[0], rtol=1e-4, atol=1e-5)
+    head._folded_cache = ((), [], None)
+    out = head(feats)[0]  # with autograd: composed, not kept
+    assert out.requires_grad and head._folded_cache[0] == ()
+
+
+def test_autocast_weights_cast_once_give_the_same_bits(monkeypatch):
+    """`with_autocast_weights`: the backbone's Linear / Conv2d weights stored in bf16 give the
+    bf16 outputs of autocast casting them on every call, bit for bit (the network, and the
+    predictor over clicks); the original model keeps its fp32 weights, and everything not cast
+    is shared."""
+    from isegm.inference.clicker import Clicker
+    from isegm.inference.predictors import get_predictor
+    from isegm.inference.predictors import iglr as iglr_module
+    from isegm.model import IGLRModel, with_autocast_weights
+    torch.manual_seed(2)
+    model = IGLRModel("mit_b0", "s2", infer_size=64, refine_size=32).eval()
+    twin = with_autocast_weights(model, torch.bfloat16)
+    assert model.backbone.block1[0].attn.q.weight.dtype == torch.float32
+    assert twin.backbone.block1[0].attn.q.weight.dtype == torch.bfloat16
+    assert twin.head.linear_c[0].weight is model.head.linear_c[0].weight
+    assert twin.backbone.block1[0].norm1.weight is model.backbone.block1[0].norm1.weight
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        x = torch.rand(1, 3, 64, 64)
+        points = torch.tensor([[[20.0, 30.0, 0.0], [-1.0, -1.0, -1.0]]])
+        prev = torch.zeros(1, 1, 64, 64)
+        a = model.forward_coarse(x, points, prev)["instances"]
+        b = twin.forward_coarse(x, points, prev)["instances"]
+    assert torch.equal(a, b)
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (70, 96, 3), dtype=np.uint8)
+    gt = np.zeros((70, 96), np.int32)
+    gt[20:50, 30:75] = 1
+    outputs = []
+    for cast_once in (True, False):
+        if not cast_once:  # the predictor as it was: autocast casts on every call
+            monkeypatch.setattr(iglr_module, "with_autocast_weights", lambda m, dtype: m)
+        pred = get_predictor("iglr", model, "cpu", with_flip=False,
+                             autocast_dtype=torch.bfloat16)
+        assert (pred.model is not model) == cast_once
+        pred.set_image(image)
+        clicker = Clicker(gt_mask=gt)
+        mask = np.zeros(gt.shape, bool)
+        outs = []
+        for _ in range(3):
+            clicker.make_next_click(mask)
+            out = pred.get_prediction(clicker)
+            outs.append(out.copy())
+            mask = out > 0.49
+        outputs.append(outs)
+    for a, b in zip(*outputs):
+        np.testing.assert_array_equal(a, b)
+
+
 # ---------------------------------------------------------------------------------------------
 # predictor fast path (crop-only work) against the straightforward full-image computation
 

@@ -39,6 +39,7 @@ class SegFormerHead(nn.Module):
         self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
         self.classifier = nn.Conv2d(decoder_dim, num_classes, 1)
         self.apply(init_weights)
+        self._folded_cache: Tuple[tuple, List[torch.Tensor], torch.Tensor] = ((), [], None)
 
     def _composed(self) -> Tuple[List[torch.Tensor], torch.Tensor]:
         """Per-stage weights F_i L_i (D, C_i) and the total bias sum_i F_i b_i (D,)."""
@@ -63,15 +64,30 @@ class SegFormerHead(nn.Module):
                 return self._forward([f.float() for f in feats])
         return self._forward(feats)
 
+    def _folded(self) -> Tuple[List[torch.Tensor], torch.Tensor]:
+        """`_composed` with the eval BatchNorm folded in. Without autograd (inference) the
+        result is kept until a parameter or BN statistic changes (their versions and storage
+        are the key): composing the matrices costs 0.5 GFLOP a click for B3's head."""
+        tensors = [p for p in self.parameters()] + [self.bn.running_mean, self.bn.running_var]
+        key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
+        if not torch.is_grad_enabled() and self._folded_cache[0] == key:
+            return self._folded_cache[1], self._folded_cache[2]
+        weights, bias = self._composed()
+        scale = self.bn.weight * torch.rsqrt(self.bn.running_var + self.bn.eps)
+        weights = [wt * scale[:, None] for wt in weights]
+        bias = (bias - self.bn.running_mean) * scale + self.bn.bias
+        if not torch.is_grad_enabled():
+            self._folded_cache = (key, weights, bias)
+        return weights, bias
+
     def _forward(self, feats: Sequence[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
         size = feats[0].shape[-2:]
         if self.fused:
-            weights, bias = self._composed()
             fold_bn = not self.bn.training
             if fold_bn:  # eval: BN is an affine map per channel, fold it into the weights
-                scale = self.bn.weight * torch.rsqrt(self.bn.running_var + self.bn.eps)
-                weights = [wt * scale[:, None] for wt in weights]
-                bias = (bias - self.bn.running_mean) * scale + self.bn.bias
+                weights, bias = self._folded()
+            else:
+                weights, bias = self._composed()
             x = None
             for i in reversed(range(len(feats))):
                 f = feats[i]

@@ -171,6 +171,32 @@ class IGLRModel(nn.Module):
         return out
 
 
+def with_autocast_weights(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """A copy of `model` for inference under `torch.autocast(dtype=dtype)` in which the
+    backbone's Linear and Conv2d weights and biases are stored in `dtype` already. Autocast
+    casts them to it on every call (for B3, 46 M parameters: about 20 ms a click on this
+    project's CPU); cast once, the outputs are bit for bit the same. Everything else (norms, IGA
+    coefficients, the head, which computes in fp32, the refiner, whose BatchNorm folding
+    computes in fp32) is shared with `model`, which is not changed. A model without a
+    `backbone` is returned as it is."""
+    import copy
+    backbone = getattr(model, "backbone", None)
+    if backbone is None:
+        return model
+    cast = [m for m in backbone.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    cast_ids = {id(p) for m in cast for p in m.parameters(recurse=False)}
+    # deepcopy with the memo mapping every other tensor to itself: those stay shared
+    memo = {id(t): t for t in list(model.parameters()) + list(model.buffers())
+            if id(t) not in cast_ids}
+    twin = copy.deepcopy(model, memo)
+    for module in twin.backbone.modules():
+        if isinstance(module, (nn.Linear, nn.Conv2d)):
+            for name, param in list(module.named_parameters(recurse=False)):
+                setattr(module, name, nn.Parameter(param.detach().to(dtype),
+                                                   requires_grad=False))
+    return twin
+
+
 def save_is_model(model: nn.Module, path: Union[str, os.PathLike], **extras: Any) -> None:
     """Atomically write {'arch': 'iglr', 'config', 'state_dict', **extras} to `path`."""
     model = getattr(model, "module", model)

@@ -39,6 +39,7 @@ from typing import List, Optional, Tuple, Union
 import numpy as np
 import torch
 
+from ...model.is_model import with_autocast_weights
 from ...model.ops import roi_align_box
 from ...utils.timing import NULL_TIMER
 from ..clicker import Click, Clicker
@@ -85,6 +86,8 @@ class CoarsePredictor(BasePredictor):
         self.zoom_in = zoom_in if zoom_in is not None else ZoomIn()
         self.with_prev_mask = bool(getattr(model, "with_prev_mask", True))
         self.autocast_dtype = autocast_dtype
+        if autocast_dtype is not None:  # the backbone's weights cast once, not every call
+            self.model = with_autocast_weights(self.model, autocast_dtype)
         if compile_model:
             for name in ("backbone", "head", "refiner"):
                 module = getattr(self.model, name, None)
