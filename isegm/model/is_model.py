@@ -183,18 +183,14 @@ def with_autocast_weights(model: nn.Module, dtype: torch.dtype) -> nn.Module:
     backbone = getattr(model, "backbone", None)
     if backbone is None:
         return model
-    cast = [m for m in backbone.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
-    cast_ids = {id(p) for m in cast for p in m.parameters(recurse=False)}
-    # deepcopy with the memo mapping every other tensor to itself: those stay shared
-    memo = {id(t): t for t in list(model.parameters()) + list(model.buffers())
-            if id(t) not in cast_ids}
-    twin = copy.deepcopy(model, memo)
-    for module in twin.backbone.modules():
+    # deepcopy with a memo that maps every tensor to what the copy holds: the cast weight for
+    # the backbone's Linear / Conv2d parameters (never copied in fp32 first), itself otherwise
+    memo = {id(t): t for t in list(model.parameters()) + list(model.buffers())}
+    for module in backbone.modules():
         if isinstance(module, (nn.Linear, nn.Conv2d)):
-            for name, param in list(module.named_parameters(recurse=False)):
-                setattr(module, name, nn.Parameter(param.detach().to(dtype),
-                                                   requires_grad=False))
-    return twin
+            for param in module.parameters(recurse=False):
+                memo[id(param)] = nn.Parameter(param.detach().to(dtype), requires_grad=False)
+    return copy.deepcopy(model, memo)
 
 
 def save_is_model(model: nn.Module, path: Union[str, os.PathLike], **extras: Any) -> None:
