@@ -46,7 +46,6 @@ import os
 import platform
 import resource
 import statistics
-import sys
 import tempfile
 import time
 from contextlib import nullcontext
@@ -59,7 +58,6 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 # (e.g. OMP_WAIT_POLICY=ACTIVE) to measure a dedicated machine. Read when torch loads.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402

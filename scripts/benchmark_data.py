@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from isegm.data.datasets import CocoMValDataset, SyntheticDataset  # noqa: E402
 from isegm.data.points_sampler import MultiPointSampler  # noqa: E402

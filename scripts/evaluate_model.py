@@ -7,10 +7,8 @@
 """
 import os
 import sys
-from pathlib import Path
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from isegm.inference.runner import main  # noqa: E402
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create (or update) the project's virtual environment in .venv and install requirements.txt.
+# Create (or update) the project's virtual environment in .venv, install requirements.txt and the
+# project itself (editable).
 # Idempotent: a second run only checks that everything is installed. A torch already present in
 # .venv (e.g. a CUDA build a GPU user installed first) is kept; otherwise the pinned CPU wheel
 # of requirements.txt is installed.
@@ -19,4 +20,12 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
         .venv/bin/python -m pip install --quiet -r requirements.txt
     fi
     echo "$want" > "$stamp"
+fi
+# The project itself, in editable mode (pyproject.toml): scripts and tests import `isegm` from this
+# checkout without any sys.path edits. Reinstalled only when .venv points at another checkout.
+repo=$(pwd -P)
+installed=$(cd / && "$repo/.venv/bin/python" -c \
+    'import isegm, pathlib; print(pathlib.Path(isegm.__file__).resolve().parents[1])' 2>/dev/null || true)
+if [ "$installed" != "$repo" ]; then
+    .venv/bin/python -m pip install --quiet --no-deps --no-build-isolation -e .
 fi

@@ -63,9 +63,6 @@ def test_synthetic_run_writes_the_experiment_folder(exps):
 
 @pytest.mark.slow
 def test_tiny_fixed_set_overfits(tmp_path):
-    import sys
-    sys.path.insert(0, str(CONFIGS))
-
     # the outcome of 40 steps depends on the thread count (reduction order): pin it
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
@@ -76,7 +73,7 @@ def test_tiny_fixed_set_overfits(tmp_path):
 
 
 def _overfit_tiny_fixed_set(tmp_path):
-    from fixed_data import FixedDataset, fixed_focus_boxes
+    from tests.test_train_configs.fixed_data import FixedDataset, fixed_focus_boxes
     from isegm.engine import recipe
     from isegm.engine.distributed import DistInfo
     from isegm.engine.experiment import ExperimentPaths

@@ -8,18 +8,14 @@ and the image bilinearly; padding is 0 for both (background).
 """
 from __future__ import annotations
 
-import os
+from typing import Any, Sequence
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+import albumentations as A
+import cv2
+import numpy as np
+from albumentations.core.transforms_interface import DualTransform
 
-from typing import Any, Sequence  # noqa: E402
-
-import albumentations as A  # noqa: E402
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-from albumentations.core.transforms_interface import DualTransform  # noqa: E402
-
-from isegm.data.sample import label_areas  # noqa: E402
+from isegm.data.sample import label_areas
 
 
 def _warp(array: np.ndarray, matrix: np.ndarray, size_hw: tuple[int, int], interpolation: int,

@@ -18,19 +18,16 @@ click disks of radius 5, Adam lr 5e-4 with backbone lr x 0.1, multi-step decay).
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+import torch.nn as nn
 
-import torch.nn as nn  # noqa: E402
-
-from isegm.engine.interaction import FocusBoxSampler  # noqa: E402
-from isegm.engine.losses import (BoundaryWeightedFocalLoss, LossSpec, NormalizedFocalLoss,  # noqa: E402
+from isegm.engine.interaction import FocusBoxSampler
+from isegm.engine.losses import (BoundaryWeightedFocalLoss, LossSpec, NormalizedFocalLoss,
                                  SigmoidBinaryCrossEntropyLoss)
-from isegm.engine.runconfig import RunConfig  # noqa: E402
-from isegm.utils.log import logger  # noqa: E402
+from isegm.engine.runconfig import RunConfig
+from isegm.utils.log import logger
 
 PRETRAINED_KEYS = {f"mit_b{i}": f"SEGFORMER_B{i}" for i in range(6)}
 

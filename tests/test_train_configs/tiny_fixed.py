@@ -4,15 +4,12 @@ Environment knobs (tests only): IGLR_TEST_NEXT_CLICKS (iterative rounds, default
 """
 import json
 import os
-import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fixed_data import FixedDataset, fixed_focus_boxes  # noqa: E402
-
-from isegm.engine import recipe  # noqa: E402
+from isegm.engine import recipe
+from tests.test_train_configs.fixed_data import FixedDataset, fixed_focus_boxes
 
 MODEL_NAME = "tiny_fixed"
 RECIPE = recipe.SYNTHETIC_CPU.replace(
