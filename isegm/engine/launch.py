@@ -165,7 +165,8 @@ def make_run_config(argv: Optional[Sequence[str]] = None) -> tuple[RunConfig, Mo
                     workers=args.workers, seed=args.seed, exp_name=args.exp_name,
                     epochs=args.epochs, start_epoch=args.start_epoch, resume_exp=args.resume_exp,
                     resume_prefix=args.resume_prefix, resume_checkpoint=resume_checkpoint,
-                    weights=weights, trust_checkpoint=args.trust_checkpoint, cpu=args.cpu, gpu_ids=gpu_ids, ngpus=ngpus)
+                    weights=weights, trust_checkpoint=args.trust_checkpoint, cpu=args.cpu,
+                    gpu_ids=gpu_ids, ngpus=ngpus)
     return cfg, module
 
 

@@ -16,8 +16,10 @@ import importlib
 import inspect
 import os
 import pickle
+import pickletools
 import re
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Dict
 
@@ -120,21 +122,33 @@ TRUST_HINT = ("load it only if you trust its source: pass --trust-checkpoint (Py
               "trust=True), which unpickles it in full")
 
 
-def _weights_only_refusal(error: BaseException) -> str | None:
-    """What a `weights_only=True` load refused (e.g. "the Python global 'numpy.dtype'"), or
-    None when `error` is not such a refusal (a corrupt or truncated file)."""
+def _weights_only_refusal(error: BaseException, path: Path) -> str | None:
+    """What a `weights_only=True` load of `path` refused (e.g. "the Python global 'getattr'"),
+    or None when `error` is not such a refusal (a corrupt, truncated or foreign file)."""
     if not isinstance(error, pickle.UnpicklingError):
         return None
     texts = [str(e) for e in (error.__cause__, error.__context__) if e is not None] + [str(error)]
-    if not any("Weights only load failed" in t or "Unsupported" in t for t in texts):
-        return None
     for text in texts:
-        match = re.search(r"Unsupported (global|operand):?\s*(GLOBAL\s+)?(\S+)", text)
+        match = re.search(r"Unsupported global:?\s*(GLOBAL\s+)?(\S+)", text)
         if match:
-            what = match.group(3)
-            return f"the Python global '{what}'" if match.group(1) == "global" else \
-                f"a pickle instruction (opcode {what}) that tensor files do not use"
-    return "objects other than tensors and plain Python values"
+            return f"the Python global '{match.group(2)}'"
+    if not any("Weights only load failed" in t for t in texts):
+        return None
+    # An unknown opcode: a pickle that is not a torch tensor file, or bytes that are no pickle.
+    return "pickle instructions that tensor files do not use" if _is_pickle(path) else None
+
+
+def _is_pickle(path: Path) -> bool:
+    """Whether `path` is a torch zip file or a complete pickle stream (parsed, never run)."""
+    if zipfile.is_zipfile(path):
+        return True
+    try:
+        with open(path, "rb") as f:
+            for _ in pickletools.genops(f):
+                pass
+    except Exception:  # any parse failure: not a pickle
+        return False
+    return True
 
 
 def load_torch_file(path: str | os.PathLike, map_location: Any = "cpu", trust: bool = False) -> Any:
@@ -142,7 +156,7 @@ def load_torch_file(path: str | os.PathLike, map_location: Any = "cpu", trust: b
     loading never runs code stored in the file.
 
     A file that needs full unpickling raises `UntrustedCheckpointError` naming the file and what
-    it needs; with `trust=True` it is unpickled in full (`weights_only=False`) after a warning
+    it needs; with `trust=True` it is unpickled in full after a warning
     naming the file. Other failures raise `CheckpointError` naming the file.
     """
     path = Path(path)
@@ -151,10 +165,15 @@ def load_torch_file(path: str | os.PathLike, map_location: Any = "cpu", trust: b
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
-        refused = _weights_only_refusal(e)
+        refused = _weights_only_refusal(e, path)
         if refused is None:
+            # torch's own text for a weights_only failure advises a full load: keep only the
+            # underlying reason.
+            inner = (e.__cause__ or e.__context__ or e) if isinstance(e, pickle.UnpicklingError) \
+                else e
+            reason = (str(inner).strip().splitlines() or [""])[0]
             raise CheckpointError(f"checkpoint '{path}' could not be read (corrupt or not a "
-                                  f"PyTorch file): {type(e).__name__}: {e}") from e
+                                  f"PyTorch file): {type(inner).__name__}: {reason}") from e
         if not trust:
             raise UntrustedCheckpointError(
                 f"checkpoint '{path}' was refused: it needs {refused}, which only full "
@@ -162,7 +181,7 @@ def load_torch_file(path: str | os.PathLike, map_location: Any = "cpu", trust: b
                 f"{TRUST_HINT}") from None
     logger.warning(f"--trust-checkpoint: unpickling '{path}' in full (it needs {refused}); "
                    f"any code stored in this file runs now")
-    # The explicit opt-in path: the only weights_only=False in the code base.
+    # The explicit opt-in (trust=True) is the only full unpickling of a torch file.
     try:
         return torch.load(path, map_location=map_location, weights_only=False)
     except Exception as e:
