@@ -146,7 +146,7 @@ def mask_support(mask: np.ndarray) -> Optional[Tuple[int, int, int, int]]:
 def build_model(cfg: Dict[str, Any]) -> IGLRModel:
     """The configuration's model: from `checkpoint` or seed 0 (non-zero IGA coefficients)."""
     if cfg.get("checkpoint"):
-        model = load_is_model(cfg["checkpoint"])
+        model = load_is_model(cfg["checkpoint"], trust=cfg.get("trust_checkpoint", False))
         return model
     torch.manual_seed(0)
     model = IGLRModel(backbone=cfg["backbone"], pipeline=cfg["pipeline"],
@@ -556,6 +556,9 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     p.add_argument("--flip", action="store_true",
                    help="horizontal-flip averaging (IGLR's evaluation default; batch 2)")
     p.add_argument("--checkpoint", default=None, help="trained model (default: seed-0 weights)")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="accept a checkpoint that needs full unpickling, which can run code "
+                        "stored in the file: only for files from a trusted source")
     p.add_argument("--peak-gflops", type=float, default=PEAK_GFLOPS_FP32)
     p.add_argument("--no-full-image", dest="full_image", action="store_false")
     p.add_argument("--full-image-max-gflop", type=float, default=150.0,
@@ -584,7 +587,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         train_backbones, train_crop, train_warmup, data_items = ["mit_b0"], 128, 0, 8
     if args.checkpoint:
         # a trained model has one architecture: the rows (and the agreement) are that model's
-        params = get_model_config(load_is_model(args.checkpoint))["params"]
+        params = get_model_config(load_is_model(args.checkpoint,
+                                                trust=args.trust_checkpoint))["params"]
         args.backbones, args.pipelines = [params["backbone"]], [params["pipeline"]]
         args.iga = ["on" if params.get("iga_stages") else "off"]
         args.refiner = ["on" if params.get("use_refiner", True) else "off"]
@@ -603,7 +607,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
                                "refiner": refiner, "device": device, "threads": args.threads,
                                "dtype": args.dtype, "compile": args.compile,
                                "channels_last": args.channels_last, "flip": args.flip,
-                               "checkpoint": args.checkpoint, "clicks": args.clicks,
+                               "checkpoint": args.checkpoint,
+                               "trust_checkpoint": args.trust_checkpoint, "clicks": args.clicks,
                                "repeats": args.repeats, "sizes": args.sizes,
                                "peak_gflops": args.peak_gflops,
                                # the full-image reference has no refiner: once per model
@@ -629,7 +634,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
                "iga": _onoff(args.iga)[0], "refiner": _onoff(args.refiner)[0],
                "device": devices[0], "threads": args.threads,
                "dtype": args.dtype, "compile": False, "channels_last": True,
-               "flip": args.flip, "checkpoint": args.checkpoint}
+               "flip": args.flip, "checkpoint": args.checkpoint,
+               "trust_checkpoint": args.trust_checkpoint}
         result["agreement"] = precision_agreement(cfg, args.agreement_samples,
                                                   args.agreement_clicks)
     result["environment"] = {
