@@ -339,6 +339,18 @@ def _component_bbox(diff: np.ndarray, y: int, x: int, origin: Tuple[int, int],
             min(b[2] for b in boxes), max(b[3] for b in boxes))
 
 
+# Rule 35a thresholds the coarse logits: log(p / (1 - p)) > 0.49 in float32. On the float32
+# probabilities that is p >= float32(sigmoid(0.49)) = 0.62010646 exactly (a strict `>` misses
+# p = 0.62010646 itself, whose logit is 0.49000007): tests check every float32 in [0.5, 1).
+COARSE_PROB_THRESH = float(torch.sigmoid(torch.tensor(0.49, dtype=torch.float32)))
+
+
+def coarse_mask_of_probs(probs: Union[np.ndarray, torch.Tensor]) -> Union[np.ndarray, torch.Tensor]:
+    """Rule 35a's coarse mask from float32 coarse probabilities (any shape, NumPy or torch):
+    `probs >= COARSE_PROB_THRESH`, equal to thresholding their float32 logits at 0.49."""
+    return probs >= COARSE_PROB_THRESH
+
+
 def focus_crop(coarse_logits: np.ndarray, prev_prob: np.ndarray, target_box: Tuple[int, int, int, int],
                click: Tuple[float, float], strategy: str = "diff", expand_ratio: float = 1.4,
                thresh: float = 0.49, origin: Tuple[int, int] = (0, 0),

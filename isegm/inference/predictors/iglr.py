@@ -1,7 +1,7 @@
 """Network predictors (NoBRS): the IGLR two-stage predictor and the coarse-only predictor.
 
-Coarse stage (both): the FocalClick/IGLR target crop (protocol rules 31-32; `crop_mode='target'`)
-or RITM's ZoomIn (rules 28-29; `crop_mode='zoom_in'`, coarse predictor), optional horizontal
+Coarse stage (both): the FocalClick/IGLR target crop (protocol rules 31-32, and 28f after an
+empty previous mask; `crop_mode='target'`) or RITM's ZoomIn (rules 28-29; `crop_mode='zoom_in'`, coarse predictor), optional horizontal
 flip averaging of logits (rule 27), the previous returned probabilities as the fourth input
 (rule 26), probabilities pasted into a zero map (0 outside the crop).
 
@@ -44,16 +44,19 @@ from ...model.ops import roi_align_box
 from ...utils.timing import NULL_TIMER
 from ..clicker import Click, Clicker
 from .. import kernels
-from ..transforms import (FOCUS_STRATEGIES, ZoomIn, _linear_taps, clamp_bbox, expand_bbox,
-                          focus_box, focus_crop, map_clicks, resize_bilinear, resize_rows)
+from ..transforms import (COARSE_PROB_THRESH, FOCUS_STRATEGIES, ZoomIn, _linear_taps, clamp_bbox,
+                          coarse_mask_of_probs, expand_bbox, focus_box, focus_crop, map_clicks,
+                          resize_bilinear, resize_rows)
 from ..utils import get_bbox_from_mask
 from .base import BasePredictor, clicks_to_points, flip_clicks
 
 Box = Tuple[int, int, int, int]
-# the focus rule thresholds logits at 0.49 (rule 35a), i.e. probabilities at sigmoid(0.49)
-LOGIT_049_AS_PROB = float(torch.sigmoid(torch.tensor(0.49, dtype=torch.float32)))
 
 CROP_MODES = ("target", "zoom_in")
+# the target crop when the previous mask (> 0.49) is empty from click 2 on: 'stored', the ROI an
+# earlier click stored (the released predictors, rule 28f: the network sees the whole image and
+# its output is squeezed into that ROI, the focus box clamped to it); 'full', the whole image
+EMPTY_MASK_ROIS = ("stored", "full")
 
 
 class CoarsePredictor(BasePredictor):
@@ -61,6 +64,8 @@ class CoarsePredictor(BasePredictor):
 
     infer_size / target_crop_r default to the model's stored values; `min_crop_size` 10 and
     threshold 0.49 as in FocalClick. `zoom_in`: a `ZoomIn` used when crop_mode='zoom_in'.
+    `empty_mask_roi`: the target crop after an empty previous mask (`EMPTY_MASK_ROIS`;
+    'stored' as released, rule 28f; 'full' the whole image, output unsqueezed).
     `autocast_dtype`: run the network under `torch.autocast` in this dtype (None: fp32);
     `compile_model`: `torch.compile` the backbone, head and refiner (in place, same weights).
     """
@@ -72,11 +77,15 @@ class CoarsePredictor(BasePredictor):
                  infer_size: Optional[int] = None, target_crop_r: Optional[float] = None,
                  min_crop_size: int = 10, crop_mode: str = "target",
                  zoom_in: Optional[ZoomIn] = None, autocast_dtype: Optional[torch.dtype] = None,
-                 compile_model: bool = False):
+                 compile_model: bool = False, empty_mask_roi: str = "stored"):
         if model is None:
             raise ValueError(f"{type(self).__name__} needs a model")
         if crop_mode not in CROP_MODES:
             raise KeyError(f"unknown crop mode '{crop_mode}'; known: {', '.join(CROP_MODES)}")
+        if empty_mask_roi not in EMPTY_MASK_ROIS:
+            raise KeyError(f"unknown empty_mask_roi '{empty_mask_roi}'; known: "
+                           f"{', '.join(EMPTY_MASK_ROIS)}")
+        self.empty_mask_roi = empty_mask_roi
         super().__init__(model.to(device).eval(), device, clicks_limit)
         self.with_flip = with_flip
         self.infer_size = int(infer_size or getattr(model, "infer_size", 256))
@@ -114,6 +123,7 @@ class CoarsePredictor(BasePredictor):
         self._set_support(self.prev_prediction, (0, 0, 0, 0))
         h, w = self.prev_prediction.shape
         self.last_target_roi: Box = (0, h - 1, 0, w - 1)  # inclusive; for inspection
+        self._stored_roi: Optional[Box] = None  # the last ROI from a non-empty mask (rule 28f)
 
     def set_prev_prediction(self, prob: np.ndarray, support: Optional[Box] = None,
                             above: Optional[np.ndarray] = None) -> None:
@@ -155,15 +165,19 @@ class CoarsePredictor(BasePredictor):
             return nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
-    def _target_roi(self, clicks: List[Click]) -> Box:
-        """`target_crop_roi` (inclusive roi) computed on the previous mask's support only."""
+    def _target_roi(self, clicks: List[Click]) -> Tuple[Box, Box]:
+        """`target_crop_roi` computed on the previous mask's support only: (inclusive roi the
+        network sees, inclusive roi its output goes to). They differ only after an empty
+        previous mask with a stored ROI (rule 28f, `empty_mask_roi='stored'`): the whole image,
+        and the stored ROI."""
         h, w = self.prev_prediction.shape
         full = (0, h - 1, 0, w - 1)
         if len(clicks) <= 1:
-            return full
+            return full, full
         _, (y1, y2, x1, x2), bbox = self._prev_mask()
         if bbox is None:
-            return full
+            stored = self._stored_roi if self.empty_mask_roi == "stored" else None
+            return full, stored or full
         rmin, rmax, cmin, cmax = bbox[0] + y1, bbox[1] + y1, bbox[2] + x1, bbox[3] + x1
         for click in clicks:
             if click.is_positive:
@@ -171,7 +185,8 @@ class CoarsePredictor(BasePredictor):
                 rmin, rmax = min(rmin, cy), max(rmax, cy)
                 cmin, cmax = min(cmin, cx), max(cmax, cx)
         box = expand_bbox((rmin, rmax, cmin, cmax), self.target_crop_r, self.min_crop_size)
-        return clamp_bbox(box, 0, h - 1, 0, w - 1)
+        self._stored_roi = clamp_bbox(box, 0, h - 1, 0, w - 1)
+        return self._stored_roi, self._stored_roi
 
     def _prev_mask(self) -> Tuple[np.ndarray, Box, Optional[Box]]:
         """(previous probabilities > 0.49 over their support, the half-open support box, the
@@ -286,7 +301,7 @@ class CoarsePredictor(BasePredictor):
     def _coarse_target(self, clicks: List[Click]):
         """Coarse stage on the target crop: returns (probs (1,1,h,w) over the crop, inclusive
         roi, network logits (1,1,S,S), feature); the image outside the crop gets 0."""
-        roi, logits, feature = self._coarse_network(clicks)
+        roi, logits, feature, source = self._coarse_network(clicks)
         r0, r1, c0, c1 = roi
         with self.timer.stage("coarse_paste"):
             # on the CPU the crop is interpolated straight into the output map's window
@@ -294,15 +309,16 @@ class CoarsePredictor(BasePredictor):
             window = None
             if self.device.type == "cpu":
                 window = torch.from_numpy(out)[r0:r1 + 1, c0:c1 + 1][None, None]
-            probs = resize_bilinear(torch.sigmoid(logits), (r1 - r0 + 1, c1 - c0 + 1),
-                                    out=window)
+            probs = resize_bilinear(source, (r1 - r0 + 1, c1 - c0 + 1), out=window)
         return probs, roi, logits, feature, out, window
 
     def _coarse_network(self, clicks: List[Click]):
-        """The network on the target crop: (inclusive roi, logits (1,1,S,S), feature)."""
+        """The network on the target crop: (inclusive roi of the output, logits (1,1,S,S),
+        feature, the probabilities to resize into the roi: sigmoid(logits), or after rule 28f's
+        whole-image pass their resize to the image first, as released)."""
         with self.timer.stage("target_crop"):
-            roi = self._target_roi(clicks)
-            self.last_target_roi = roi
+            roi, out_roi = self._target_roi(clicks)
+            self.last_target_roi = out_roi
             r0, r1, c0, c1 = roi
             s = (self.infer_size, self.infer_size)
             if (self._image_u8 is not None and self._compiled()
@@ -315,7 +331,10 @@ class CoarsePredictor(BasePredictor):
             prev = resize_bilinear(self._prev_window(roi), s)
             roi_clicks = map_clicks(clicks, roi, s)
         logits, feature = self._network_coarse(image, prev, roi_clicks)
-        return roi, logits, feature
+        source = torch.sigmoid(logits)
+        if out_roi != roi:  # squeezed: the whole-image map resized into the stored roi
+            source = resize_bilinear(source, (r1 - r0 + 1, c1 - c0 + 1))
+        return out_roi, logits, feature, source
 
     def _coarse_zoom_in(self, clicks: List[Click]) -> torch.Tensor:
         full_size = tuple(self.image_nd.shape[-2:])
@@ -346,10 +365,10 @@ class IGLRPredictor(CoarsePredictor):
                  min_crop_size: int = 10, focus_strategy: Optional[str] = None,
                  focus_crop_r: Optional[float] = None, refine_size: Optional[int] = None,
                  refine_after_clicks: int = 10, autocast_dtype: Optional[torch.dtype] = None,
-                 compile_model: bool = False):
+                 compile_model: bool = False, empty_mask_roi: str = "stored"):
         super().__init__(model, device, clicks_limit, with_flip, infer_size, target_crop_r,
                          min_crop_size, crop_mode="target", autocast_dtype=autocast_dtype,
-                         compile_model=compile_model)
+                         compile_model=compile_model, empty_mask_roi=empty_mask_roi)
         if not getattr(model, "use_refiner", False) or getattr(model, "refiner", 1) is None:
             raise ValueError("the IGLR predictor needs a model with use_refiner=True; "
                              "use the 'coarse' predictor for models without the refiner")
@@ -360,6 +379,7 @@ class IGLRPredictor(CoarsePredictor):
         self.focus_crop_r = float(focus_crop_r or getattr(model, "focus_crop_r", 1.4))
         self.refine_size = int(refine_size or getattr(model, "refine_size", 256))
         self.refine_after_clicks = refine_after_clicks
+        self.last_focus_box: Optional[Box] = None  # half-open, None if empty; for inspection
 
     @torch.inference_mode()
     def _predict(self, clicks: List[Click], clicker: Clicker) -> np.ndarray:
@@ -368,18 +388,19 @@ class IGLRPredictor(CoarsePredictor):
         probs, roi, net_logits, feature, out, window = self._coarse_target(clicks)
         r0, r1, c0, c1 = roi
         # The rule's logits l = log(p / (1 - p)) are never materialised: l > 0.49 is
-        # p > sigmoid(0.49), and sigmoid(l) = p where nothing is pasted.
+        # p >= COARSE_PROB_THRESH, and sigmoid(l) = p where nothing is pasted.
         with self.timer.stage("focus_crop"):
             # the focus rule runs on the host (connected components): send the thresholded
             # crop only; coarse and previous masks are empty outside the target crop
             if probs.device.type == "cpu":
-                coarse_mask = probs[0, 0].numpy() > LOGIT_049_AS_PROB
+                coarse_mask = coarse_mask_of_probs(probs[0, 0].numpy())
             else:
-                coarse_mask = (probs[0, 0] > LOGIT_049_AS_PROB).cpu().numpy()
+                coarse_mask = coarse_mask_of_probs(probs[0, 0]).cpu().numpy()
             prev = self._prev_mask_window(roi)
             box = focus_crop(coarse_mask, prev, (r0, r1 + 1, c0, c1 + 1), clicks[-1].coords,
                              self.focus_strategy, self.focus_crop_r, origin=(r0, c0),
                              image_size=self.prev_prediction.shape)
+            self.last_focus_box = box
         if box is not None and feature is not None:
             refined = self._refine(box, roi, clicks, net_logits, feature)
             y1, y2, x1, x2 = box
@@ -402,19 +423,20 @@ class IGLRPredictor(CoarsePredictor):
         map; the coarse values are then written only where the refined box does not cover
         them. At 4K, where the box is often most of the crop, that is one full-resolution pass
         instead of five (paste, threshold, window of the previous mask, XOR, bbox)."""
-        roi, net_logits, feature = self._coarse_network(clicks)
+        roi, net_logits, feature, source = self._coarse_network(clicks)
         r0, r1, c0, c1 = roi
         window = (r0, r1 + 1, c0, c1 + 1)
         with self.timer.stage("coarse_paste"):
-            rows = resize_rows(torch.sigmoid(net_logits), c1 - c0 + 1)
+            rows = resize_rows(source, c1 - c0 + 1)
             taps = _linear_taps(rows.shape[0], r1 - r0 + 1)
         with self.timer.stage("focus_crop"):
             prev_mask, (y1, _, x1, _), prev_bbox = self._prev_mask()
             diff, count, bbox, runs = kernels.blend_threshold_xor(
-                rows, taps, LOGIT_049_AS_PROB, prev_mask, (y1 - r0, x1 - c0), runs=True)
+                rows, taps, COARSE_PROB_THRESH, prev_mask, (y1 - r0, x1 - c0), runs=True)
             box = focus_box(self.focus_strategy, count, bbox, prev_bbox is not None, diff,
                             window, clicks[-1].coords, self.focus_crop_r, (r0, c0),
                             self.prev_prediction.shape, runs)
+            self.last_focus_box = box
         out = self._output(window)
         mask = kernels.WindowMask(window, 0.49)  # the next click's previous mask, as written
         if box is None or feature is None:
