@@ -41,6 +41,7 @@ from .evaluation import PRED_THRESHOLD
 from .predictors import BasePredictor, PREDICTORS, get_predictor, predictor_name_for_mode
 
 MODEL_FREE = "cv_grabcut"
+CLASSICAL_LABEL = "classical OpenCV GrabCut (no weights)"
 
 
 class SessionError(RuntimeError):
@@ -65,9 +66,13 @@ class SegmentedObject:
     history: List[np.ndarray] = field(repr=False)
 
     def clicks_xy(self) -> List[Dict[str, Any]]:
-        """[{'x': column, 'y': row, 'positive': bool}, ...] in click order."""
-        return [{"x": int(c.coords[1]), "y": int(c.coords[0]), "positive": bool(c.is_positive)}
-                for c in self.clicks]
+        return clicks_xy(self.clicks)
+
+
+def clicks_xy(clicks: List[Click]) -> List[Dict[str, Any]]:
+    """[{'x': column, 'y': row, 'positive': bool}, ...] of evaluator clicks, in order."""
+    return [{"x": int(c.coords[1]), "y": int(c.coords[0]), "positive": bool(c.is_positive)}
+            for c in clicks]
 
 
 class Segmenter:
@@ -86,7 +91,7 @@ class Segmenter:
         self.model = model
         self.device = torch.device(device)
         self.options = options
-        self.label = label or name
+        self.label = label or (CLASSICAL_LABEL if name == MODEL_FREE else name)
         self.lock = threading.Lock()  # one model call at a time, across sessions
 
     @classmethod
@@ -96,15 +101,14 @@ class Segmenter:
         predictor for it ('iglr' with a refiner, else 'coarse'). A foreign or unreadable file
         raises `isegm.utils.serialization.CheckpointError` naming it."""
         if str(checkpoint) == MODEL_FREE:
-            return cls(MODEL_FREE, None, "cpu", label="classical OpenCV GrabCut (no weights)",
-                       **options)
+            return cls(MODEL_FREE, None, "cpu", **options)
         from ..model import load_is_model  # model-free use needs no model code
 
         path = Path(checkpoint)
         model = load_is_model(path, device)
         name = predictor_name_for_mode("NoBRS", model)
-        return cls(name, model, device, label=f"{name}: {path.name} ({path.parent.name})",
-                   **options)
+        run = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+        return cls(name, model, device, label=f"{name}: {run.name}/{path.name}", **options)
 
     def new_predictor(self) -> BasePredictor:
         return get_predictor(self.name, self.model, self.device, **self.options)
@@ -276,6 +280,17 @@ class Session:
                 labels[mask] = k
             return labels
 
+    def export(self) -> Tuple[np.ndarray, List[SegmentedObject]]:
+        """(label_map(), the finished objects plus the current one if it has clicks), taken
+        together under the session's lock."""
+        with self._lock:
+            self._check_ready()
+            objects = list(self._objects)
+            if self._history:
+                objects.append(SegmentedObject(self._clicker.get_clicks(),
+                                               self._history[-1] > self.threshold, []))
+            return self.label_map(), objects
+
     def close(self) -> None:
         """Release the image and the predictor; any later call raises `SessionClosedError`."""
         with self._lock:
@@ -341,4 +356,4 @@ def _finite(value: Any) -> bool:
 
 
 __all__ = ["ClickOutsideImageError", "MODEL_FREE", "SegmentedObject", "Segmenter", "Session",
-           "SessionClosedError", "SessionError"]
+           "SessionClosedError", "SessionError", "clicks_xy"]
