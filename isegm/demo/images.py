@@ -57,10 +57,10 @@ def decode_image(data: bytes, name: str = "image", max_pixels: int = MAX_PIXELS)
     try:
         pil.load()
         pil = ImageOps.exif_transpose(pil)
-        rgb = np.asarray(pil.convert("RGB"), dtype=np.uint8)
+        rgb = np.array(pil.convert("RGB"), dtype=np.uint8)  # a writable copy
     except (OSError, ValueError, SyntaxError) as e:
         raise ImageError(f"'{name}' could not be decoded (truncated or corrupt): {e}", 400) from e
-    return np.ascontiguousarray(rgb)
+    return rgb
 
 
 def read_image_file(path: Union[str, os.PathLike], max_pixels: int = MAX_PIXELS) -> np.ndarray:

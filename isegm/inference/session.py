@@ -198,7 +198,7 @@ class Session:
             raise ValueError(f"set_image: empty image {image.shape}")
         with self._lock:
             self._check_open()
-            self._image = np.ascontiguousarray(image)
+            self._image = np.array(image, order="C", copy=True)  # the session's own copy
             self._clicker = Clicker()
             self._history = []
             self._objects = []
