@@ -2,7 +2,6 @@
 driven by Selenium): upload, clicks (left, right, shift), overlay drawn and changed, undo,
 finish, save, the folder walk. Real models: the classical predictor and an IGLR checkpoint
 trained for a few steps here. Screenshots stay in the test's tmp_path."""
-import base64
 import json
 import shutil
 from pathlib import Path
@@ -12,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from isegm.demo.browser import CHROMIUM, headless_chromium
+from isegm.demo.browser import (CHROMIUM, canvas_rgba, click_pixel, headless_chromium, upload,
+                                 wait_idle, wait_until)
 from isegm.demo.server import BackgroundServer, create_app
 from isegm.inference.session import Segmenter
 
@@ -32,8 +32,6 @@ WAIT_S = 120
 
 @pytest.fixture(scope="module")
 def driver(tmp_path_factory):
-    from selenium.webdriver.support.ui import WebDriverWait  # noqa: F401 (selenium present)
-
     d = headless_chromium(tmp_path_factory.mktemp("chromium-profile"))
     d.set_page_load_timeout(60)
     d.set_script_timeout(60)
@@ -44,75 +42,29 @@ def driver(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained_checkpoint(tmp_path_factory):
     """An IGLR checkpoint trained for 4 steps (B0 at 64x64) by the real training entry point."""
-    import os
-
     from isegm.engine import launch
 
     exps = tmp_path_factory.mktemp("exps")
-    old = os.environ.get("EXPS_PATH")
-    os.environ["EXPS_PATH"] = str(exps)
-    try:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EXPS_PATH", str(exps))
         rc = launch.main([str(REPO / "tests" / "test_train_configs" / "tiny_synthetic.py"), "--cpu",
                           "--workers=0", "--exp-name=demo", "--seed=1"])
-    finally:
-        if old is None:
-            del os.environ["EXPS_PATH"]
-        else:
-            os.environ["EXPS_PATH"] = old
     assert rc == 0
     (path,) = exps.rglob("last_checkpoint.pth")
     return path
 
 
 def _wait(driver, condition, what):
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    WebDriverWait(driver, WAIT_S, poll_frequency=0.05).until(lambda d: condition(d), message=what)
-
-
-def _idle(driver):
-    _wait(driver, lambda d: d.execute_script("return window.demo && window.demo.busy === 0"),
-          "the page's requests to finish")
+    wait_until(driver, condition, what, WAIT_S)
 
 
 def _status(driver):
     return driver.find_element("id", "status")
 
 
-def _canvas_rgba(driver, canvas_id="overlay-canvas"):
-    """The canvas' pixels (HxWx4 uint8) as the page holds them."""
-    url = driver.execute_script(f"return document.getElementById('{canvas_id}').toDataURL('image/png')")
-    data = base64.b64decode(url.split(",", 1)[1])
-    return cv2.cvtColor(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED),
-                        cv2.COLOR_BGRA2RGBA)
-
-
 def _click(driver, x, y, kind="left"):
-    """Click image pixel (x, y) on the page's canvas; kind: left, right or shift. Returns the
-    overlay's version after the page drew the answer."""
-    from selenium.webdriver.common.action_chains import ActionChains
-    from selenium.webdriver.common.keys import Keys
-
-    canvas = driver.find_element("id", "clicks-canvas")
-    version = driver.execute_script("return window.demo.version")
-    rect = driver.execute_script("const r = arguments[0].getBoundingClientRect();"
-                                 "return [r.width, r.height];", canvas)
-    w, h = driver.execute_script("return [window.demo.width, window.demo.height]")
-    dx = int(round((x + 0.5) * rect[0] / w - rect[0] / 2))
-    dy = int(round((y + 0.5) * rect[1] / h - rect[1] / 2))
-    chain = ActionChains(driver).move_to_element_with_offset(canvas, dx, dy)
-    if kind == "right":
-        chain.context_click()
-    elif kind == "shift":
-        chain.key_down(Keys.SHIFT).click().key_up(Keys.SHIFT)
-    else:
-        chain.click()
-    chain.perform()
-    _wait(driver, lambda d: d.execute_script("return window.demo.version") > version,
-          f"the overlay after the {kind} click at ({x}, {y})")
-    _idle(driver)
+    click_pixel(driver, x, y, kind)
     assert "error" not in _status(driver).get_attribute("class"), _status(driver).text
-    return driver.execute_script("return window.demo.version")
 
 
 def _press(driver, key_or_button):
@@ -127,14 +79,6 @@ def _press(driver, key_or_button):
     return version
 
 
-def _upload(driver, path):
-    version = driver.execute_script("return window.demo.version")
-    driver.find_element("id", "file").send_keys(str(path))
-    _wait(driver, lambda d: d.execute_script("return window.demo.version") > version
-          and d.execute_script("return window.demo.session") is not None, "the uploaded image")
-    _idle(driver)
-
-
 def _serve(segmenter, out, **kwargs):
     return BackgroundServer(create_app(segmenter, out, **kwargs))
 
@@ -144,26 +88,26 @@ def _annotate(driver, url, image_path, out, shots, label, strict):
     predictor, whose masks on this image are known)."""
     driver.get(url)
     _wait(driver, lambda d: d.find_element("id", "model").text == label, "the model name")
-    _upload(driver, image_path)
-    empty = _canvas_rgba(driver)
+    upload(driver, image_path)
+    empty = canvas_rgba(driver)
     assert empty.shape == (321, 481, 4) and not empty[..., 3].any()
-    assert np.abs(_canvas_rgba(driver, "image-canvas")[..., :3].astype(int)
+    assert np.abs(canvas_rgba(driver, "image-canvas")[..., :3].astype(int)
                   - cv2.imread(str(image_path))[..., ::-1]).mean() < 3  # the image is shown
 
     _click(driver, *INSIDE)
-    first = _canvas_rgba(driver)
+    first = canvas_rgba(driver)
     assert first[..., 3].any(), "no overlay after the first click"
     latency = driver.execute_script("return window.demo.lastLatencyMs")
     assert latency > 0 and driver.find_element("id", "latency").text.endswith(" ms)")
-    clicks = _canvas_rgba(driver, "clicks-canvas")
+    clicks = canvas_rgba(driver, "clicks-canvas")
     assert tuple(clicks[INSIDE[1], INSIDE[0]]) == (34, 221, 34, 255)  # the green click disk
     _click(driver, *OUTSIDE)
-    second = _canvas_rgba(driver)
+    second = canvas_rgba(driver)
     assert not np.array_equal(second, first), "the overlay did not change"
     _click(driver, *OUTSIDE, kind="right" if strict else "shift")
-    third = _canvas_rgba(driver)
+    third = canvas_rgba(driver)
     assert not np.array_equal(third, second)
-    clicks = _canvas_rgba(driver, "clicks-canvas")
+    clicks = canvas_rgba(driver, "clicks-canvas")
     assert tuple(clicks[OUTSIDE[1], OUTSIDE[0]]) == (238, 34, 34, 255)  # red: negative
     if strict:
         assert first[INSIDE[1], INSIDE[0], 3] > 0 and first[SKY[1], SKY[0], 3] == 0
@@ -173,19 +117,19 @@ def _annotate(driver, url, image_path, out, shots, label, strict):
 
     version = _press(driver, "z")  # undo by keyboard
     _wait(driver, lambda d: d.execute_script("return window.demo.version") > version, "undo")
-    _idle(driver)
-    np.testing.assert_array_equal(_canvas_rgba(driver), second)
+    wait_idle(driver)
+    np.testing.assert_array_equal(canvas_rgba(driver), second)
     version = _press(driver, "#undo")  # and by the button
     _wait(driver, lambda d: d.execute_script("return window.demo.version") > version, "undo")
-    _idle(driver)
-    np.testing.assert_array_equal(_canvas_rgba(driver), first)
+    wait_idle(driver)
+    np.testing.assert_array_equal(canvas_rgba(driver), first)
     assert driver.execute_script("return window.demo.clicks") == [
         {"x": INSIDE[0], "y": INSIDE[1], "positive": True}]
 
     version = _press(driver, "f")  # finish the object, then a second one
     _wait(driver, lambda d: d.execute_script("return window.demo.objects") == 1, "finish")
-    _idle(driver)
-    finished = _canvas_rgba(driver)
+    wait_idle(driver)
+    finished = canvas_rgba(driver)
     np.testing.assert_array_equal(finished[..., 3], first[..., 3])  # same mask, object colour
     _click(driver, 400, 60)
     driver.save_screenshot(str(shots / "two_objects.png"))
@@ -236,13 +180,13 @@ def test_folder_walk_in_the_browser(driver, grabcut_root, tmp_path):
         driver.find_elements("css selector", "#images li")[0].click()
         _wait(driver, lambda d: d.execute_script("return window.demo.session") is not None,
               "the first image")
-        _idle(driver)
+        wait_idle(driver)
         _click(driver, *INSIDE)
         from selenium.webdriver.common.keys import Keys
         _press(driver, Keys.ARROW_RIGHT)  # next image: the first one is saved on the way
         _wait(driver, lambda d: d.find_element("id", "image-name").text.startswith("124080.jpg"),
               "the next image")
-        _idle(driver)
+        wait_idle(driver)
         assert (out / "106024.json").is_file() and (out / "106024.png").is_file()
         items = driver.find_elements("css selector", "#images li")
         assert [i.get_attribute("class") for i in items] == ["done", "current"]

@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 
 from isegm.demo.annotations import mask_to_rle, rle_to_mask
 from isegm.demo.images import encode_png
@@ -40,7 +41,7 @@ def _upload(client, data, name="two.png"):
 def _overlay(response):
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "image/png"
-    rgba = cv2.imdecode(np.frombuffer(response.content, np.uint8), cv2.IMREAD_UNCHANGED)
+    rgba = np.array(Image.open(io.BytesIO(response.content)).convert("RGBA"))
     return rgba, json.loads(response.headers["X-State"])
 
 

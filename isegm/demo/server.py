@@ -48,7 +48,8 @@ from ..inference.session import (MODEL_FREE, ClickOutsideImageError, Segmenter, 
                                  SessionError, clicks_xy)
 from ..utils.log import logger
 from ..utils.serialization import CheckpointError
-from .annotations import object_record, render_overlay, save_annotation
+from .annotations import object_record, overlay_indices, save_annotation
+from .annotations import overlay_png as encode_overlay
 from .images import (IMAGE_SUFFIXES, MAX_PIXELS, ImageError, decode_image, encode_jpeg,
                      encode_png, read_image_file)
 
@@ -198,8 +199,8 @@ def create_app(segmenter: Segmenter, output_dir: Path, images_dir: Optional[Path
                         headers={"X-State": json.dumps(state), "Cache-Control": "no-store"})
 
     def overlay_png(session: Session) -> bytes:
-        return encode_png(render_overlay([o.mask for o in session.objects],
-                                         session.current_mask()))
+        return encode_overlay(overlay_indices([o.mask for o in session.objects],
+                                              session.current_mask(), session.shape))
 
     def run(entry: Entry, action) -> Any:
         try:

@@ -274,11 +274,7 @@ class Session:
             masks = [o.mask for o in self._objects]
             if include_current and self._history:
                 masks.append(self._history[-1] > self.threshold)
-            dtype = np.uint8 if len(masks) <= 255 else np.uint16
-            labels = np.zeros(self._image.shape[:2], dtype=dtype)
-            for k, mask in enumerate(masks, start=1):
-                labels[mask] = k
-            return labels
+            return paint_labels(masks, self._image.shape[:2])
 
     def export(self) -> Tuple[np.ndarray, List[SegmentedObject]]:
         """(label_map(), the finished objects plus the current one if it has clicks), taken
@@ -348,6 +344,15 @@ class Session:
         self._synced = True
 
 
+def paint_labels(masks: List[np.ndarray], shape: Tuple[int, int]) -> np.ndarray:
+    """HxW label map of `masks` (HxW bool each): 0 background, k for the k-th mask, later masks
+    painted over earlier ones; uint8 up to 255 masks, else uint16."""
+    labels = np.zeros(shape, dtype=np.uint8 if len(masks) <= 255 else np.uint16)
+    for k, mask in enumerate(masks, start=1):
+        labels[mask] = k
+    return labels
+
+
 def _finite(value: Any) -> bool:
     try:
         return math.isfinite(float(value))
@@ -356,4 +361,4 @@ def _finite(value: Any) -> bool:
 
 
 __all__ = ["ClickOutsideImageError", "MODEL_FREE", "SegmentedObject", "Segmenter", "Session",
-           "SessionClosedError", "SessionError", "clicks_xy"]
+           "SessionClosedError", "SessionError", "clicks_xy", "paint_labels"]

@@ -4,7 +4,7 @@
 const $ = (id) => document.getElementById(id);
 const imageCanvas = $("image-canvas"), overlayCanvas = $("overlay-canvas"), clicksCanvas = $("clicks-canvas");
 const demo = window.demo = { session: null, width: 0, height: 0, version: 0, lastLatencyMs: null,
-  lastPredictMs: null, clicks: [], objects: 0, images: [], index: -1, dirty: false, busy: 0 };
+  lastPredictMs: null, lastServerMs: null, clicks: [], objects: 0, images: [], index: -1, dirty: false, busy: 0 };
 let queue = Promise.resolve();  // requests run one after another, in click order
 
 function status(text, isError) {
@@ -59,6 +59,7 @@ async function showOverlay(response, started) {
   if (started !== undefined) {
     demo.lastLatencyMs = performance.now() - started;
     demo.lastPredictMs = state.predict_ms;
+    demo.lastServerMs = state.server_ms;
     $("latency").textContent = `${demo.lastLatencyMs.toFixed(0)} ms (model ${state.predict_ms.toFixed(0)} ms)`;
   }
   return state;
