@@ -13,7 +13,8 @@ from PIL import Image
 
 from isegm.demo.annotations import mask_to_rle, rle_to_mask
 from isegm.demo.images import encode_png
-from isegm.demo.server import build, create_app, find_default_checkpoint, parse_args
+from isegm.demo.server import (build, create_app, exposure_warning, find_default_checkpoint,
+                               parse_args)
 from isegm.inference.session import Segmenter
 from tests.test_session import two_objects_image
 
@@ -247,3 +248,10 @@ def test_default_checkpoint_and_fallback(tmp_path, monkeypatch):
     assert seg.name == "iglr" and seg.label == "iglr: 000_x/old.pth"
     info = TestClient(app).get("/api/info").json()
     assert info["model"] == "iglr: 000_x/old.pth" and info["note"].startswith("the newest checkpoint")
+
+
+def test_listening_beyond_loopback_is_warned_about():
+    assert exposure_warning("127.0.0.1") is None and exposure_warning("::1") is None
+    assert "0.0.0.0, not on loopback" in exposure_warning("0.0.0.0")
+    args = parse_args([])
+    assert (args.host, args.port, args.checkpoint) == ("127.0.0.1", 8000, None)

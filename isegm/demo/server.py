@@ -393,6 +393,14 @@ class BackgroundServer:
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
+def exposure_warning(host: str) -> Optional[str]:
+    """The log warning for a listening address other than loopback, else None."""
+    if host in LOOPBACK:
+        return None
+    return (f"demo: listening on {host}, not on loopback: anyone who can reach this address can "
+            f"upload images and write masks to --output (there is no authentication)")
+
+
 def parse_args(argv: Optional[List[str]] = None):
     import argparse
 
@@ -465,13 +473,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (CheckpointError, ValueError, OSError) as e:
         print(f"demo.py: error: {e}", file=sys.stderr)
         return 2
-    if args.host not in LOOPBACK:
-        logger.warning("demo: listening on %s, not loopback: anyone who reaches this address "
-                       "can upload images and save masks (no authentication)", args.host)
+    warning = exposure_warning(args.host)
+    if warning:
+        logger.warning(warning)
     logger.info("demo: open http://%s:%d/ in a browser", args.host, args.port)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
 
 
-__all__ = ["BackgroundServer", "ImageFolder", "MAX_SESSIONS", "MAX_SESSION_BYTES", "MAX_UPLOAD_BYTES", "SessionStore",
+__all__ = ["BackgroundServer", "ImageFolder", "exposure_warning", "MAX_SESSIONS", "MAX_SESSION_BYTES", "MAX_UPLOAD_BYTES", "SessionStore",
            "build", "create_app", "find_default_checkpoint", "main", "parse_args"]

@@ -181,7 +181,7 @@ document.addEventListener("keydown", (e) => {
   const key = e.key;
   if (key === "z" || (key === "Z" && e.ctrlKey)) action("undo");
   else if (key === "r") action("reset");
-  else if (key === "f" || key === "Enter") action("finish");
+  else if (key === "f") action("finish");
   else if (key === "s") { e.preventDefault(); save(); }
   else if (key === "ArrowLeft" || key === "a") openIndex(demo.index - 1);
   else if (key === "ArrowRight" || key === "d") openIndex(demo.index + 1);
