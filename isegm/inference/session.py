@@ -111,7 +111,10 @@ class Segmenter:
         return cls(name, model, device, label=f"{name}: {run.name}/{path.name}", **options)
 
     def new_predictor(self) -> BasePredictor:
-        return get_predictor(self.name, self.model, self.device, **self.options)
+        """A predictor over the shared model (built under the model lock: construction may
+        touch the model, e.g. `.eval()`, while another session runs it)."""
+        with self.lock:
+            return get_predictor(self.name, self.model, self.device, **self.options)
 
     def new_session(self) -> "Session":
         return Session(self)
