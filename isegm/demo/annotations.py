@@ -19,7 +19,6 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from ..inference.session import paint_labels
 from .images import encode_png, write_atomic
 
 # The overlay is an index map into OVERLAY_RGBA: 0 transparent, 1 contour (opaque white), 2 the
@@ -53,24 +52,33 @@ def rle_to_mask(rle: Dict[str, Any]) -> np.ndarray:
     return np.repeat(values, counts).reshape((h, w), order="F")
 
 
+def contour_of(mask: np.ndarray) -> np.ndarray:
+    """HxW bool: the mask's pixels with a pixel outside it among their 8 neighbours (the image
+    border counts as outside)."""
+    mask = np.ascontiguousarray(mask, dtype=bool)
+    eroded = cv2.erode(mask.view(np.uint8), np.ones((3, 3), np.uint8),
+                       borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    return mask & ~eroded.view(bool)
+
+
+def objects_layer(objects: Sequence[np.ndarray], shape: Tuple[int, int]) -> np.ndarray:
+    """HxW uint8 indices into `OVERLAY_RGBA` for finished object masks (HxW bool each),
+    painted in order: fill, then the object's contour."""
+    index = np.zeros(shape, np.uint8)
+    for k, mask in enumerate(objects):
+        index[mask] = 3 + k % len(PALETTE)
+        index[contour_of(mask)] = 1
+    return index
+
+
 def overlay_indices(objects: Sequence[np.ndarray], current: Optional[np.ndarray],
-                    shape: Tuple[int, int]) -> np.ndarray:
-    """HxW uint8 indices into `OVERLAY_RGBA` for finished object masks and the current one (HxW
-    bool each, painted in that order): fills, and a contour on every pixel of an object that
-    touches a pixel of another label (8-neighbourhood; the image border counts as outside)."""
-    masks = list(objects) + ([current] if current is not None else [])
-    labels = paint_labels(masks, shape)
-    fill = np.zeros(len(masks) + 1, np.uint8)
-    fill[1:] = 3 + np.arange(len(masks)) % len(PALETTE)
+                    shape: Tuple[int, int], layer: Optional[np.ndarray] = None) -> np.ndarray:
+    """HxW uint8 indices into `OVERLAY_RGBA`: the finished objects (`objects_layer`, or the
+    given `layer` of them, which is not modified) and the current object's mask over them."""
+    index = objects_layer(objects, shape) if layer is None else layer.copy()
     if current is not None:
-        fill[-1] = 2
-    index = fill[labels]
-    if masks:
-        kernel = np.ones((3, 3), np.uint8)
-        work = labels if labels.dtype == np.uint8 else labels.astype(np.float32)
-        low = cv2.erode(work, kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)
-        high = cv2.dilate(work, kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)
-        index[(labels > 0) & ((low != work) | (high != work))] = 1
+        index[current] = 2
+        index[contour_of(current)] = 1
     return index
 
 

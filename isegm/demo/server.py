@@ -48,7 +48,7 @@ from ..inference.session import (MODEL_FREE, ClickOutsideImageError, Segmenter, 
                                  SessionError, clicks_xy)
 from ..utils.log import logger
 from ..utils.serialization import CheckpointError
-from .annotations import object_record, overlay_indices, save_annotation
+from .annotations import object_record, objects_layer, overlay_indices, save_annotation
 from .annotations import overlay_png as encode_overlay
 from .images import (IMAGE_SUFFIXES, MAX_PIXELS, ImageError, decode_image, encode_jpeg,
                      encode_png, read_image_file)
@@ -67,6 +67,18 @@ class Entry:
     name: str
     key: str
     last_used: float = field(default_factory=time.monotonic)
+    # the finished objects' overlay layer and the masks it was drawn from
+    layer: Optional[np.ndarray] = None
+    layer_masks: List[np.ndarray] = field(default_factory=list)
+
+    def objects_layer(self) -> np.ndarray:
+        """The overlay indices of the finished objects, redrawn only when they changed."""
+        masks = [o.mask for o in self.session.objects]
+        if self.layer is None or len(masks) != len(self.layer_masks) \
+                or any(a is not b for a, b in zip(masks, self.layer_masks)):
+            self.layer = objects_layer(masks, self.session.shape)
+            self.layer_masks = masks
+        return self.layer
 
 
 class SessionStore:
@@ -198,9 +210,10 @@ def create_app(segmenter: Segmenter, output_dir: Path, images_dir: Optional[Path
         return Response(body, media_type="image/png",
                         headers={"X-State": json.dumps(state), "Cache-Control": "no-store"})
 
-    def overlay_png(session: Session) -> bytes:
-        return encode_overlay(overlay_indices([o.mask for o in session.objects],
-                                              session.current_mask(), session.shape))
+    def overlay_png(entry: Entry) -> bytes:
+        session = entry.session
+        return encode_overlay(overlay_indices([], session.current_mask(), session.shape,
+                                              layer=entry.objects_layer()))
 
     def run(entry: Entry, action) -> Any:
         try:
@@ -278,7 +291,7 @@ def create_app(segmenter: Segmenter, output_dir: Path, images_dir: Optional[Path
     @app.get("/api/sessions/{sid}/overlay")
     def overlay(sid: str) -> Response:
         entry = store.get(sid)
-        return state_response(entry, run(entry, lambda: overlay_png(entry.session)))
+        return state_response(entry, run(entry, lambda: overlay_png(entry)))
 
     @app.post("/api/sessions/{sid}/click")
     def click(sid: str, body: ClickBody) -> Response:
@@ -287,7 +300,7 @@ def create_app(segmenter: Segmenter, output_dir: Path, images_dir: Optional[Path
 
         def action():
             entry.session.add_click(body.x, body.y, body.positive)
-            return overlay_png(entry.session)
+            return overlay_png(entry)
 
         png = run(entry, action)
         store.enforce(keep=sid)
@@ -299,7 +312,7 @@ def create_app(segmenter: Segmenter, output_dir: Path, images_dir: Optional[Path
 
             def action():
                 getattr(entry.session, name)()
-                return overlay_png(entry.session)
+                return overlay_png(entry)
 
             return state_response(entry, run(entry, action))
 
