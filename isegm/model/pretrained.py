@@ -20,7 +20,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -51,8 +51,44 @@ _HF_RULES: List[Tuple[re.Pattern, str]] = [
 _HF_KEY_VALUE = re.compile(r"^block\.(\d+)\.(\d+)\.attention\.self\.(key|value)\.(.+)$")
 
 
+# The ImageNet weights `configs.yml` points to as shipped. Only these may be absent (training
+# then starts from scratch with a warning); a path a user gave explicitly must exist.
+PRETRAINED_CONFIG_KEY = "IMAGENET_PRETRAINED_MODELS"
+DEFAULT_PRETRAINED_FILES = {f"SEGFORMER_B{i}": f"./weights/pretrained/mit_b{i}.pth"
+                            for i in range(6)}
+
+
 class PretrainedLoadError(RuntimeError):
     """Pretrained weights could not be loaded completely into the backbone."""
+
+
+def resolve_pretrained_path(paths: Any, key: str) -> Optional[Path]:
+    """The ImageNet MiT file configured as `IMAGENET_PRETRAINED_MODELS.<key>` (e.g. SEGFORMER_B0)
+    in `paths` (an `isegm.utils.config.Config`), or None with a logged warning when the built-in
+    default (`DEFAULT_PRETRAINED_FILES`, or the key left out) is absent.
+
+    A path given explicitly (an environment variable, or a value other than the default in the
+    configuration file) that does not exist raises `ConfigPathError` naming where it came from.
+    """
+    from isegm.utils.config import ConfigError, ConfigPathError
+    dotted = f"{PRETRAINED_CONFIG_KEY}.{key}"
+    try:
+        path = paths.resolve(dotted)
+    except ConfigError as e:
+        logger.warning(f"{dotted} is not configured ({e}): training the backbone FROM SCRATCH")
+        return None
+    if path.is_file():
+        return path
+    origin = paths.origin(dotted)
+    explicit = paths.from_environment(dotted) or \
+        str(paths[PRETRAINED_CONFIG_KEY][key]) != DEFAULT_PRETRAINED_FILES.get(key)
+    if explicit:
+        raise ConfigPathError(f"ImageNet weights {dotted} = '{path}' (set by {origin}) do not "
+                              f"exist; expected an MiT checkpoint there (official mit_b*.pth, "
+                              f"Hugging Face .safetensors/.bin)")
+    logger.warning(f"ImageNet weights not found at the default '{path}' ({origin}): training "
+                   f"the backbone FROM SCRATCH, which needs far longer schedules")
+    return None
 
 
 @dataclass
