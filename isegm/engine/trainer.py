@@ -416,8 +416,9 @@ class ISTrainer:
             self._nonfinite_run = (self._nonfinite_run + bad) * bad
             self._nonfinite_total = self._nonfinite_total + bad
         elif not torch.isfinite(loss):
-            detail = " ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
-            raise FloatingPointError(f"loss is {float(loss)} at step {self.global_step + 1}: {detail}")
+            detail = " ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
+            raise FloatingPointError(f"loss is {float(loss.detach())} at step "
+                                     f"{self.global_step + 1}: {detail}")
         self.scaler.scale(loss).backward()
         if self.clip_grad_norm:
             self.scaler.unscale_(self.optim)
