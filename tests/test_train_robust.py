@@ -177,3 +177,54 @@ def test_default_workers_are_capped_at_the_available_cores(monkeypatch):
         make_run_config([str(TINY_FIXED), "--cpu", "--workers=-1"])
     help_text = launch.build_parser().format_help()
     assert "capped at the CPU cores available" in " ".join(help_text.split())
+
+
+def test_small_object_drops_are_logged_once_over_workers_and_epochs(capfd):
+    from isegm.data.datasets import SyntheticDataset
+    from isegm.data.points_sampler import MultiPointSampler
+    from isegm.utils.log import setup_logging
+    setup_logging(None)
+    dataset = SyntheticDataset(num_samples=8, image_size=(48, 48), min_object_area=10 ** 6,
+                               points_sampler=MultiPointSampler(4), epoch_len=8)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=2, num_workers=2)
+    for _ in range(2):  # workers are started afresh each epoch
+        assert sum(len(batch["images"]) for batch in loader) == 8
+    lines = [line for line in capfd.readouterr().err.splitlines() if "dropped" in line]
+    assert len(lines) == 1, lines
+    assert "Synthetic: dropped" in lines[0] and "further drops are logged at DEBUG" in lines[0]
+    import pickle
+    copy = pickle.loads(pickle.dumps(dataset))  # a copy gets its own flag
+    assert copy._drop_logged.claim() and not copy._drop_logged.claim()
+
+
+def _script(name):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(f"script_{name}", REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_main_job_unknown_dataset_is_one_clear_line(tmp_path, monkeypatch, capfd):
+    monkeypatch.setenv("EXPS_PATH", str(tmp_path / "exps"))
+    assert _script("main_job").main(["--quick", "--datasets", "GrabCut,Nope"]) == 2
+    err = capfd.readouterr().err.strip()
+    assert err.splitlines() == [err]
+    assert err.startswith("main_job.py: error: --datasets: unknown dataset(s) Nope; known: ")
+    assert "COCO_MVal" in err and "GrabCut" in err and '"' not in err and "KeyError" not in err
+    assert not (tmp_path / "exps").exists()
+
+
+def test_iou_plot_ticks_are_whole_clicks(tmp_path, monkeypatch):
+    module = _script("plot_ious_analysis")
+    figures = []
+    monkeypatch.setattr(module.plt, "close", figures.append)
+    curves = {"GrabCut": [("a", np.linspace(0.5, 0.9, 10))],
+              "Berkeley": [("a", np.linspace(0.4, 0.9, 20))]}
+    out = module.plot_curves(curves, tmp_path / "curves.png", "t")
+    assert out.is_file() and len(figures) == 1
+    for ax in figures[0].axes:
+        ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks
+    monkeypatch.undo()
+    module.plt.close(figures[0])
