@@ -20,6 +20,7 @@ import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 
 from isegm.inference.runner import load_ious  # noqa: E402
@@ -79,6 +80,7 @@ def plot_curves(curves: Dict[str, List[Tuple[str, np.ndarray]]], output: Path, t
         ax.set_xlabel("number of clicks")
         ax.set_ylabel("mIoU")
         ax.set_ylim(0, 1)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # clicks are whole numbers
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(title)
