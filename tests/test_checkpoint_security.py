@@ -274,3 +274,45 @@ def test_no_silent_full_unpickling_in_the_code():
             if "weights_only=False" in line or "allow_pickle=True" in line:
                 hits.append(f"{path.relative_to(REPO)}:{number}")
     assert len(hits) == 1 and hits[0].startswith("isegm/utils/serialization.py"), hits
+
+
+def test_predict_script_refuses_then_trusts(tmp_path, capsys):
+    """scripts/predict.py (isegm.demo.predict.main): refused with one line naming the file;
+    with --trust-checkpoint it loads (marker created) and segments."""
+    from isegm.demo.predict import main as predict_main
+    marker = tmp_path / "marker"
+    evil = _crafted_model_checkpoint(tmp_path / "evil.pth", marker)
+    image = tmp_path / "in.png"
+    pixels = np.zeros((40, 50, 3), np.uint8)
+    pixels[10:30, 15:35] = 200
+    import cv2
+    cv2.imwrite(str(image), pixels)
+    argv = ["--checkpoint", str(evil), "--image", str(image), "--clicks", "25,20,+",
+            "--output", str(tmp_path / "mask.png"), "--cpu"]
+    assert predict_main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"'{evil}' {REFUSED}" in err and "--trust-checkpoint" in err
+    assert not marker.exists() and not (tmp_path / "mask.png").exists()
+    assert predict_main(argv + ["--trust-checkpoint"]) == 0
+    assert marker.exists() and (tmp_path / "mask.png").is_file()
+    # main() sets up the project's console logging: the warning is on stderr
+    assert f"--trust-checkpoint: unpickling '{evil}'" in capsys.readouterr().err
+
+
+def test_demo_refuses_an_explicit_checkpoint_and_skips_a_crafted_default(tmp_path, monkeypatch,
+                                                                         capsys):
+    """scripts/demo.py: an explicit crafted --checkpoint stops before serving; a crafted file
+    that would be the default (newest under EXPS_PATH) is refused too and the tool falls back to
+    the classical predictor, saying why. The marker is never created."""
+    from isegm.demo import server
+    marker = tmp_path / "marker"
+    exps = tmp_path / "exps"
+    evil = _crafted_model_checkpoint(exps / "run" / "checkpoints" / "last_checkpoint.pth", marker)
+    monkeypatch.setenv("EXPS_PATH", str(exps))
+    assert server.main(["--checkpoint", str(evil), "--cpu", "--port", "1"]) == 2
+    err = capsys.readouterr().err
+    assert f"'{evil}' {REFUSED}" in err and not marker.exists()
+    args = server.parse_args(["--cpu", "--output", str(tmp_path / "out")])
+    monkeypatch.setattr(server.Segmenter, "warm_up", lambda self: 0.0)
+    _, segmenter = server.build(args)
+    assert segmenter.name == "cv_grabcut" and not marker.exists()

@@ -65,6 +65,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--cpu", action="store_true", help="run on the CPU even if CUDA is present")
     parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
                         help=f"refuse larger images (default {MAX_PIXELS})")
+    parser.add_argument("--trust-checkpoint", action="store_true",
+                        help="unpickle a checkpoint that needs it in full (it can run code): only "
+                             "for files from a source you trust")
     return parser.parse_args(argv)
 
 
@@ -75,7 +78,8 @@ def run(args: argparse.Namespace) -> None:
         if path is not None and cv2.haveImageWriter(path) is False:
             raise PredictError(f"--{name} '{path}': cannot write this image type (use .png or .jpg)")
     image = read_image_file(args.image, args.max_pixels)
-    segmenter = Segmenter.from_checkpoint(args.checkpoint, select_device(cpu=args.cpu))
+    segmenter = Segmenter.from_checkpoint(args.checkpoint, select_device(cpu=args.cpu),
+                                          trust=args.trust_checkpoint)
     session = segmenter.new_session()
     session.set_image(image)
     h, w = image.shape[:2]

@@ -436,6 +436,10 @@ def parse_args(argv: Optional[List[str]] = None):
                              f"(default {MAX_SESSIONS})")
     parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
                         help=f"largest image accepted, in pixels (default {MAX_PIXELS})")
+    parser.add_argument("--trust-checkpoint", action="store_true",
+                        help="unpickle the --checkpoint file in full if it needs it (it can run "
+                             "code): only for files from a source you trust; never applies to "
+                             "the default checkpoint or to anything uploaded")
     return parser.parse_args(argv)
 
 
@@ -448,7 +452,8 @@ def build(args) -> Tuple[FastAPI, Segmenter]:
     exps = cfg.resolve("EXPS_PATH")
     device = select_device(cpu=args.cpu)
     if args.checkpoint is not None:
-        segmenter = Segmenter.from_checkpoint(args.checkpoint, device)
+        segmenter = Segmenter.from_checkpoint(args.checkpoint, device,
+                                              trust=args.trust_checkpoint)
         note = "chosen with --checkpoint"
     else:
         newest = find_default_checkpoint(exps)

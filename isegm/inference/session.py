@@ -96,16 +96,18 @@ class Segmenter:
 
     @classmethod
     def from_checkpoint(cls, checkpoint: Union[str, os.PathLike],
-                        device: Union[str, torch.device] = "cpu", **options: Any) -> "Segmenter":
+                        device: Union[str, torch.device] = "cpu", trust: bool = False,
+                        **options: Any) -> "Segmenter":
         """'cv_grabcut' (no weights) or an IGLR checkpoint file: the evaluator's NoBRS
         predictor for it ('iglr' with a refiner, else 'coarse'). A foreign or unreadable file
-        raises `isegm.utils.serialization.CheckpointError` naming it."""
+        raises `isegm.utils.serialization.CheckpointError` naming it; a file that needs full
+        unpickling raises `UntrustedCheckpointError` unless `trust=True` (see `load_is_model`)."""
         if str(checkpoint) == MODEL_FREE:
             return cls(MODEL_FREE, None, "cpu", **options)
         from ..model import load_is_model  # model-free use needs no model code
 
         path = Path(checkpoint)
-        model = load_is_model(path, device)
+        model = load_is_model(path, device, trust=trust)
         name = predictor_name_for_mode("NoBRS", model)
         run = path.parent.parent if path.parent.name == "checkpoints" else path.parent
         return cls(name, model, device, label=f"{name}: {run.name}/{path.name}", **options)
