@@ -260,10 +260,11 @@ def _random_masks(rng, count):
 def test_compiled_deepest_pixel_equals_the_full_transform():
     """The numba kernel (bound, then exact distances where the bound reaches the floor) gives
     the full OpenCV/SciPy transform's pixel and depth, clicked pixels and ties included."""
-    from isegm.inference import kernels
     from isegm.inference.clicker import _bbox_crop, _deepest_pixel, _deepest_pixel_reference
-    if not kernels.ENABLED:
-        pytest.skip(f"numba kernels disabled: {kernels.DISABLED_REASON}")
+    from isegm.inference.kernels.clicks import deepest_pixel
+    from isegm.utils import jit
+    if not jit.ENABLED:
+        pytest.skip(f"numba kernels disabled: {jit.DISABLED_REASON}")
     rng = np.random.default_rng(11)
     compared = 0
     for mask, clicked in _random_masks(rng, 1200):
@@ -278,19 +279,19 @@ def test_compiled_deepest_pixel_equals_the_full_transform():
     assert compared > 900
     big = np.ones((1100, 1200), bool)  # beyond OpenCV's float-exact range: SciPy's answer
     assert _deepest_pixel(big, None) == _deepest_pixel_reference(big, None) == (550 ** 2, 549, 549)
-    sq, y, x = kernels.deepest_pixel(np.ones((7, 9), bool), np.eye(7, 9, 4, dtype=bool))
+    sq, y, x = deepest_pixel(np.ones((7, 9), bool), np.eye(7, 9, 4, dtype=bool))
     assert (sq, y, x) == (16, 3, 3)  # (3, 4) is clicked: the next pixel of depth 4 in row order
     with pytest.raises(ValueError, match="clicked"):
-        kernels.deepest_pixel(np.ones((3, 3), bool), np.ones((2, 3), bool))
+        deepest_pixel(np.ones((3, 3), bool), np.ones((2, 3), bool))
 
 
 @pytest.mark.parametrize("compiled", [True, False])
 def test_clicks_equal_with_and_without_the_compiled_kernel(monkeypatch, compiled):
     """Both paths of the clicker give the straightforward rule's clicks."""
-    from isegm.inference import kernels
-    if compiled and not kernels.ENABLED:
-        pytest.skip(f"numba kernels disabled: {kernels.DISABLED_REASON}")
-    monkeypatch.setattr(kernels, "ENABLED", compiled)
+    from isegm.utils import jit
+    if compiled and not jit.ENABLED:
+        pytest.skip(f"numba kernels disabled: {jit.DISABLED_REASON}")
+    monkeypatch.setattr(jit, "ENABLED", compiled)
     rng = np.random.default_rng(5)
     for mask, clicked in _random_masks(rng, 200):
         gt = mask.astype(np.int64)

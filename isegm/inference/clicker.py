@@ -20,7 +20,9 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
-from . import kernels
+from ..utils import jit
+from .kernels.clicks import deepest_pixel
+from .utils import get_bbox_from_mask
 
 PRED_THRESHOLD = 0.49  # rule 3 and rule 53
 
@@ -71,11 +73,9 @@ _TIE_TOLERANCE = 4e-4
 
 
 def _bbox_crop(mask: np.ndarray) -> Optional[Tuple[int, int, int, int]]:
-    rows_any = np.flatnonzero(mask.any(axis=1))
-    if len(rows_any) == 0:
-        return None
-    cols_any = np.flatnonzero(mask.any(axis=0))
-    return rows_any[0], rows_any[-1] + 1, cols_any[0], cols_any[-1] + 1
+    """Half-open (r0, r1, c0, c1) bbox of a mask (`get_bbox_from_mask`), None when empty."""
+    bbox = get_bbox_from_mask(mask)
+    return None if bbox is None else (bbox[0], bbox[1] + 1, bbox[2], bbox[3] + 1)
 
 
 def _squared_edt_scipy(padded: np.ndarray) -> np.ndarray:
@@ -139,17 +139,17 @@ def _deepest_pixel(mask: np.ndarray, clicked: Optional[np.ndarray],
     """(squared distance, y, x) of the first (row-major) pixel of maximal padded EDT in `mask`,
     clicked pixels excluded; (0, 0, 0) when there is none. Works on the mask's bounding `box`
     only (found if not given): row-major order inside the box is row-major order in the image.
-    With numba, the compiled `kernels.deepest_pixel` (no full transform); otherwise, and as its
-    reference in the tests, `_deepest_pixel_reference`."""
+    With numba, the compiled `kernels.clicks.deepest_pixel` (no full transform); otherwise,
+    and as its reference in the tests, `_deepest_pixel_reference`."""
     if box is None:
         box = _bbox_crop(mask)
     if box is None:
         return 0, 0, 0
-    if not kernels.ENABLED:
+    if not jit.ENABLED:
         return _deepest_pixel_reference(mask, clicked, box)
     r0, r1, c0, c1 = box
-    sq, y, x = kernels.deepest_pixel(mask[r0:r1, c0:c1],
-                                     None if clicked is None else clicked[r0:r1, c0:c1])
+    sq, y, x = deepest_pixel(mask[r0:r1, c0:c1],
+                             None if clicked is None else clicked[r0:r1, c0:c1])
     return (sq, y + r0, x + c0) if sq > 0 else (0, 0, 0)
 
 

@@ -43,7 +43,8 @@ from ..utils.log import logger, setup_logging
 from ..utils.serialization import CheckpointError, load_torch_file
 from .evaluation import evaluate_dataset
 from .predictors import MODES, PREDICTORS, get_predictor, predictor_name_for_mode
-from .transforms import FOCUS_STRATEGIES, ZoomIn
+from .crops import ZoomIn
+from .focus import FOCUS_STRATEGIES
 from .utils import (compute_noc_metric, compute_strict_nof, get_iou_thresholds,
                     mean_iou_per_click, percent_key, stop_iou)
 
