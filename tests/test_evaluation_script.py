@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from isegm.inference.runner import EvaluationSetupError, load_ious, parse_args, run_evaluation
+from isegm.inference.cli import EvaluationSetupError, parse_args, run_evaluation
+from isegm.inference.results import load_ious
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -100,7 +101,7 @@ def test_errors_before_evaluation(env, b0_checkpoint, monkeypatch):
 
 
 def test_exp_path_and_main_exit_code(env, b0_checkpoint, capsys):
-    from isegm.inference.runner import find_exp_checkpoints, main
+    from isegm.inference.cli import find_exp_checkpoints, main
     from isegm.utils.config import load_config
     run = env / "exps" / "iglr" / "b0_test" / "000_demo" / "checkpoints"
     run.mkdir(parents=True)
@@ -130,7 +131,7 @@ def test_plot_ious_analysis(env):
 
 
 def test_flip_flags_parse():
-    from isegm.inference.runner import parse_args
+    from isegm.inference.cli import parse_args
     assert parse_args(["NoBRS", "--checkpoint=x.pth"]).with_flip is True
     assert parse_args(["NoBRS", "--checkpoint=x.pth", "--no-flip"]).with_flip is False
     assert parse_args(["NoBRS", "--checkpoint=x.pth", "--no-with-flip"]).with_flip is False
