@@ -164,7 +164,10 @@ def find_checkpoint(cfg: Config, checkpoint: str) -> Path:
                                    f"{models_root}: {', '.join(map(str, sorted(found)))}; "
                                    f"give a path")
     raise EvaluationSetupError(f"checkpoint '{checkpoint}' not found: no such file, and no "
-                               f"'{names[-1]}' under INTERACTIVE_MODELS_PATH={models_root}")
+                               f"'{names[-1]}' under INTERACTIVE_MODELS_PATH={models_root}. "
+                               f"No trained IGLR weights have been released (the authors' "
+                               f"repository says 'coming soon'): train one as docs/gpu.md "
+                               f"describes and pass its checkpoints/last_checkpoint.pth")
 
 
 def find_exp_checkpoints(cfg: Config, exp_path: str, pattern: str = "*.pth") -> List[Path]:

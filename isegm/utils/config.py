@@ -25,6 +25,8 @@ EXPECTED_LAYOUTS = {
     "BERKELEY_PATH": "images/<name>.jpg images and masks/<name>.png masks",
     "DAVIS_PATH": "img/<name>.jpg images and gt/<name>.png masks",
     "COCO_MVAL_PATH": "img/<name>.jpg images and gt/<name>.png masks",
+    "DAVIS585_PATH": "one folder per sequence with <name>.jpg, <name>.png, init_stm_<name>.png "
+                     "and init_sp_<name>.png",
     "SBD_PATH": "the benchmark's dataset/ folder: img/<id>.jpg, inst/<id>.mat, train.txt, val.txt",
     "PASCALVOC_PATH": "JPEGImages/<id>.jpg, SegmentationObject/<id>.png, "
                       "ImageSets/Segmentation/<split>.txt",

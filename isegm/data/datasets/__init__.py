@@ -5,7 +5,8 @@
     trainset = get_dataset('Synthetic', cfg, for_training=True, augmentator=aug,
                            points_sampler=sampler, num_samples=4000)
 
-Evaluation names: GrabCut, Berkeley, DAVIS, SBD (val, per instance), SBD_Train (train list, per
+Evaluation names: GrabCut, Berkeley, DAVIS, DAVIS585 (mask correction: each sample carries an
+initial mask, `init_mask_mode='stm'|'sp'`), SBD (val, per instance), SBD_Train (train list, per
 instance), PascalVOC (val, per instance), COCO_MVal, Synthetic (val split, one object each).
 Training names (`for_training=True`): SBD_Train (multi-object SBDDataset), COCO_LVIS, Synthetic
 (train split), ImagesDir, COCO_MVal. Keyword arguments go to the dataset constructor.
@@ -18,6 +19,7 @@ from isegm.data.base import ISDataset
 from isegm.data.compose import ComposeDataset, ProportionalComposeDataset
 from isegm.data.datasets.coco_lvis import CocoLvisDataset
 from isegm.data.datasets.davis import CocoMValDataset, DavisDataset
+from isegm.data.datasets.davis585 import Davis585Dataset, FolderInitMasks
 from isegm.data.datasets.grabcut import BerkeleyDataset, GrabCutDataset
 from isegm.data.datasets.images_dir import ImagesDirDataset
 from isegm.data.datasets.pascalvoc import PascalVocDataset
@@ -27,7 +29,7 @@ from isegm.utils.registry import Registry
 
 __all__ = ['GrabCutDataset', 'BerkeleyDataset', 'DavisDataset', 'SBDDataset',
            'SBDEvaluationDataset', 'PascalVocDataset', 'CocoLvisDataset', 'ImagesDirDataset',
-           'CocoMValDataset', 'SyntheticDataset', 'ComposeDataset', 'ProportionalComposeDataset',
+           'CocoMValDataset', 'Davis585Dataset', 'FolderInitMasks', 'SyntheticDataset', 'ComposeDataset', 'ProportionalComposeDataset',
            'DATASETS', 'get_dataset']
 
 # name -> builder(cfg, for_training, **kwargs)
@@ -58,6 +60,7 @@ DATASETS.add('GrabCut', _rooted(GrabCutDataset, 'GRABCUT_PATH'))
 DATASETS.add('Berkeley', _rooted(BerkeleyDataset, 'BERKELEY_PATH'))
 DATASETS.add('DAVIS', _rooted(DavisDataset, 'DAVIS_PATH'))
 DATASETS.add('COCO_MVal', _rooted(CocoMValDataset, 'COCO_MVAL_PATH'))
+DATASETS.add('DAVIS585', _rooted(Davis585Dataset, 'DAVIS585_PATH'))
 DATASETS.add('SBD', _rooted(SBDEvaluationDataset, 'SBD_PATH', split='val'))
 DATASETS.add('SBD_Train', _sbd_train)
 DATASETS.add('PascalVOC', _rooted(PascalVocDataset, 'PASCALVOC_PATH', split='val'))
