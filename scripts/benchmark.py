@@ -663,11 +663,11 @@ def data(args: argparse.Namespace) -> Dict[str, Any]:
     datasets = {f"Synthetic ({args.crop}x{args.crop} crops)": SyntheticDataset(
         num_samples=200, augmentator=build_train_augmentator(crop), points_sampler=sampler(),
         epoch_len=epoch_len)}
-    if args.coco_mval:
-        root = load_config().resolve("COCO_MVAL_PATH")
+    if args.coco_mval is not None:
+        root = Path(args.coco_mval) if args.coco_mval else load_config().resolve("COCO_MVAL_PATH")
         if not root.is_dir():
-            raise SystemExit(f"benchmark.py data: --coco-mval: COCO_MVAL_PATH={root} is not a "
-                             f"folder (configs.yml, or the COCO_MVAL_PATH variable)")
+            raise SystemExit(f"benchmark.py data: --coco-mval: {root} is not a folder (give "
+                             f"the COCO_MVal root, or set COCO_MVAL_PATH in configs.yml)")
         datasets["COCO-MVal (jpg+png)"] = CocoMValDataset(
             root, augmentator=build_train_augmentator(crop), points_sampler=sampler(),
             epoch_len=epoch_len)
@@ -893,8 +893,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--crop", type=int, default=256)
     p.add_argument("--workers", type=int, nargs="+", default=[0, 2])
-    p.add_argument("--coco-mval", action="store_true",
-                   help="also COCO-MVal (COCO_MVAL_PATH from configs.yml)")
+    p.add_argument("--coco-mval", nargs="?", const="", default=None, metavar="ROOT",
+                   help="also COCO-MVal, from ROOT (default: COCO_MVAL_PATH of configs.yml)")
     p.set_defaults(run=data)
     for name, p in sub.items():
         p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
