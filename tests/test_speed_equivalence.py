@@ -748,3 +748,51 @@ def test_compiled_kernels_use_as_many_threads_as_torch():
         assert numba.get_num_threads() == min(before, numba.config.NUMBA_NUM_THREADS)
     finally:
         torch.set_num_threads(before)
+
+
+def test_backend_is_chosen_once_numba_on_the_cpu_torch_otherwise():
+    """The predictor's backend: numba on the CPU where numba is present, torch on CUDA and with
+    IGLR_NUMBA=0 (checked in a fresh process, where the variable is read); a wrong name or the
+    numba backend off the CPU is refused with the reason."""
+    import subprocess
+    import sys
+    from isegm.inference.backends import NumbaBackend, TorchBackend, select_backend
+    cpu = torch.device("cpu")
+    assert type(select_backend(cpu)) is (NumbaBackend if jit.ENABLED else TorchBackend)
+    assert type(select_backend(torch.device("cuda"))) is TorchBackend
+    assert type(select_backend(cpu, "torch")) is TorchBackend
+    with pytest.raises(KeyError, match="unknown predictor backend 'jax'"):
+        select_backend(cpu, "jax")
+    with pytest.raises(ValueError, match="runs on the CPU"):
+        select_backend(torch.device("cuda"), "numba")
+    code = ("from isegm.inference.backends import select_backend; import torch; "
+            "print(select_backend(torch.device('cpu')).name)")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
+                          check=True, env={**os.environ, "IGLR_NUMBA": "0"})
+    assert done.stdout.strip() == "torch"
+
+
+def test_backends_give_the_same_clicks(tiny_model):
+    """The numba and torch backends (in place on the CPU, and copied as on CUDA) chain the same
+    outputs over clicks on their own previous outputs (the evaluator's pattern)."""
+    from isegm.inference.clicker import Clicker
+    rng = np.random.default_rng(7)
+    h, w = 72, 100
+    image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    gt = np.zeros((h, w), np.int32)
+    gt[12:60, 25:85] = 1
+    outputs = {}
+    for backend in BACKENDS:
+        pred = _predictor("iglr", tiny_model, backend, with_flip=True, refine_after_clicks=4)
+        pred.set_image(image)
+        clicker = Clicker(gt_mask=gt)
+        out, outs = np.zeros((h, w), np.float32), []
+        for _ in range(6):
+            clicker.make_next_click(out > 0.49)
+            out = pred.get_prediction(clicker)
+            outs.append(out.copy())
+        outputs[backend] = outs
+    for backend in BACKENDS[1:]:
+        for a, b in zip(outputs[BACKENDS[0]], outputs[backend]):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
