@@ -35,7 +35,7 @@ import torch
 from ..model.roi_sampling import roi_align_box, roi_align_features, roi_align_image
 from ..utils import jit
 from .kernels import image, maps
-from .focus import FOCUS_PROB_THRESHOLD, PREV_MASK_THRESHOLD
+from .focus import COARSE_PROB_THRESH, PREV_MASK_THRESHOLD, coarse_mask_of_probs
 from .resize import linear_taps, resize_bilinear
 from .utils import get_bbox_from_mask
 
@@ -95,13 +95,13 @@ class TorchBackend:
 
     def focus_masks(self, coarse: torch.Tensor, prev_mask: np.ndarray,
                     prev_at: Tuple[int, int]) -> FocusMasks:
-        """The coarse mask (probabilities > FOCUS_PROB_THRESHOLD) over the crop, thresholded on
-        the device and sent to the host, and its XOR with `prev_mask` placed at `prev_at`
-        (crop coordinates; clipped), computed only if the rule asks for it."""
+        """The coarse mask (`coarse_mask_of_probs`, rule 35a) over the crop, thresholded on the
+        device and sent to the host, and its XOR with `prev_mask` placed at `prev_at` (crop
+        coordinates; clipped), computed only if the rule asks for it."""
         if coarse.device.type == "cpu":
-            pred = coarse[0, 0].numpy() > FOCUS_PROB_THRESHOLD
+            pred = coarse_mask_of_probs(coarse[0, 0].numpy())
         else:
-            pred = (coarse[0, 0] > FOCUS_PROB_THRESHOLD).cpu().numpy()
+            pred = coarse_mask_of_probs(coarse[0, 0]).cpu().numpy()
         count = int(np.count_nonzero(pred))
 
         def xor() -> np.ndarray:
@@ -174,7 +174,7 @@ class NumbaBackend(TorchBackend):
         """One pass over the crop: the coarse mask's count and bbox, and the XOR's row runs
         (the XOR itself computed only if a row has more runs than are kept)."""
         rows, taps = coarse
-        return maps.blend_threshold_xor(rows, taps, FOCUS_PROB_THRESHOLD, prev_mask,
+        return maps.blend_threshold_xor(rows, taps, COARSE_PROB_THRESH, prev_mask,
                                               prev_at, runs=True)
 
     def roi_image(self, image_nd: torch.Tensor, image_u8: Optional[np.ndarray],

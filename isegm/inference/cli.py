@@ -43,7 +43,8 @@ from ..utils.vis import draw_prediction
 from .crops import ZoomIn
 from .evaluation import evaluate_dataset
 from .focus import FOCUS_STRATEGIES
-from .predictors import MODES, PREDICTORS, get_predictor, predictor_name_for_mode
+from .predictors import (EMPTY_MASK_ROIS, MODES, PREDICTORS, get_predictor,
+                         predictor_name_for_mode)
 from .results import results_table, save_ious, write_records
 from .utils import (compute_noc_metric, compute_strict_nof, get_iou_thresholds,
                     mean_iou_per_click, percent_key, stop_iou)
@@ -84,6 +85,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--focus-strategy", type=str, default=None, choices=FOCUS_STRATEGIES)
     parser.add_argument("--crop-mode", type=str, default="target", choices=("target", "zoom_in"),
                         help="coarse predictor: FocalClick target crop or RITM ZoomIn")
+    parser.add_argument("--empty-mask-roi", type=str, default="stored", choices=EMPTY_MASK_ROIS,
+                        help="target crop after an empty previous mask: 'stored' (as released, "
+                             "rule 28f: the whole image's output squeezed into the ROI an "
+                             "earlier click stored) or 'full' (the whole image)")
     parser.add_argument("--n-clicks", type=int, default=20, help="maximum clicks per sample (N)")
     parser.add_argument("--min-n-clicks", type=int, default=1)
     parser.add_argument("--target-iou", type=float, default=0.90)
@@ -334,7 +339,7 @@ def run_evaluation(args: argparse.Namespace,
                 with_flip=args.with_flip, infer_size=args.infer_size,
                 target_crop_r=args.target_crop_r, focus_crop_r=args.focus_crop_r,
                 focus_strategy=args.focus_strategy, crop_mode=args.crop_mode,
-                zoom_in=_zoom_in_for(args, ds_name))
+                empty_mask_roi=args.empty_mask_roi, zoom_in=_zoom_in_for(args, ds_name))
             indices = None
             if args.max_samples is not None:
                 indices = list(range(min(len(dataset), args.max_samples)))

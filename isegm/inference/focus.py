@@ -1,7 +1,7 @@
 """The focus rule (rule 35): where the refiner looks at each click, in one place.
 
-The coarse mask Pc is the coarse logits > 0.49 (rule 35a; as probabilities, p >
-`FOCUS_PROB_THRESHOLD`), the previous mask Pp the previous probabilities > 0.49. Then (rule 35b):
+The coarse mask Pc is the coarse logits > 0.49 (rule 35a; as probabilities, p >=
+`COARSE_PROB_THRESH`, `coarse_mask_of_probs`), the previous mask Pp the previous probabilities > 0.49. Then (rule 35b):
 
 - `'diff'` (IGLR's released behaviour): without Pp, the box of Pc; else D, the 8-connected
   component of Pc XOR Pp at the last click (label 0, every pixel off the XOR, when the click is
@@ -21,7 +21,7 @@ one pass over the coarse crop's rows, the XOR's component from its row runs,
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Optional, Tuple, Union
 
 import cv2
 import numpy as np
@@ -31,16 +31,25 @@ from .utils import get_bbox_from_mask
 
 Box = Tuple[int, int, int, int]
 FOCUS_STRATEGIES = ("diff", "click_square", "whole_object")
-# rule 35a: the coarse logits are thresholded at 0.49, i.e. the probabilities at sigmoid(0.49)
+# rule 35a: the coarse logits are thresholded at 0.49: log(p / (1 - p)) > 0.49 in float32. On
+# the float32 probabilities that is p >= float32(sigmoid(0.49)) = 0.62010646 exactly (a strict
+# `>` misses p = 0.62010646 itself, whose logit is 0.49000007): `coarse_mask_of_probs`.
 FOCUS_LOGIT_THRESHOLD = 0.49
-FOCUS_PROB_THRESHOLD = float(torch.sigmoid(torch.tensor(FOCUS_LOGIT_THRESHOLD,
-                                                        dtype=torch.float32)))
+COARSE_PROB_THRESH = float(torch.sigmoid(torch.tensor(FOCUS_LOGIT_THRESHOLD,
+                                                      dtype=torch.float32)))
 PREV_MASK_THRESHOLD = 0.49  # rule 35a: Pp = previous probabilities > 0.49
 MIN_MASK_PIXELS = 10  # rule 35b: the bbox of a smaller mask (or component) is the whole image
 # rule 35b: a component under 1 / THIN_COMPONENT_DIVISOR of Pc's box (height or width) gives
 # way to the click square (a division, as the rule's hp / 3: exact at multiples of 3)
 THIN_COMPONENT_DIVISOR = 3
 CLICK_SQUARE_RATIO = 0.2  # rule 35b: the square's half-side, of the coarse box's larger extent
+
+
+def coarse_mask_of_probs(probs: Union[np.ndarray, torch.Tensor]
+                         ) -> Union[np.ndarray, torch.Tensor]:
+    """Rule 35a's coarse mask from float32 coarse probabilities (any shape, NumPy or torch):
+    `probs >= COARSE_PROB_THRESH`, equal to thresholding their float32 logits at 0.49."""
+    return probs >= COARSE_PROB_THRESH
 
 
 def _outside_bbox(window: Box, image_size: Tuple[int, int]

@@ -111,10 +111,11 @@ def _threshold_row(values, thresh, out):
 
 @njit
 def _blend_threshold_row(a, b, u, v, thresh, out):
-    """out = (u * a + v * b) > thresh (uint8), without keeping the blend; (count, first, last)."""
+    """out = (u * a + v * b) >= thresh (uint8), without keeping the blend; (count, first, last).
+    `>=`: the focus rule's coarse threshold on probabilities (`focus.COARSE_PROB_THRESH`)."""
     count = np.int32(0)
     for j in range(out.shape[0]):
-        above = u * a[j] + v * b[j] > thresh
+        above = u * a[j] + v * b[j] >= thresh
         count += np.int32(above)
         out[j] = np.uint8(above)
     first, last = _first_last(out, count)
@@ -318,7 +319,7 @@ def threshold_with_bbox(values: np.ndarray, window: Tuple[int, int, int, int], t
 
 def blend_threshold_xor(rows: np.ndarray, taps: Tuple[np.ndarray, ...], thresh: float,
                         other: np.ndarray, other_at: Tuple[int, int], runs: bool = False):
-    """The thresholded separable resize m = (w_low * rows[low] + w_high * rows[high]) > thresh
+    """The thresholded separable resize m = (w_low * rows[low] + w_high * rows[high]) >= thresh
     (an H x W mask, H = len(low), W = rows' width; the blend itself is not stored), XOR the bool
     mask `other` placed at `other_at` = (y, x) (clipped; 0 elsewhere); and m's pixel count and
     inclusive bbox (None when empty): (xor as uint8, count, bbox). The focus rule's coarse

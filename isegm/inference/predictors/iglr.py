@@ -3,8 +3,9 @@
 One click (`CoarsePredictor._predict`, the same flow for both; the coarse predictor stops
 after step 2):
 
-1. the target crop (rules 31-32: the previous mask's box with the positive clicks, expanded)
-   resized to S x S with the previous probabilities as the fourth input (rule 26), the network
+1. the target crop (rules 31-32: the previous mask's box with the positive clicks, expanded;
+   after an empty previous mask the whole image, its output squeezed into the stored ROI,
+   rule 28f) resized to S x S with the previous probabilities as the fourth input (rule 26), the network
    on it, with horizontal flip averaging of the logits (rule 27);
 2. the coarse probabilities resized to the crop (0 outside it, rule 34);
 3. the focus box around the latest click (rule 35, `inference/focus.py`);
@@ -46,6 +47,10 @@ from .base import BasePredictor, clicks_to_points, flip_clicks
 Box = Tuple[int, int, int, int]
 
 CROP_MODES = ("target", "zoom_in")
+# the target crop when the previous mask (> 0.49) is empty from click 2 on: 'stored', the ROI an
+# earlier click stored (the released predictors, rule 28f: the network sees the whole image and
+# its output is squeezed into that ROI, the focus box clamped to it); 'full', the whole image
+EMPTY_MASK_ROIS = ("stored", "full")
 
 
 class CoarsePredictor(BasePredictor):
@@ -55,6 +60,8 @@ class CoarsePredictor(BasePredictor):
     threshold 0.49 as in FocalClick. `zoom_in`: a `ZoomIn` used when crop_mode='zoom_in'.
     `autocast_dtype`: run the network under `torch.autocast` in this dtype (None: fp32);
     `compile_model`: `torch.compile` the backbone, head and refiner (in place, same weights);
+    `empty_mask_roi`: the target crop after an empty previous mask (`EMPTY_MASK_ROIS`;
+    'stored' as released, rule 28f; 'full' the whole image, output unsqueezed);
     `backend`: 'numba' or 'torch' (default: numba on the CPU where present, else torch).
     """
 
@@ -66,11 +73,16 @@ class CoarsePredictor(BasePredictor):
                  infer_size: Optional[int] = None, target_crop_r: Optional[float] = None,
                  min_crop_size: int = 10, crop_mode: str = "target",
                  zoom_in: Optional[ZoomIn] = None, autocast_dtype: Optional[torch.dtype] = None,
-                 compile_model: bool = False, backend: Optional[str] = None):
+                 compile_model: bool = False, empty_mask_roi: str = "stored",
+                 backend: Optional[str] = None):
         if model is None:
             raise ValueError(f"{type(self).__name__} needs a model")
         if crop_mode not in CROP_MODES:
             raise KeyError(f"unknown crop mode '{crop_mode}'; known: {', '.join(CROP_MODES)}")
+        if empty_mask_roi not in EMPTY_MASK_ROIS:
+            raise KeyError(f"unknown empty_mask_roi '{empty_mask_roi}'; known: "
+                           f"{', '.join(EMPTY_MASK_ROIS)}")
+        self.empty_mask_roi = empty_mask_roi
         super().__init__(model.to(device).eval(), device, clicks_limit)
         self.backend = select_backend(self.device, backend)
         self.with_flip = with_flip
@@ -107,13 +119,13 @@ class CoarsePredictor(BasePredictor):
             return self._predict_zoom_in(clicks)
         backend, timer = self.backend, self.timer
         # 1. the network on the target crop
-        roi, logits, feature = self._coarse_network(clicks)
+        roi, logits, feature, probs = self._coarse_network(clicks)
         r0, r1, c0, c1 = roi
         window = (r0, r1 + 1, c0, c1 + 1)
         # 2. the coarse probabilities over the crop, in an output map that is 0 outside it
         with timer.stage("coarse_paste"):
             out = self._output(window)
-            coarse = backend.coarse(torch.sigmoid(logits), out, window)
+            coarse = backend.coarse(probs, out, window)
         box = None
         if self.refines and feature is not None:
             # 3. the focus box (rule 35) from the coarse and previous masks over the crop
@@ -124,6 +136,7 @@ class CoarsePredictor(BasePredictor):
                 box = focus_box(self.focus_strategy, count, bbox, prev_bbox is not None, xor,
                                 window, clicks[-1].coords, self.focus_crop_r, (r0, c0),
                                 self.prev_prediction.shape, runs)
+                self.last_focus_box = box
         if box is None:
             with timer.stage("paste_back"):
                 return self._pending(out, window, backend.paste(out, coarse, window))
@@ -136,18 +149,24 @@ class CoarsePredictor(BasePredictor):
             return self._pending(out, window, backend.paste(out, coarse, window, box, refined))
 
     def _coarse_network(self, clicks: List[Click]
-                        ) -> Tuple[Box, torch.Tensor, Optional[torch.Tensor]]:
-        """The network on the target crop: (inclusive roi, logits (1,1,S,S), feature)."""
+                        ) -> Tuple[Box, torch.Tensor, Optional[torch.Tensor], torch.Tensor]:
+        """The network on the target crop: (inclusive roi of the output, logits (1,1,S,S),
+        feature, the probabilities to resize into the roi: sigmoid(logits), or after rule 28f's
+        whole-image pass their resize to the image first, as released)."""
         with self.timer.stage("target_crop"):
-            roi = self._target_roi(clicks)
-            self.last_target_roi = roi
+            roi, out_roi = self._target_roi(clicks)
+            self.last_target_roi = out_roi
             r0, r1, c0, c1 = roi
             s = (self.infer_size, self.infer_size)
             image = self.backend.resize_image(self.image_nd, self._image_u8,
                                               (r0, r1 + 1, c0, c1 + 1), s)
             prev = resize_bilinear(self._prev_window(roi), s)
             roi_clicks = map_clicks(clicks, roi, s)
-        return (roi,) + self._network_coarse(image, prev, roi_clicks)
+        logits, feature = self._network_coarse(image, prev, roi_clicks)
+        probs = torch.sigmoid(logits)
+        if out_roi != roi:  # squeezed: the whole-image map resized into the stored roi
+            probs = resize_bilinear(probs, (r1 - r0 + 1, c1 - c0 + 1))
+        return out_roi, logits, feature, probs
 
     def _network_coarse(self, image: torch.Tensor, prev: Optional[torch.Tensor],
                         clicks: List[Click]) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
@@ -192,6 +211,8 @@ class CoarsePredictor(BasePredictor):
         self._set_support(self.prev_prediction, (0, 0, 0, 0))
         h, w = self.prev_prediction.shape
         self.last_target_roi: Box = (0, h - 1, 0, w - 1)  # inclusive; for inspection
+        self.last_focus_box: Optional[Box] = None  # half-open, None if empty; for inspection
+        self._stored_roi: Optional[Box] = None  # the last ROI from a non-empty mask (rule 28f)
 
     def set_prev_prediction(self, prob: np.ndarray, support: Optional[Box] = None,
                             above: Optional[np.ndarray] = None) -> None:
@@ -260,15 +281,24 @@ class CoarsePredictor(BasePredictor):
             self._prev_mask_cache = cache
         return cache[1], cache[2], cache[3]
 
-    def _target_roi(self, clicks: List[Click]) -> Box:
-        """`crops.target_crop_roi` (inclusive) from the previous mask's cached bbox."""
-        prev_bbox = None
-        if len(clicks) > 1:
-            _, (y1, _, x1, _), bbox = self._prev_mask()
-            if bbox is not None:
-                prev_bbox = (bbox[0] + y1, bbox[1] + y1, bbox[2] + x1, bbox[3] + x1)
-        return target_crop_roi(prev_bbox, clicks, self.prev_prediction.shape,
-                               self.target_crop_r, self.min_crop_size)
+    def _target_roi(self, clicks: List[Click]) -> Tuple[Box, Box]:
+        """(inclusive roi the network sees, inclusive roi its output goes to):
+        `crops.target_crop_roi` from the previous mask's cached bbox. They differ only after an
+        empty previous mask with a stored ROI (rule 28f, `empty_mask_roi='stored'`): the whole
+        image, and the ROI of the last non-empty mask."""
+        if len(clicks) <= 1:
+            roi = target_crop_roi(None, clicks, self.prev_prediction.shape)
+            return roi, roi
+        _, (y1, _, x1, _), bbox = self._prev_mask()
+        prev_bbox = None if bbox is None else (bbox[0] + y1, bbox[1] + y1,
+                                               bbox[2] + x1, bbox[3] + x1)
+        roi = target_crop_roi(prev_bbox, clicks, self.prev_prediction.shape,
+                              self.target_crop_r, self.min_crop_size)
+        if prev_bbox is None:
+            stored = self._stored_roi if self.empty_mask_roi == "stored" else None
+            return roi, stored or roi
+        self._stored_roi = roi
+        return roi, roi
 
     def _prev_window(self, roi: Box) -> torch.Tensor:
         """(1, 1, h, w) previous probabilities over an inclusive roi, on the device (only the
@@ -322,10 +352,12 @@ class IGLRPredictor(CoarsePredictor):
                  min_crop_size: int = 10, focus_strategy: Optional[str] = None,
                  focus_crop_r: Optional[float] = None, refine_size: Optional[int] = None,
                  refine_after_clicks: int = 10, autocast_dtype: Optional[torch.dtype] = None,
-                 compile_model: bool = False, backend: Optional[str] = None):
+                 compile_model: bool = False, empty_mask_roi: str = "stored",
+                 backend: Optional[str] = None):
         super().__init__(model, device, clicks_limit, with_flip, infer_size, target_crop_r,
                          min_crop_size, crop_mode="target", autocast_dtype=autocast_dtype,
-                         compile_model=compile_model, backend=backend)
+                         compile_model=compile_model, empty_mask_roi=empty_mask_roi,
+                         backend=backend)
         if not getattr(model, "use_refiner", False) or getattr(model, "refiner", 1) is None:
             raise ValueError("the IGLR predictor needs a model with use_refiner=True; "
                              "use the 'coarse' predictor for models without the refiner")
