@@ -1,6 +1,6 @@
 """IGLR speed, one command with a subcommand per subject (outputs under experiments/benchmark/):
 
-    .venv/bin/python scripts/benchmark.py predictor [--quick] [...]   # the whole predictor per click
+    .venv/bin/python scripts/benchmark.py predictor [--quick] [...]   # whole predictor per click
     .venv/bin/python scripts/benchmark.py network [--variants mit_b0] # forward passes, FLOPs
     .venv/bin/python scripts/benchmark.py evaluator [--samples 5]     # s/click split on GrabCut
     .venv/bin/python scripts/benchmark.py training [--backbones ...]  # the trainer's real step

@@ -1,7 +1,8 @@
 """The focus rule (rule 35): where the refiner looks at each click, in one place.
 
 The coarse mask Pc is the coarse logits > 0.49 (rule 35a; as probabilities, p >=
-`COARSE_PROB_THRESH`, `coarse_mask_of_probs`), the previous mask Pp the previous probabilities > 0.49. Then (rule 35b):
+`COARSE_PROB_THRESH`, `coarse_mask_of_probs`), the previous mask Pp the previous probabilities
+> 0.49 (`PREV_MASK_THRESHOLD`). Then (rule 35b):
 
 - `'diff'` (IGLR's released behaviour): without Pp, the box of Pc; else D, the 8-connected
   component of Pc XOR Pp at the last click (label 0, every pixel off the XOR, when the click is
@@ -17,7 +18,8 @@ clamped to the image and the target crop (rule 35c): a half-open (y1, y2, x1, x2
 `focus_crop` takes the masks (full image, or the window of the target crop); `focus_box` takes
 their statistics, which the predictor's backends compute in their own way (the numba backend:
 one pass over the coarse crop's rows, the XOR's component from its row runs,
-`kernels.runs.RowRuns`).
+`kernels.runs.RowRuns`). Training draws its refiner boxes by another rule (near the object's
+boundary at the last click: `engine.interaction.FocusBoxSampler`, architecture spec §5).
 """
 from __future__ import annotations
 

@@ -5,8 +5,8 @@ after step 2):
 
 1. the target crop (rules 31-32: the previous mask's box with the positive clicks, expanded;
    after an empty previous mask the whole image, its output squeezed into the stored ROI,
-   rule 28f) resized to S x S with the previous probabilities as the fourth input (rule 26), the network
-   on it, with horizontal flip averaging of the logits (rule 27);
+   rule 28f) resized to S x S with the previous probabilities as the fourth input (rule 26),
+   the network on it, with horizontal flip averaging of the logits (rule 27);
 2. the coarse probabilities resized to the crop (0 outside it, rule 34);
 3. the focus box around the latest click (rule 35, `inference/focus.py`);
 4. the refiner on RoIAlign crops of the box (image from full resolution; coarse logits and
