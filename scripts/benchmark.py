@@ -148,7 +148,7 @@ def mask_support(mask: np.ndarray) -> Optional[Tuple[int, int, int, int]]:
 def build_model(cfg: Dict[str, Any]) -> IGLRModel:
     """The configuration's model: from `checkpoint` or seed 0 (non-zero IGA coefficients)."""
     if cfg.get("checkpoint"):
-        model = load_is_model(cfg["checkpoint"])
+        model = load_is_model(cfg["checkpoint"], trust=cfg.get("trust_checkpoint", False))
         return model
     torch.manual_seed(0)
     model = IGLRModel(backbone=cfg["backbone"], pipeline=cfg["pipeline"],
@@ -768,6 +768,9 @@ def add_predictor_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--flip", action="store_true",
                    help="horizontal-flip averaging (IGLR's evaluation default; batch 2)")
     p.add_argument("--checkpoint", default=None, help="trained model (default: seed-0 weights)")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="accept a checkpoint that needs full unpickling, which can run code "
+                        "stored in the file: only for files from a trusted source")
     p.add_argument("--peak-gflops", type=float, default=PEAK_GFLOPS_FP32)
     p.add_argument("--no-full-image", dest="full_image", action="store_false")
     p.add_argument("--full-image-max-gflop", type=float, default=150.0,
@@ -789,7 +792,8 @@ def predictor(args: argparse.Namespace) -> Dict[str, Any]:
         args.full_image_runs, args.isolate = 1, False
     if args.checkpoint:
         # a trained model has one architecture: the rows (and the agreement) are that model's
-        params = get_model_config(load_is_model(args.checkpoint))["params"]
+        params = get_model_config(load_is_model(args.checkpoint,
+                                                trust=args.trust_checkpoint))["params"]
         args.backbones, args.pipelines = [params["backbone"]], [params["pipeline"]]
         args.iga = ["on" if params.get("iga_stages") else "off"]
         args.refiner = ["on" if params.get("use_refiner", True) else "off"]
@@ -807,7 +811,8 @@ def predictor(args: argparse.Namespace) -> Dict[str, Any]:
                                "refiner": refiner, "device": device, "threads": args.threads,
                                "dtype": args.dtype, "compile": args.compile,
                                "channels_last": args.channels_last, "flip": args.flip,
-                               "checkpoint": args.checkpoint, "clicks": args.clicks,
+                               "checkpoint": args.checkpoint,
+                               "trust_checkpoint": args.trust_checkpoint, "clicks": args.clicks,
                                "repeats": args.repeats, "sizes": args.sizes,
                                "peak_gflops": args.peak_gflops,
                                # the full-image reference has no refiner: once per model
@@ -827,7 +832,8 @@ def predictor(args: argparse.Namespace) -> Dict[str, Any]:
                "iga": _onoff(args.iga)[0], "refiner": _onoff(args.refiner)[0],
                "device": devices[0], "threads": args.threads,
                "dtype": args.dtype, "compile": False, "channels_last": True,
-               "flip": args.flip, "checkpoint": args.checkpoint}
+               "flip": args.flip, "checkpoint": args.checkpoint,
+               "trust_checkpoint": args.trust_checkpoint}
         result["agreement"] = precision_agreement(cfg, args.agreement_samples,
                                                   args.agreement_clicks)
     result["environment"] = {

@@ -40,7 +40,11 @@ from isegm.jobs.training import (BudgetError, add_budget_arguments, add_run_argu
 from isegm.model import load_is_model  # noqa: E402
 from isegm.utils.config import ConfigError, ConfigPathError, load_config  # noqa: E402
 from isegm.utils.log import logger, setup_logging  # noqa: E402
+<<<<<<< HEAD
 from isegm.utils.vis import plot_miou_curves  # noqa: E402
+=======
+from isegm.utils.serialization import CheckpointError  # noqa: E402
+>>>>>>> main
 
 DEFAULT_MODEL = REPO / "models" / "iglr_cpu" / "segformerB0_S2_synthetic.py"
 DEFAULT_STEPS = 600
@@ -114,9 +118,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         logger.info(f"[1/3] training {Path(args.model).stem} ({budget.describe()})")
         run = train_config(Path(args.model), paths, budget, seed=args.seed,
                            exp_name=args.exp_name, workers=args.workers,
-                           batch_size=args.batch_size, recipe_changes=recipe_changes)
-    except (BudgetError, ConfigError, ConfigPathError, DatasetError, ExperimentError, KeyError,
-            json.JSONDecodeError) as e:
+                           batch_size=args.batch_size, recipe_changes=recipe_changes,
+                           trust_checkpoint=args.trust_checkpoint)
+    except (BudgetError, CheckpointError, ConfigError, ConfigPathError, DatasetError,
+            ExperimentError, KeyError, json.JSONDecodeError) as e:
         print(f"main_job.py: error: {e}", file=sys.stderr)
         return 2
 

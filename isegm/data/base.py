@@ -149,7 +149,7 @@ class ISDataset(torch.utils.data.Dataset, abc.ABC):
         path = Path(path)
         if not path.is_file():
             raise DatasetError(f"samples_scores_path '{path}' does not exist")
-        with open(path, 'rb') as f:
+        with open(path, 'rb') as f:  # RITM's pickled scores: trusted input, as a dataset is
             scores = pickle.load(f)
         probs = np.array([(1.0 - x[2]) ** gamma for x in scores], dtype=np.float64)
         return {'indices': [x[0] for x in scores], 'probs': probs / probs.sum()}

@@ -65,9 +65,11 @@ def save_checkpoint(path: Path, model: nn.Module, **extras: Any) -> Path:
     return Path(path)
 
 
-def read_checkpoint(path: Path) -> dict[str, Any]:
-    """Load a checkpoint written by `save_checkpoint` (raises CheckpointError naming the file)."""
-    state = load_torch_file(path)
+def read_checkpoint(path: Path, trust: bool = False) -> dict[str, Any]:
+    """Load a checkpoint written by `save_checkpoint` (raises CheckpointError naming the file).
+
+    `trust=True` (--trust-checkpoint) also accepts a file that needs full unpickling."""
+    state = load_torch_file(path, trust=trust)
     if not isinstance(state, dict) or "state_dict" not in state:
         raise CheckpointError(f"checkpoint '{path}' holds no 'state_dict' (not an IGLR checkpoint)")
     if state.get("arch", ARCH) != ARCH:

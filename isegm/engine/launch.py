@@ -60,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="epoch to start from (default 0, or the one after the resumed checkpoint)")
     p.add_argument("--weights", type=str, default=None,
                    help="initial model weights (an IGLR checkpoint); optimizer state is not loaded")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="accept checkpoints (--weights, --resume-exp, the ImageNet weights) that "
+                        "need full unpickling, which can run code stored in the file: only for "
+                        "files from a trusted source (a warning names each such file)")
     p.add_argument("--seed", type=int, default=0, help="random seed (each process adds its rank)")
     p.add_argument("--epochs", type=int, default=None,
                    help="number of epochs, overriding the config module's schedule")
@@ -144,7 +148,7 @@ def make_run_config(argv: Optional[Sequence[str]] = None) -> tuple[RunConfig, Mo
     weights = None
     if args.weights:
         weights = Path(args.weights)
-        _check_checkpoint(weights, "--weights")
+        _check_checkpoint(weights, "--weights", args.trust_checkpoint)
     resume_checkpoint = None
     if args.resume_exp:
         if args.weights:
@@ -156,19 +160,20 @@ def make_run_config(argv: Optional[Sequence[str]] = None) -> tuple[RunConfig, Mo
             resume_checkpoint = find_checkpoint(exp.checkpoints, args.resume_prefix)
         except ExperimentError as e:
             raise LaunchError(str(e)) from None
-        _check_checkpoint(resume_checkpoint, "--resume-exp")
+        _check_checkpoint(resume_checkpoint, "--resume-exp", args.trust_checkpoint)
     cfg = RunConfig(config_path=module_path, paths=paths, batch_size=batch_size,
                     workers=args.workers, seed=args.seed, exp_name=args.exp_name,
                     epochs=args.epochs, start_epoch=args.start_epoch, resume_exp=args.resume_exp,
                     resume_prefix=args.resume_prefix, resume_checkpoint=resume_checkpoint,
-                    weights=weights, cpu=args.cpu, gpu_ids=gpu_ids, ngpus=ngpus)
+                    weights=weights, trust_checkpoint=args.trust_checkpoint, cpu=args.cpu,
+                    gpu_ids=gpu_ids, ngpus=ngpus)
     return cfg, module
 
 
-def _check_checkpoint(path: Path, flag: str) -> None:
+def _check_checkpoint(path: Path, flag: str, trust: bool) -> None:
     from isegm.engine.checkpoint import read_checkpoint
     try:
-        read_checkpoint(path)
+        read_checkpoint(path, trust=trust)
     except CheckpointError as e:
         raise LaunchError(f"{flag}: {e}") from None
 

@@ -150,7 +150,7 @@ def init_model(cfg: RunConfig, recipe: Recipe) -> tuple[nn.Module, dict[str, Any
     if recipe.pretrained and cfg.resume_checkpoint is None and cfg.weights is None:
         path = pretrained_path(cfg, recipe.backbone)
         if path is not None:
-            report = load_pretrained_mit(model.backbone, path)
+            report = load_pretrained_mit(model.backbone, path, trust=cfg.trust_checkpoint)
             logger.info(f"ImageNet weights loaded from {path}: {report}")
     model_cfg = {"crop_size": tuple(recipe.crop_size), "num_max_points": recipe.num_max_points,
                  "model": recipe.model_params()}

@@ -171,7 +171,8 @@ class ISTrainer:
         # Model, weights, distributed wrapping.
         model = model.to(self.device)
         if cfg.weights is not None and cfg.resume_checkpoint is None:
-            load_model_weights(model, read_checkpoint(cfg.weights), str(cfg.weights))
+            load_model_weights(model, read_checkpoint(cfg.weights, trust=cfg.trust_checkpoint),
+                               str(cfg.weights))
             logger.info(f"initial weights loaded from {cfg.weights}")
         if self.dist.distributed and sync_bn:
             model = du.convert_sync_batchnorm(model, self.device)
@@ -230,7 +231,7 @@ class ISTrainer:
                 drop_last=False, worker_init_fn=du.worker_init_fn)
 
     def _resume(self, path: Path) -> None:
-        state = read_checkpoint(path)
+        state = read_checkpoint(path, trust=self.cfg.trust_checkpoint)
         missing = [k for k in ("optimizer", "lr_scheduler", "epoch", "step") if k not in state]
         if missing:
             raise ValueError(f"checkpoint '{path}' lacks training state {missing}; use --weights "

@@ -71,6 +71,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     group.add_argument("--exp-path", type=str, default="",
                        help="an experiment run folder (absolute, or relative to EXPS_PATH, a "
                             "prefix like 'iglr/b0/000' is enough): evaluates its checkpoints")
+    parser.add_argument("--trust-checkpoint", action="store_true",
+                        help="accept checkpoints that need full unpickling, which can run code "
+                             "stored in the file: only for files from a trusted source")
     parser.add_argument("--checkpoints-glob", type=str, default="*.pth",
                         help="which checkpoints of --exp-path to evaluate (default: all *.pth)")
     parser.add_argument("--datasets", type=str, default="GrabCut,Berkeley,DAVIS,SBD",
@@ -196,10 +199,10 @@ def find_exp_checkpoints(cfg: Config, exp_path: str, pattern: str = "*.pth") -> 
     return checkpoints
 
 
-def check_checkpoint(path: Path) -> None:
+def check_checkpoint(path: Path, trust: bool = False) -> None:
     """Raise if `path` is not an IGLR checkpoint (without building the model)."""
     try:
-        data = load_torch_file(path)
+        data = load_torch_file(path, trust=trust)
     except CheckpointError as e:
         raise EvaluationSetupError(str(e)) from e
     if not isinstance(data, dict) or data.get("arch") != "iglr" or "config" not in data \
@@ -251,7 +254,7 @@ def prepare(args: argparse.Namespace) -> EvaluationPlan:
         else:
             raise EvaluationSetupError(f"mode '{args.mode}' needs --checkpoint or --exp-path")
         for path in checkpoints:
-            check_checkpoint(path)
+            check_checkpoint(path, args.trust_checkpoint)
 
     datasets: Dict[str, Any] = {}
     for name in names:
@@ -329,7 +332,8 @@ def run_evaluation(args: argparse.Namespace,
     ious_dir = plan.output_dir / "ious"
     ious_dir.mkdir(exist_ok=True)
     for checkpoint in plan.checkpoints:
-        model = load_is_model(checkpoint, plan.device) if checkpoint is not None else None
+        model = load_is_model(checkpoint, plan.device, trust=args.trust_checkpoint) \
+            if checkpoint is not None else None
         predictor_name = predictor_name_for_mode(args.mode, model)
         ckpt_name = checkpoint.stem if checkpoint is not None else "none"
         rows = []

@@ -133,8 +133,9 @@ def convert_mit_state_dict(state: Mapping[str, torch.Tensor]) -> Tuple[Dict[str,
     return out, unused
 
 
-def read_weights(path: Union[str, os.PathLike]) -> Dict[str, torch.Tensor]:
-    """Read a .pth/.pt/.bin (torch) or .safetensors file on CPU and unwrap it."""
+def read_weights(path: Union[str, os.PathLike], trust: bool = False) -> Dict[str, torch.Tensor]:
+    """Read a .pth/.pt/.bin (torch, `weights_only` unless `trust`) or .safetensors file on CPU
+    and unwrap it."""
     path = Path(path)
     if not path.is_file():
         raise PretrainedLoadError(f"pretrained weights '{path}' do not exist")
@@ -145,15 +146,18 @@ def read_weights(path: Union[str, os.PathLike]) -> Dict[str, torch.Tensor]:
         except Exception as e:  # safetensors raises its own error types
             raise PretrainedLoadError(f"pretrained weights '{path}' could not be read: {e}") from e
     try:
-        return unwrap_state_dict(load_torch_file(path, map_location="cpu"))
+        return unwrap_state_dict(load_torch_file(path, map_location="cpu", trust=trust))
     except PretrainedLoadError as e:
         raise PretrainedLoadError(f"pretrained weights '{path}': {e}") from e
 
 
 def load_pretrained_mit(backbone: nn.Module,
                         path_or_state: Union[str, os.PathLike, Mapping[str, Any]],
-                        ) -> LoadReport:
+                        trust: bool = False) -> LoadReport:
     """Load ImageNet MiT weights into `backbone` (a `MixVisionTransformer`) in place.
+
+    A torch file loads with `weights_only=True`; one that needs full unpickling raises
+    `UntrustedCheckpointError` unless `trust=True` (--trust-checkpoint).
 
     Raises `PretrainedLoadError` when nothing matches, when a shape differs, or when any
     backbone weight other than IGLR's new parameters is left uninitialised.
@@ -161,7 +165,7 @@ def load_pretrained_mit(backbone: nn.Module,
     if isinstance(path_or_state, Mapping):
         source, state = "<state dict>", unwrap_state_dict(path_or_state)
     else:
-        source, state = str(path_or_state), read_weights(path_or_state)
+        source, state = str(path_or_state), read_weights(path_or_state, trust=trust)
     converted, unused = convert_mit_state_dict(state)
     report = LoadReport(source=source)
     own = backbone.state_dict()
