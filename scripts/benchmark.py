@@ -66,7 +66,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from isegm.inference.clicker import Clicker  # noqa: E402
 from isegm.inference.evaluation import evaluate_dataset  # noqa: E402
 from isegm.inference.predictors import get_predictor  # noqa: E402
-from isegm.inference.utils import masks_iou  # noqa: E402
+from isegm.inference.utils import half_open_bbox, masks_iou  # noqa: E402
 from isegm.model import IGLRModel, load_is_model  # noqa: E402
 from isegm.model.roi_sampling import roi_align_box  # noqa: E402
 from isegm.utils.timing import StageTimer  # noqa: E402
@@ -135,16 +135,6 @@ def scripted_masks(gt: np.ndarray, clicks: int) -> List[np.ndarray]:
     return out
 
 
-def mask_support(mask: np.ndarray) -> Optional[Tuple[int, int, int, int]]:
-    """Half-open (y1, y2, x1, x2) box of the non-zero pixels, None if empty."""
-    rows = np.flatnonzero(mask.any(axis=1))
-    if len(rows) == 0:
-        return None
-    cols = np.flatnonzero(mask.any(axis=0))
-    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-
-
-# ------------------------------------------------------------------------------------------
 def build_model(cfg: Dict[str, Any]) -> IGLRModel:
     """The configuration's model: from `checkpoint` or seed 0 (non-zero IGA coefficients)."""
     if cfg.get("checkpoint"):
@@ -226,7 +216,7 @@ def run_clicks(predictor, image: np.ndarray, gt: np.ndarray, clicks: int, repeat
 def _set_prev(predictor, mask: np.ndarray) -> None:
     """Tell the predictor `mask` was its last output, with what it keeps of its own outputs:
     the support and the support's threshold (both built while an output is written)."""
-    support = mask_support(mask) or (0, 0, 0, 0)
+    support = half_open_bbox(mask) or (0, 0, 0, 0)
     y1, y2, x1, x2 = support
     predictor.set_prev_prediction(mask, support, above=mask[y1:y2, x1:x2] > 0.49)
 

@@ -41,7 +41,7 @@ from ..clicker import Click, Clicker
 from ..crops import ZoomIn, map_clicks, target_crop_roi
 from ..focus import FOCUS_STRATEGIES, PREV_MASK_THRESHOLD, focus_box
 from ..resize import resize_bilinear
-from ..utils import get_bbox_from_mask
+from ..utils import get_bbox_from_mask, half_open_bbox
 from .base import BasePredictor, clicks_to_points, flip_clicks
 
 Box = Tuple[int, int, int, int]
@@ -256,9 +256,7 @@ class CoarsePredictor(BasePredictor):
 
     def _set_support(self, prob: np.ndarray, support: Optional[Box]) -> None:
         if support is None:
-            bbox = get_bbox_from_mask(prob != 0)
-            support = (0, 0, 0, 0) if bbox is None else (bbox[0], bbox[1] + 1,
-                                                          bbox[2], bbox[3] + 1)
+            support = half_open_bbox(prob != 0) or (0, 0, 0, 0)
         self._support, self._support_of = support, prob
 
     def _prev_support(self) -> Box:
