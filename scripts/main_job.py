@@ -40,11 +40,8 @@ from isegm.jobs.training import (BudgetError, add_budget_arguments, add_run_argu
 from isegm.model import load_is_model  # noqa: E402
 from isegm.utils.config import ConfigError, ConfigPathError, load_config  # noqa: E402
 from isegm.utils.log import logger, setup_logging  # noqa: E402
-<<<<<<< HEAD
-from isegm.utils.vis import plot_miou_curves  # noqa: E402
-=======
 from isegm.utils.serialization import CheckpointError  # noqa: E402
->>>>>>> main
+from isegm.utils.vis import plot_miou_curves  # noqa: E402
 
 DEFAULT_MODEL = REPO / "models" / "iglr_cpu" / "segformerB0_S2_synthetic.py"
 DEFAULT_STEPS = 600
