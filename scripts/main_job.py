@@ -96,6 +96,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         recipe = load_recipe(Path(args.model))
         if args.datasets:
             names = [d.strip() for d in args.datasets.split(",") if d.strip()]
+            from isegm.data.datasets import DATASETS
+            unknown = [n for n in names if n not in DATASETS]
+            if unknown:
+                raise BudgetError(f"--datasets: unknown dataset(s) {', '.join(unknown)}; known: "
+                                  f"{', '.join(DATASETS.names())}")
         else:
             names = ["Synthetic"]
             grabcut = paths.resolve("GRABCUT_PATH")
@@ -119,7 +124,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                            trust_checkpoint=args.trust_checkpoint)
     except (BudgetError, CheckpointError, ConfigError, ConfigPathError, DatasetError,
             ExperimentError, KeyError, json.JSONDecodeError) as e:
-        print(f"main_job.py: error: {e}", file=sys.stderr)
+        # KeyError's str() is the repr of its message: print the message itself.
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"main_job.py: error: {message}", file=sys.stderr)
         return 2
 
     out = run.exp_root / "evaluation"
