@@ -17,7 +17,7 @@ trainer of `isegm/engine/recipe.py`), the script measures on the CPU:
 It then prints, per reference config (B0/B3 x SBD/COCO+LVIS, the batch and GPU count of its
 docstring), the GPU compute time per epoch and for the whole schedule at `--utilization` of a
 GPU whose dense bf16/fp16 peak is `--peak-tflops` (data loading, which may well be slower, is
-measured by scripts/benchmark_data.py), and the memory per GPU: fp32 weights, gradients
+measured by `scripts/benchmark.py data`), and the memory per GPU: fp32 weights, gradients
 and Adam's two moments (16 bytes per parameter), saved activations of the per-GPU batch, and
 `--overhead-gib` for the CUDA context and the allocator's cache. The mean number of click rounds
 per step is 1.5 (t_max ~ U{0..3}).

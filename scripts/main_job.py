@@ -33,7 +33,7 @@ from isegm.data.io import DatasetError  # noqa: E402
 from isegm.engine.experiment import ExperimentError  # noqa: E402
 from isegm.inference.predictors import get_predictor, predictor_name_for_mode  # noqa: E402
 from isegm.jobs.noc import (TABLE_METRICS, aggregate, build_eval_dataset, evaluate_noc,  # noqa: E402
-                            plot_miou_curves, write_table)
+                            write_table)
 from isegm.jobs.training import (BudgetError, add_budget_arguments, add_run_arguments,  # noqa: E402
                                  budget_from_args, check_recipe_changes, load_recipe,
                                  train_config)
@@ -41,6 +41,7 @@ from isegm.model import load_is_model  # noqa: E402
 from isegm.utils.config import ConfigError, ConfigPathError, load_config  # noqa: E402
 from isegm.utils.log import logger, setup_logging  # noqa: E402
 from isegm.utils.serialization import CheckpointError  # noqa: E402
+from isegm.utils.vis import plot_miou_curves  # noqa: E402
 
 DEFAULT_MODEL = REPO / "models" / "iglr_cpu" / "segformerB0_S2_synthetic.py"
 DEFAULT_STEPS = 600

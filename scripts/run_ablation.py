@@ -52,8 +52,8 @@ from isegm.engine.experiment import ExperimentError, create_exp_dir  # noqa: E40
 from isegm.inference.predictors import get_predictor, predictor_name_for_mode  # noqa: E402
 from isegm.jobs.noc import (aggregate, build_eval_dataset, evaluate_noc,  # noqa: E402
                             factorial_effects, factorial_markdown, find_factorial_designs,
-                            load_results, paired_comparison, paired_markdown, plot_miou_curves,
-                            save_results, write_table)
+                            load_results, paired_comparison, paired_markdown, save_results,
+                            write_table)
 from isegm.jobs.training import (BudgetError, add_budget_arguments, add_run_arguments,  # noqa: E402
                                  budget_from_args, check_recipe_changes, initial_model,
                                  load_recipe, train_config)
@@ -61,6 +61,7 @@ from isegm.model import load_is_model  # noqa: E402
 from isegm.utils.config import ConfigError, ConfigPathError, load_config  # noqa: E402
 from isegm.utils.log import logger, setup_logging  # noqa: E402
 from isegm.utils.serialization import CheckpointError  # noqa: E402
+from isegm.utils.vis import plot_miou_curves  # noqa: E402
 
 REFERENCES = ("cv_grabcut", "untrained")
 DEFAULT_STEPS = 400

@@ -190,7 +190,7 @@ def test_evaluate_model_script_refuses_a_crafted_checkpoint(tmp_path):
 
 @pytest.mark.slow
 def test_evaluate_model_main_refuses_then_trusts(tmp_path, monkeypatch, capsys, log_records):
-    from isegm.inference.runner import main
+    from isegm.inference.cli import main
     monkeypatch.setenv("EXPS_PATH", str(tmp_path / "exps"))
     marker = tmp_path / "marker"
     evil = _crafted_model_checkpoint(tmp_path / "evil.pth", marker)

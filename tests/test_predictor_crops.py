@@ -1,15 +1,17 @@
 """The IGLR predictor's crop rules, click for click as the released predictor's (issue 22):
 the target crop after an empty previous mask (protocol rule 28f) and the focus rule's coarse
-threshold (rule 35a), on both predictor paths (compiled kernels and the reference path)."""
+threshold (rule 35a), with both predictor backends (numba kernels and torch)."""
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from isegm.inference import kernels
 from isegm.inference.clicker import Click, Clicker
+from isegm.inference.focus import COARSE_PROB_THRESH, coarse_mask_of_probs
+from isegm.inference.kernels import maps
 from isegm.inference.predictors import get_predictor
-from isegm.inference.transforms import COARSE_PROB_THRESH, _linear_taps, coarse_mask_of_probs
+from isegm.inference.resize import linear_taps
+from isegm.utils import jit
 
 H = W = 50
 BLOCK = (20, 40)  # rows and columns 20-39 of the network frame hold the coarse object
@@ -51,11 +53,10 @@ def block_model(tiny_model, monkeypatch):
     del tiny_model.seen_points
 
 
-@pytest.fixture(params=[True, False], ids=["compiled", "reference"])
-def path(request, monkeypatch):
-    if request.param and not kernels.ENABLED:
-        pytest.skip(f"numba kernels disabled: {kernels.DISABLED_REASON}")
-    monkeypatch.setattr(kernels, "ENABLED", request.param)
+@pytest.fixture(params=["numba", "torch"])
+def backend(request):
+    if request.param == "numba" and not jit.ENABLED:
+        pytest.skip(f"numba kernels disabled: {jit.DISABLED_REASON}")
     return request.param
 
 
@@ -81,10 +82,10 @@ def _run_minimal_case(model, name="iglr", **options):
     return pred, out
 
 
-def test_empty_previous_mask_keeps_the_stored_roi_as_released(block_model, path):
+def test_empty_previous_mask_keeps_the_stored_roi_as_released(block_model, backend):
     """Rule 28f: the network sees the whole image (clicks in its frame unmapped), its output is
     squeezed into the ROI stored at click 2 (0 outside it), the focus box clamped to it."""
-    pred, out = _run_minimal_case(block_model, with_flip=True)
+    pred, out = _run_minimal_case(block_model, with_flip=True, backend=backend)
     assert pred.last_target_roi == (5, 15, 5, 15)
     assert pred.last_focus_box == (8, 14, 8, 14)  # half-open
     # the whole-image network call: clicks at their image coordinates (frame = image size)
@@ -110,19 +111,20 @@ def _squeezed_block() -> np.ndarray:
     return F.interpolate(whole, size=(11, 11), mode="bilinear", align_corners=True)[0, 0].numpy()
 
 
-def test_coarse_predictor_squeezes_into_the_stored_roi(block_model, path):
+def test_coarse_predictor_squeezes_into_the_stored_roi(block_model, backend):
     """The coarse-only predictor's target crop follows rule 28f too (no refinement: the whole
     ROI holds the squeezed map)."""
-    pred, out = _run_minimal_case(block_model, name="coarse", with_flip=False)
+    pred, out = _run_minimal_case(block_model, name="coarse", with_flip=False, backend=backend)
     assert pred.last_target_roi == (5, 15, 5, 15)
     expected = np.zeros((H, W), np.float32)
     expected[5:16, 5:16] = _squeezed_block()
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
 
 
-def test_empty_previous_mask_full_image_option(block_model, path):
+def test_empty_previous_mask_full_image_option(block_model, backend):
     """`empty_mask_roi='full'`: the whole image is the target crop and receives the output."""
-    pred, out = _run_minimal_case(block_model, with_flip=True, empty_mask_roi="full")
+    pred, out = _run_minimal_case(block_model, with_flip=True, empty_mask_roi="full",
+                                  backend=backend)
     assert pred.last_target_roi == (0, H - 1, 0, W - 1)
     assert pred.last_focus_box == (15, 43, 15, 43)
     expected = torch.sigmoid(_block_logits((H, W), False))[0, 0].numpy()
@@ -136,10 +138,11 @@ def test_empty_mask_roi_is_checked(tiny_model):
         get_predictor("iglr", tiny_model, "cpu", empty_mask_roi="old")
 
 
-def test_empty_previous_mask_before_any_stored_roi_uses_the_whole_image(block_model, path):
+def test_empty_previous_mask_before_any_stored_roi_uses_the_whole_image(block_model, backend):
     """Click 2 on an empty previous mask: no ROI was stored, the whole image (rule 28b)."""
     image = np.zeros((H, W, 3), np.uint8)
-    pred = get_predictor("iglr", block_model, "cpu", infer_size=H, with_flip=False)
+    pred = get_predictor("iglr", block_model, "cpu", infer_size=H, with_flip=False,
+                         backend=backend)
     pred.set_image(image)
     clicker = Clicker()
     for coords in ((10, 10), (30, 30)):
@@ -158,7 +161,7 @@ def _float32_range(lo: float, hi: float) -> np.ndarray:
 def test_coarse_threshold_equals_the_logit_rule_on_every_float32():
     """Rule 35a: log(p / (1 - p)) > 0.49 in float32, on all 8,388,608 float32 p in [0.5, 1)
     (below 0.5 both are false), equals `coarse_mask_of_probs` (NumPy and torch) and the
-    compiled kernel's threshold at COARSE_PROB_THRESH; a strict `>` would miss one value."""
+    numba kernel's threshold at COARSE_PROB_THRESH; a strict `>` would miss one value."""
     p = _float32_range(0.5, 1.0)
     assert p.size == 1 << 23
     pt = torch.from_numpy(p)
@@ -170,10 +173,10 @@ def test_coarse_threshold_equals_the_logit_rule_on_every_float32():
     assert not np.any(_float32_range(0.0, 0.5) >= COARSE_PROB_THRESH)
     missed = p[(p > COARSE_PROB_THRESH) != logit_rule]
     assert missed.tolist() == [np.float32(0.6201064586639404)]
-    if kernels.ENABLED:  # the compiled path's threshold, on the same values
+    if jit.ENABLED:  # the numba backend's threshold, on the same values
         rows = p.reshape(2048, 4096)
-        identity = _linear_taps(2048, 2048)
-        mask, count, bbox = kernels.blend_threshold_xor(rows, identity, COARSE_PROB_THRESH,
-                                                        np.zeros((1, 1), bool), (0, 0))
+        identity = linear_taps(2048, 2048)
+        mask, count, bbox = maps.blend_threshold_xor(rows, identity, COARSE_PROB_THRESH,
+                                                     np.zeros((1, 1), bool), (0, 0))
         np.testing.assert_array_equal(mask.view(bool).reshape(-1), logit_rule)
         assert count == int(logit_rule.sum())

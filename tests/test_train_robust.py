@@ -216,15 +216,19 @@ def test_main_job_unknown_dataset_is_one_clear_line(tmp_path, monkeypatch, capfd
 
 
 def test_iou_plot_ticks_are_whole_clicks(tmp_path, monkeypatch):
-    module = _script("plot_ious_analysis")
+    """The one mIoU plot (`isegm.utils.vis.plot_miou_curves`, which plot_ious_analysis.py and
+    the jobs use): whole clicks on the x axis."""
+    import matplotlib.pyplot as plt
+    from isegm.utils.vis import plot_miou_curves
     figures = []
-    monkeypatch.setattr(module.plt, "close", figures.append)
-    curves = {"GrabCut": [("a", np.linspace(0.5, 0.9, 10))],
-              "Berkeley": [("a", np.linspace(0.4, 0.9, 20))]}
-    out = module.plot_curves(curves, tmp_path / "curves.png", "t")
+    monkeypatch.setattr(plt, "close", figures.append)
+    rows = [{"model": "a", "dataset": name, "num_samples": 3, "seeds": 1,
+             "mIoU_curve": np.linspace(lo, 0.9, n).tolist()}
+            for name, lo, n in (("GrabCut", 0.5, 10), ("Berkeley", 0.4, 20))]
+    out = plot_miou_curves(rows, tmp_path / "curves.png", "t")
     assert out.is_file() and len(figures) == 1
     for ax in figures[0].axes:
         ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
         assert ticks and all(float(t).is_integer() for t in ticks), ticks
     monkeypatch.undo()
-    module.plt.close(figures[0])
+    plt.close(figures[0])

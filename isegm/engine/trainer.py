@@ -32,7 +32,7 @@ from isegm.engine.losses import LossSpec, check_loss_specs, compute_losses
 from isegm.engine.metrics import IoUMetric
 from isegm.engine.optim import build_multistep_scheduler, build_optimizer, clip_gradients
 from isegm.engine.runconfig import RunConfig
-from isegm.engine.vis import training_visualization
+from isegm.utils.vis import training_visualization
 from isegm.utils.log import logger, progress, setup_logging
 
 FocusSampler = Callable[[torch.Tensor, torch.Tensor, np.random.Generator], torch.Tensor]

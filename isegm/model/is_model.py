@@ -26,7 +26,8 @@ from isegm.utils.serialization import CheckpointError, atomic_save, build_from_c
 from .heads import SegFormerHead
 from .layers import IGA_TERMS
 from .mit import BACKBONES
-from .ops import click_maps, points_to_crop, roi_align
+from .ops import click_maps, points_to_crop
+from .roi_sampling import roi_align
 from .refiner import LocalRefiner
 
 ARCH = "iglr"

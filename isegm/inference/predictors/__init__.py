@@ -56,5 +56,5 @@ def predictor_name_for_mode(mode: str, model: Optional[torch.nn.Module] = None) 
 
 
 __all__ = ["BasePredictor", "CROP_MODES", "CoarsePredictor", "EMPTY_MASK_ROIS", "EmptyPredictor",
-           "GrabCutPredictor", "IGLRPredictor", "MODES", "OraclePredictor", "PREDICTORS", "clicks_to_points",
-           "flip_clicks", "get_predictor", "predictor_name_for_mode"]
+           "GrabCutPredictor", "IGLRPredictor", "MODES", "OraclePredictor", "PREDICTORS",
+           "clicks_to_points", "flip_clicks", "get_predictor", "predictor_name_for_mode"]
