@@ -1,7 +1,8 @@
 """mIoU-versus-clicks curves of several runs and datasets in one PNG.
 
 Reads the IoU files that `evaluate_model.py` writes (`<logs>/<model>/ious/*.npz`; run it with
-`--iou-analysis` so every series has all N clicks), one subplot per dataset, one curve per run:
+`--iou-analysis` so every series has all N clicks), one subplot per dataset, one curve per run;
+files written with `--boundary-metrics` add a second row of panels, mBIoU versus clicks:
 
     python scripts/plot_ious_analysis.py --folder experiments/evaluation_logs \
         --datasets GrabCut,Berkeley --output mIoU_curves.png
@@ -56,8 +57,11 @@ def collect_curves(files: Sequence[Path], labels: Optional[Sequence[str]] = None
             print(f"warning: {path} holds early-stopped series (lengths {sorted(lengths)}); "
                   f"curves are truncated to the shortest. Evaluate with --iou-analysis.",
                   file=sys.stderr)
-        rows.append({"model": label, "dataset": dataset, "num_samples": len(data["all_ious"]),
-                     "seeds": 1, "mIoU_curve": mean_iou_per_click(data["all_ious"]).tolist()})
+        row = {"model": label, "dataset": dataset, "num_samples": len(data["all_ious"]),
+               "seeds": 1, "mIoU_curve": mean_iou_per_click(data["all_ious"]).tolist()}
+        if "all_biou" in data:  # evaluated with --boundary-metrics: a boundary-IoU panel too
+            row["mBIoU_curve"] = mean_iou_per_click(data["all_biou"]).tolist()
+        rows.append(row)
     return sorted(rows, key=lambda r: r["dataset"])
 
 

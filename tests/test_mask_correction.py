@@ -163,3 +163,76 @@ def test_initial_mask_of_wrong_size_is_refused():
     with pytest.raises(ValueError, match="initial mask of shape"):
         evaluate_sample(np.zeros((20, 20, 3), np.uint8), gt, get_predictor("oracle"),
                         max_iou_thr=0.9, init_mask=np.zeros((10, 10), bool))
+
+
+# --- the evaluator's command line ------------------------------------------------------------
+def _run_cli(argv, capsys):
+    from isegm.inference.cli import main
+    status = main(argv)
+    out, err = capsys.readouterr()
+    assert status == 0, err[-2000:]
+    return out
+
+
+def test_print_ious_with_boundary_metrics_on_grabcut(tmp_path, grabcut_root, monkeypatch, capsys):
+    """--print-ious --boundary-metrics: mIoU@k, mBIoU@k and ASSD@k lines like the released
+    evaluator, the means in CSV/JSON, the per-click series in the .npz, a mBIoU plot panel."""
+    import json
+    from isegm.inference.results import load_ious
+    from scripts.plot_ious_analysis import main as plot_main
+    monkeypatch.setenv("GRABCUT_PATH", str(grabcut_root))
+    logs = tmp_path / "logs"
+    out = _run_cli(["cv_grabcut", "--datasets=GrabCut", "--max-samples=2", "--n-clicks=3",
+                    "--print-ious", "--boundary-metrics", f"--logs-path={logs}"], capsys)
+    lines = {line.split(":")[0]: line for line in out.splitlines() if "@k:" in line}
+    assert set(lines) == {"GrabCut mIoU@k", "GrabCut mBIoU@k", "GrabCut ASSD@k"}
+    assert lines["GrabCut mBIoU@k"].count(",") == 2           # three clicks
+    records = json.loads((logs / "cv_grabcut" / "results_cv_grabcut_cvpr_3.json").read_text())
+    saved = load_ious(logs / "cv_grabcut" / "ious" / "GrabCut_none_cv_grabcut_cvpr.npz")
+    biou = np.stack(saved["all_biou"])
+    assert biou.shape == (2, 3) and np.all((biou >= 0) & (biou <= 1))
+    assert records[0]["mBIoU_per_click"] == pytest.approx(biou.mean(0).tolist(), abs=1e-6)
+    assert records[0]["mBIoU"] == pytest.approx(float(biou.mean()), abs=1e-6)
+    assert records[0]["mASSD"] == pytest.approx(float(np.stack(saved["all_assd"]).mean()), rel=1e-5)
+    header = (logs / "cv_grabcut" / "results_cv_grabcut_cvpr_3.csv").read_text().splitlines()[0]
+    assert "mBIoU" in header.split(",") and "mASSD" in header.split(",")
+    # the IoU line per sample (as before) and a boundary-IoU row of panels in the figure
+    assert sum(line.startswith("GrabCut 106024:") for line in out.splitlines()) == 1
+    png = tmp_path / "curves.png"
+    assert plot_main(["--folder", str(logs), "--output", str(png)]) == 0
+    assert cv2.imread(str(png)).shape[:2] == (800, 500)      # two rows of panels
+
+
+def test_davis585_layout_end_to_end(tmp_path, monkeypatch, capsys):
+    """evaluate_model.py on a DAVIS-585 fixture: initial 'sp' masks, merge on by default,
+    the initial IoU reported as click 0."""
+    import json
+    write_davis585(tmp_path / "DAVIS585")
+    monkeypatch.setenv("DAVIS585_PATH", str(tmp_path / "DAVIS585"))
+    logs = tmp_path / "logs"
+    out = _run_cli(["oracle", "--datasets=DAVIS585", "--init-mask=sp", "--n-clicks=5",
+                    f"--logs-path={logs}"], capsys)
+    assert "DAVIS585 initial masks: mIoU@0" in out
+    records = json.loads((logs / "oracle" / "results_oracle_cvpr_5.json").read_text())
+    assert records[0]["num_samples"] == 3 and records[0]["NoC@90"] == 1.0
+    assert 0.3 < records[0]["init_IoU"] < 0.8
+    saved = load_davis_ious(logs)
+    assert len(saved["init_iou"]) == 3
+    # without merge the oracle's whole-object prediction is taken as is: the same NoC here
+    out = _run_cli(["empty", "--datasets=DAVIS585", "--init-mask=stm", "--n-clicks=5",
+                    "--no-progressive-merge", f"--logs-path={logs}"], capsys)
+    records = json.loads((logs / "empty" / "results_empty_cvpr_5.json").read_text())
+    assert records[0]["NoC@85"] == 5.0 and records[0]["init_IoU"] == 1.0
+
+
+def load_davis_ious(logs):
+    from isegm.inference.results import load_ious
+    return load_ious(next((logs / "oracle" / "ious").glob("DAVIS585_*.npz")))
+
+
+def test_init_masks_folder_must_exist(tmp_path, grabcut_root, monkeypatch, capsys):
+    from isegm.inference.cli import main
+    monkeypatch.setenv("GRABCUT_PATH", str(grabcut_root))
+    assert main(["oracle", "--datasets=GrabCut", f"--init-masks={tmp_path / 'nope'}",
+                 f"--logs-path={tmp_path}"]) == 2
+    assert "--init-masks" in capsys.readouterr().err

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import cv2
+import numpy as np
 import torch
 
 from ..utils.config import Config, ConfigError, ConfigPathError, load_config
@@ -40,6 +41,7 @@ from ..utils.device import parse_gpus, select_device
 from ..utils.log import logger, setup_logging
 from ..utils.serialization import CheckpointError, load_torch_file
 from ..utils.vis import draw_prediction
+from ..data.datasets.davis585 import INIT_MASK_MODES, FolderInitMasks
 from .crops import ZoomIn
 from .evaluation import evaluate_dataset
 from .focus import FOCUS_STRATEGIES
@@ -49,8 +51,8 @@ from .results import results_table, save_ious, write_records
 from .utils import (compute_noc_metric, compute_strict_nof, get_iou_thresholds,
                     mean_iou_per_click, percent_key, stop_iou)
 
-EVAL_DATASETS = ("GrabCut", "Berkeley", "DAVIS", "SBD", "SBD_Train", "PascalVOC", "COCO_MVal",
-                 "Synthetic")
+EVAL_DATASETS = ("GrabCut", "Berkeley", "DAVIS", "DAVIS585", "SBD", "SBD_Train", "PascalVOC",
+                 "COCO_MVal", "Synthetic")
 MODEL_FREE_PREDICTORS = ("cv_grabcut", "oracle", "empty")
 
 
@@ -121,6 +123,23 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--model-name", type=str, default=None,
                         help="name of the output folder and table rows")
     parser.add_argument("--config", type=str, default=None, help="another configs.yml")
+    boundary = parser.add_argument_group("boundary quality and mask correction")
+    boundary.add_argument("--boundary-metrics", action="store_true",
+                          help="also score every click's mask by boundary IoU and ASSD (rule 37; "
+                               "mBIoU@k / ASSD@k lines with --print-ious, CSV/JSON columns, "
+                               "the .npz IoU files); costs a few ms per click")
+    boundary.add_argument("--init-mask", type=str, default="stm", choices=INIT_MASK_MODES,
+                          help="DAVIS585: which initial masks to correct: 'stm' (video object "
+                               "segmentation) or 'sp' (superpixels)")
+    boundary.add_argument("--init-masks", type=str, default=None,
+                          help="a folder of initial masks <sample id>.png for any dataset: each "
+                               "session starts from that mask (mask correction)")
+    merge = boundary.add_mutually_exclusive_group()
+    merge.add_argument("--progressive-merge", dest="progressive_merge", action="store_true",
+                       default=None, help="change the mask only by the XOR component at each "
+                                          "click (rule 38; default: on with initial masks)")
+    merge.add_argument("--no-progressive-merge", dest="progressive_merge", action="store_false",
+                       help="take each new mask whole, also with initial masks")
     args = parser.parse_args(argv)
     args.target_iou = max(0.8, args.target_iou)
     return args
@@ -256,10 +275,14 @@ def prepare(args: argparse.Namespace) -> EvaluationPlan:
         for path in checkpoints:
             check_checkpoint(path, args.trust_checkpoint)
 
+    if args.init_masks and not Path(args.init_masks).is_dir():
+        raise EvaluationSetupError(f"--init-masks '{args.init_masks}' is not a folder (expected "
+                                   f"initial masks <sample id>.png there)")
     datasets: Dict[str, Any] = {}
     for name in names:
+        options = {"init_mask_mode": args.init_mask} if name == "DAVIS585" else {}
         try:
-            datasets[name] = get_dataset(name, cfg)
+            datasets[name] = get_dataset(name, cfg, **options)
         except (ConfigPathError, ConfigError) as e:
             raise EvaluationSetupError(f"dataset {name}: {e}") from e
         except KeyError as e:
@@ -297,8 +320,8 @@ def _zoom_in_for(args: argparse.Namespace, dataset_name: str) -> ZoomIn:
 
 CSV_FIELDS = ("date", "model", "checkpoint", "predictor", "dataset", "num_samples", "NoC@80",
               "NoC@85", "NoC@90", "NoC@95", "NoF@85", "NoF@90", "strict_NoF@85",
-              "strict_NoF@90", "spc_s", "spi_s", "time_s", "clicks", "n_clicks", "target_iou",
-              "eval_mode", "with_flip", "infer_size")
+              "strict_NoF@90", "init_IoU", "mBIoU", "mASSD", "spc_s", "spi_s", "time_s",
+              "clicks", "n_clicks", "target_iou", "eval_mode", "with_flip", "infer_size")
 
 
 def _vis_writer(vis_dir: Path, thresh: float):
@@ -331,6 +354,7 @@ def run_evaluation(args: argparse.Namespace,
     records: List[Dict[str, Any]] = []
     ious_dir = plan.output_dir / "ious"
     ious_dir.mkdir(exist_ok=True)
+    init_masks = FolderInitMasks(args.init_masks) if args.init_masks else None
     for checkpoint in plan.checkpoints:
         model = load_is_model(checkpoint, plan.device, trust=args.trust_checkpoint) \
             if checkpoint is not None else None
@@ -358,7 +382,8 @@ def run_evaluation(args: argparse.Namespace,
             all_ious, elapsed = evaluate_dataset(
                 dataset, predictor, indices=indices, callback=callback, stats=stats,
                 max_iou_thr=tau_stop, pred_thr=args.thresh, min_clicks=args.min_n_clicks,
-                max_clicks=args.n_clicks)
+                max_clicks=args.n_clicks, init_masks=init_masks, merge=args.progressive_merge,
+                boundary_metrics=args.boundary_metrics)
             noc, nof = compute_noc_metric(all_ious, iou_thrs, args.n_clicks)
             clicks = int(stats.get("clicks", 0))
             record: Dict[str, Any] = {
@@ -376,23 +401,41 @@ def run_evaluation(args: argparse.Namespace,
             for thr in (0.85, 0.90):
                 if thr <= tau_stop:
                     record[f"strict_NoF@{percent_key(thr)}"] = compute_strict_nof(all_ious, thr)
+            if stats.get("init_iou"):
+                record["init_IoU"] = float(np.mean(stats["init_iou"]))
+            if args.boundary_metrics:
+                record["mBIoU"] = float(np.mean(np.concatenate(stats["biou"])))
+                record["mASSD"] = float(np.mean(np.concatenate(stats["assd"])))
             if tau_stop > 1.0:
                 record["mIoU_per_click"] = [round(float(v), 6) for v in mean_iou_per_click(all_ious)]
+                if args.boundary_metrics:
+                    record["mBIoU_per_click"] = [round(float(v), 6)
+                                                 for v in mean_iou_per_click(stats["biou"])]
+                    record["mASSD_per_click"] = [round(float(v), 4)
+                                                 for v in mean_iou_per_click(stats["assd"])]
             meta = {k: record[k] for k in ("model", "checkpoint", "predictor", "dataset",
                                            "n_clicks", "eval_mode", "with_flip")}
             meta["max_iou_thr"] = tau_stop
             stem = f"{ds_name}_{ckpt_name}_{predictor_name}_{args.eval_mode}"
             save_ious(ious_dir / f"{stem}.npz", all_ious, stats.get("sample_ids", []), meta,
-                       args.n_clicks)
+                      args.n_clicks,
+                      series={k: stats[k] for k in ("biou", "assd") if stats.get(k)},
+                      init_iou=stats.get("init_iou") or None)
             if args.save_ious:
                 with open(ious_dir / f"{stem}.pkl", "wb") as f:
                     pickle.dump({"all_ious": all_ious, "elapsed_time": elapsed}, f)
             if args.print_ious:
                 for sid, ious in zip(stats.get("sample_ids", []), all_ious):
                     echo(f"{ds_name} {sid}: " + " ".join(f"{v:.4f}" for v in ious))
+            if "init_IoU" in record:
+                echo(f"{ds_name} initial masks: mIoU@0 {record['init_IoU']:.4f}")
             if tau_stop > 1.0:
-                miou = record["mIoU_per_click"]
-                echo(f"{ds_name} mIoU@k: " + ", ".join(f"{k + 1}:{v:.4f}" for k, v in enumerate(miou)))
+                for key, label, digits in (("mIoU_per_click", "mIoU", 4),
+                                           ("mBIoU_per_click", "mBIoU", 4),
+                                           ("mASSD_per_click", "ASSD", 2)):
+                    if key in record:
+                        echo(f"{ds_name} {label}@k: " + ", ".join(
+                            f"{k + 1}:{v:.{digits}f}" for k, v in enumerate(record[key])))
             records.append(record)
             rows.append(record)
         table = results_table(rows, args.n_clicks, extra)

@@ -96,26 +96,42 @@ def results_table(rows: List[Dict[str, Any]], n_clicks: int, extra_thr: Optional
 
 
 def save_ious(path: Path, all_ious: List[np.ndarray], sample_ids: List[Any],
-              meta: Dict[str, Any], n_clicks: int) -> None:
+              meta: Dict[str, Any], n_clicks: int,
+              series: Optional[Dict[str, List[np.ndarray]]] = None,
+              init_iou: Optional[Sequence[float]] = None) -> None:
     """Write IoU series (one (K_i,) array per sample) as a NaN-padded (samples, n_clicks)
-    float32 array with their lengths, sample ids and `meta` (JSON) to an `.npz`."""
-    padded = np.full((len(all_ious), n_clicks), np.nan, dtype=np.float32)
-    for i, ious in enumerate(all_ious):
-        padded[i, :len(ious)] = ious
+    float32 array with their lengths, sample ids and `meta` (JSON) to an `.npz`; `series`: more
+    per-click series of the same lengths (e.g. 'biou', 'assd'), padded the same way;
+    `init_iou`: the IoU of each sample's initial mask (mask correction)."""
+    def padded(arrays: List[np.ndarray]) -> np.ndarray:
+        out = np.full((len(all_ious), n_clicks), np.nan, dtype=np.float32)
+        for i, values in enumerate(arrays):
+            out[i, :len(values)] = values
+        return out
+
+    extra = {name: padded(arrays) for name, arrays in (series or {}).items()}
+    if init_iou is not None:
+        extra["init_iou"] = np.asarray(init_iou, dtype=np.float32)
     tmp = Path(path).with_name(Path(path).name + ".tmp.npz")
-    np.savez_compressed(tmp, ious=padded,
+    np.savez_compressed(tmp, ious=padded(all_ious),
                         lengths=np.array([len(x) for x in all_ious], dtype=np.int64),
                         sample_ids=np.array([str(s) for s in sample_ids]),
-                        meta=np.array(json.dumps(meta)))
+                        meta=np.array(json.dumps(meta)), **extra)
     os.replace(tmp, path)
 
 
 def load_ious(path: str | os.PathLike) -> Dict[str, Any]:
     """Read an IoU file written by `save_ious`: {'all_ious': [float32 arrays], 'sample_ids',
-    'meta' (dict)}."""
+    'meta' (dict)}, plus 'all_biou' / 'all_assd' (lists like 'all_ious') and 'init_iou' where
+    the file holds them."""
     with np.load(path, allow_pickle=False) as data:
         lengths = data["lengths"]
-        ious = data["ious"]
-        return {"all_ious": [ious[i, :n] for i, n in enumerate(lengths)],
-                "sample_ids": [str(s) for s in data["sample_ids"]],
-                "meta": json.loads(str(data["meta"]))}
+        out = {"all_ious": [data["ious"][i, :n] for i, n in enumerate(lengths)],
+               "sample_ids": [str(s) for s in data["sample_ids"]],
+               "meta": json.loads(str(data["meta"]))}
+        for name in ("biou", "assd"):
+            if name in data.files:
+                out[f"all_{name}"] = [data[name][i, :n] for i, n in enumerate(lengths)]
+        if "init_iou" in data.files:
+            out["init_iou"] = data["init_iou"].tolist()
+        return out

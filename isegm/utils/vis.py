@@ -98,8 +98,9 @@ def training_visualization(batch: Mapping[str, torch.Tensor], outputs: Mapping[s
 
 def plot_miou_curves(rows: Sequence[dict[str, Any]], output: Path,
                      title: str = "mIoU vs. number of clicks") -> Path:
-    """One subplot per dataset, one curve per model (mean over seeds, ± std band when several).
-    The PNG is (500 x n_datasets) x 400 pixels."""
+    """One subplot per dataset, one curve per model (mean over seeds, ± std band when several);
+    rows with an 'mBIoU_curve' (boundary IoU per click) add a second row of panels. The PNG is
+    (500 x n_datasets) x (400 x panel rows) pixels."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -108,26 +109,33 @@ def plot_miou_curves(rows: Sequence[dict[str, Any]], output: Path,
     datasets = list(OrderedDict.fromkeys(r["dataset"] for r in rows))
     if not datasets:
         raise ValueError("no results to plot")
-    fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 4), dpi=100,
-                             squeeze=False)
-    for ax, dataset in zip(axes[0], datasets):
-        for r in (r for r in rows if r["dataset"] == dataset):
-            mean = np.asarray(r["mIoU_curve"], dtype=np.float64)
-            x = np.arange(1, len(mean) + 1)
-            label = r["model"] + (f" ({r['seeds']} seeds)" if r.get("seeds", 1) > 1 else "")
-            line, = ax.plot(x, mean, marker="o", markersize=3, label=label)
-            std = np.asarray(r.get("mIoU_curve_std") or [], dtype=np.float64)
-            if r.get("seeds", 1) > 1 and len(std) == len(mean):
-                ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2)
-        samples = next(r["num_samples"] for r in rows if r["dataset"] == dataset)
-        ax.set_title(f"{dataset} ({samples} samples)")
-        ax.set_xlabel("number of clicks")
-        ax.set_ylabel("mIoU")
-        ax.set_ylim(0, 1)
-        ax.set_xlim(1, max(len(r["mIoU_curve"]) for r in rows))
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right")
+    metrics = [("mIoU_curve", "mIoU")]
+    if any(r.get("mBIoU_curve") for r in rows):
+        metrics.append(("mBIoU_curve", "mBIoU (boundary IoU)"))
+    fig, axes = plt.subplots(len(metrics), len(datasets), figsize=(5 * len(datasets),
+                                                                   4 * len(metrics)),
+                             dpi=100, squeeze=False)
+    for axes_row, (key, ylabel) in zip(axes, metrics):
+        for ax, dataset in zip(axes_row, datasets):
+            shown = [r for r in rows if r["dataset"] == dataset and r.get(key)]
+            for r in shown:
+                mean = np.asarray(r[key], dtype=np.float64)
+                x = np.arange(1, len(mean) + 1)
+                label = r["model"] + (f" ({r['seeds']} seeds)" if r.get("seeds", 1) > 1 else "")
+                line, = ax.plot(x, mean, marker="o", markersize=3, label=label)
+                std = np.asarray(r.get(f"{key}_std") or [], dtype=np.float64)
+                if r.get("seeds", 1) > 1 and len(std) == len(mean):
+                    ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+            samples = next(r["num_samples"] for r in rows if r["dataset"] == dataset)
+            ax.set_title(f"{dataset} ({samples} samples)")
+            ax.set_xlabel("number of clicks")
+            ax.set_ylabel(ylabel)
+            ax.set_ylim(0, 1)
+            ax.set_xlim(1, max([len(r[key]) for r in shown] or [2]))
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.grid(True, alpha=0.3)
+            if shown:
+                ax.legend(fontsize=8, loc="lower right")
     fig.suptitle(textwrap.fill(title, width=60 * len(datasets)), fontsize=10)
     fig.tight_layout()
     output = Path(output)
