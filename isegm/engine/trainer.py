@@ -2,7 +2,8 @@
 
 Per batch: initial clicks come from the dataset's points sampler; with `max_num_next_clicks > 0`
 a number of rounds t_max ~ U{0..max} is drawn, and each round predicts without gradients (eval
-mode, prev mask zero before the first round) and adds one click per sample at the largest error
+mode, BatchNorm on running or batch statistics per `click_rounds_bn`, prev mask zero before the
+first round) and adds one click per sample at the largest error
 (`isegm.inference.clicker.next_click_training`); then a focus box is drawn per sample for the
 refiner, the refiner targets are cropped, and the declared losses are taken on the final forward.
 
@@ -26,10 +27,12 @@ from isegm.engine.checkpoint import (get_rng_states, load_model_weights, read_ch
                                      save_checkpoint, set_rng_states, unwrap)
 from isegm.engine.experiment import (ExperimentPaths, copy_config_module, create_exp_dir,
                                      find_resume_exp, model_exp_dir, write_resolved_config)
-from isegm.engine.interaction import FocusBoxSampler, add_training_clicks, crop_refine_targets
+from isegm.engine.interaction import (CLICK_ROUND_BN_MODES, FocusBoxSampler,
+                                      add_training_clicks, click_round_mode, crop_refine_targets)
 from isegm.engine.losses import LossSpec, check_loss_specs, compute_losses
 from isegm.engine.metrics import IoUMetric
-from isegm.engine.optim import build_multistep_scheduler, build_optimizer, clip_gradients
+from isegm.engine.optim import (apply_warmup, build_multistep_scheduler, build_optimizer,
+                                clip_gradients)
 from isegm.engine.runconfig import RunConfig
 from isegm.engine.vis import training_visualization
 from isegm.utils.log import logger, progress, setup_logging
@@ -116,7 +119,8 @@ class ISTrainer:
                  log_interval: int = 10, max_num_next_clicks: int = 0,
                  prev_mask_drop_prob: float = 0.0, focus_sampler: Optional[FocusSampler] = None,
                  refine_band_ratio: float = 0.02, clip_grad_norm: Optional[float] = None,
-                 use_amp: bool = True, sync_bn: bool = True,
+                 use_amp: bool = True, sync_bn: bool = True, warmup_steps: int = 0,
+                 click_rounds_bn: str = "eval",
                  find_unused_parameters: bool = True,
                  extra_settings: Optional[dict[str, Any]] = None):
         self.cfg = cfg
@@ -133,6 +137,13 @@ class ISTrainer:
         self.prev_mask_drop_prob = float(prev_mask_drop_prob)
         self.refine_band_ratio = float(refine_band_ratio)
         self.clip_grad_norm = clip_grad_norm
+        self.warmup_steps = int(warmup_steps)
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
+        if click_rounds_bn not in CLICK_ROUND_BN_MODES:
+            raise ValueError(f"click_rounds_bn must be one of {CLICK_ROUND_BN_MODES}, "
+                             f"got '{click_rounds_bn}'")
+        self.click_rounds_bn = click_rounds_bn
         self.use_amp = bool(use_amp) and self.device.type == "cuda"
         module = unwrap(model)
         self.with_prev_mask = bool(getattr(module, "with_prev_mask", True))
@@ -154,6 +165,7 @@ class ISTrainer:
             max_num_next_clicks=max_num_next_clicks, prev_mask_drop_prob=prev_mask_drop_prob,
             focus_sampler=self.focus_sampler, refine_band_ratio=refine_band_ratio,
             clip_grad_norm=clip_grad_norm, use_amp=self.use_amp, sync_bn=sync_bn,
+            warmup_steps=self.warmup_steps, click_rounds_bn=click_rounds_bn,
             trainset=repr(trainset), trainset_len=len(trainset),
             valset=repr(valset), valset_len=len(valset) if valset is not None else 0).items()}
         settings.update({k: _describe(v) for k, v in (extra_settings or {}).items()})
@@ -344,14 +356,12 @@ class ISTrainer:
         if num_rounds is None:
             num_rounds = int(self.rng.integers(0, self.max_num_next_clicks + 1))
         if num_rounds > 0:
-            was_training = self.net_module.training
-            self.net_module.eval()
-            with torch.no_grad(), torch.autocast(self.device.type, enabled=self.use_amp):
+            with torch.no_grad(), torch.autocast(self.device.type, enabled=self.use_amp), \
+                    click_round_mode(self.net_module, self.click_rounds_bn):
                 for t in range(1, num_rounds + 1):
                     out = self.net_module(images, points, prev)
                     prev = torch.sigmoid(out["instances"].float())
                     points = add_training_clicks(points, gt, prev, t, self.rng).to(points.device)
-            self.net_module.train(was_training)
         if self.prev_mask_drop_prob > 0:
             drop = torch.from_numpy(self.rng.random(len(prev)) < self.prev_mask_drop_prob)
             prev[drop.to(prev.device)] = 0
@@ -365,6 +375,7 @@ class ISTrainer:
         batch["points"] = points
         focus_boxes = self._add_refine_targets(batch, gt, points)
         self.optim.zero_grad(set_to_none=True)
+        apply_warmup(self.optim, self.lr_scheduler, self.global_step, self.warmup_steps)
         with torch.autocast(self.device.type, enabled=self.use_amp):
             outputs = self.net(images, points, prev, focus_boxes)
             loss, terms = compute_losses(self.loss_cfg, outputs, batch)
@@ -437,6 +448,10 @@ class ISTrainer:
             self.writer.add_scalar(f"train/step_{name}", float(value), step)
         for name, lr in self.current_lrs().items():
             self.writer.add_scalar(f"lr/{name}", lr, step)
+        backbone = getattr(self.net_module, "backbone", None)
+        if hasattr(backbone, "iga_magnitudes"):
+            for name, value in backbone.iga_magnitudes().items():
+                self.writer.add_scalar(f"iga/{name}", value, step)
 
     def _log_epoch(self, epoch: int, values: dict[str, float]) -> None:
         logger.info(f"epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()))

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..model.ops import csr_matrix
+from ..model.ops import csr_matrix, resize_coord
 from . import kernels
 from .clicker import Click
 from .utils import get_bbox_from_mask
@@ -185,10 +185,20 @@ def check_object_roi(roi: Roi, clicks: Sequence[Click]) -> bool:
     return True
 
 
-def map_clicks(clicks: Sequence[Click], roi: Roi, new_size: Tuple[int, int]) -> list:
-    """Clicks into an inclusive ROI resized to new_size: y' = h_new * (y - rmin) / h."""
+def map_clicks(clicks: Sequence[Click], roi: Roi, new_size: Tuple[int, int],
+               align_corners: bool = False) -> list:
+    """Clicks into an inclusive ROI resized to new_size.
+
+    `align_corners=False`: RITM's y' = h_new * (y - rmin) / h (rule 28d, ZoomIn). With
+    `align_corners=True`: y' = (y - rmin) * (h_new - 1) / (h - 1), the pixel the
+    align_corners=True resize (`resize_bilinear`) moves pixel y to, so the click disk covers the
+    pixels it covered in the image at any zoom (the IGLR target crop; `ops.resize_coord`)."""
     rmin, rmax, cmin, cmax = roi
     h, w = rmax - rmin + 1, cmax - cmin + 1
+    if align_corners:
+        return [c.copy(coords=(resize_coord(c.coords[0], rmin, h, new_size[0]),
+                               resize_coord(c.coords[1], cmin, w, new_size[1])))
+                for c in clicks]
     return [c.copy(coords=(new_size[0] * (c.coords[0] - rmin) / h,
                            new_size[1] * (c.coords[1] - cmin) / w)) for c in clicks]
 

@@ -3,7 +3,11 @@
 Coarse stage (both): the FocalClick/IGLR target crop (protocol rules 31-32; `crop_mode='target'`)
 or RITM's ZoomIn (rules 28-29; `crop_mode='zoom_in'`, coarse predictor), optional horizontal
 flip averaging of logits (rule 27), the previous returned probabilities as the fourth input
-(rule 26), probabilities pasted into a zero map (0 outside the crop).
+(rule 26), probabilities pasted into a zero map (0 outside the crop). Clicks are mapped into
+the target crop as its align_corners=True resize moves pixels (`map_clicks(align_corners=True)`)
+and into the refiner's crop as its roi_align samples it (`ops.box_coord`, as in training), not
+by the released new/old scaling (rules 32, 36), which at the target crop's zooms (up to ~25x)
+misplaces a click by more than its radius (issue 15).
 
 Refinement (IGLR, rules 34-36): the coarse logits l = log(p / (1 - p)), the focus box of the
 chosen strategy, the refiner on ROI-sampled crops (image from full resolution; coarse logits
@@ -40,7 +44,7 @@ import numpy as np
 import torch
 
 from ...model.is_model import with_autocast_weights
-from ...model.ops import roi_align_box
+from ...model.ops import box_coord, roi_align_box
 from ...utils.timing import NULL_TIMER
 from ..clicker import Click, Clicker
 from .. import kernels
@@ -313,7 +317,7 @@ class CoarsePredictor(BasePredictor):
             else:
                 image = resize_bilinear(self.image_nd[:, :, r0:r1 + 1, c0:c1 + 1], s)
             prev = resize_bilinear(self._prev_window(roi), s)
-            roi_clicks = map_clicks(clicks, roi, s)
+            roi_clicks = map_clicks(clicks, roi, s, align_corners=True)
         logits, feature = self._network_coarse(image, prev, roi_clicks)
         return roi, logits, feature
 
@@ -482,8 +486,8 @@ class IGLRPredictor(CoarsePredictor):
             else:
                 feature_crop = roi_align_box(feature, net_box, feature_size,
                                              spatial_scale=feature_scale)
-            crop_clicks = [c.copy(coords=((c.coords[0] - y1) * size / (y2 - y1),
-                                          (c.coords[1] - x1) * size / (x2 - x1))) for c in clicks]
+            crop_clicks = [c.copy(coords=(box_coord(c.coords[0], y1, y2, size),
+                                          box_coord(c.coords[1], x1, x2, size))) for c in clicks]
             points = clicks_to_points([crop_clicks], order=0, device=self.device)
         with self.timed_model(), self.timer.stage("refiner"), self._autocast():
             out = self.model.forward_refine(image_crop, points, coarse_crop, feature_crop)
