@@ -104,8 +104,8 @@ class Recipe:
 
 # Reference recipes (spec §5), with the released schedules: SBD 230 epochs decayed at 190 / 210
 # (B0; B3 on SBD overrides to 60 epochs at 50 / 60), COCO+LVIS 85 x 30k samples decayed at 70 / 80
-# (B3: 65 / 85), keep_background_prob 0.05 on COCO+LVIS. No warm-up: the released runs start from
-# ImageNet weights at a backbone lr of 5e-5.
+# (B3: 65 / 85), keep_background_prob 0.05 on COCO+LVIS (issue 15). No warm-up (warmup_steps 0):
+# these start from ImageNet weights at a backbone lr of 5e-5.
 SBD = Recipe()
 COCO_LVIS = Recipe(train_dataset="COCO_LVIS",
                    train_dataset_kwargs={"split": "train", "stuff_prob": 0.2},
