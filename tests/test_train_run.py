@@ -142,7 +142,8 @@ def test_resume_continues_exactly(exps, monkeypatch):
     assert a["epoch"] == b["epoch"] == 1 and a["step"] == b["step"] == 4
     lrs_a = [g["lr"] for g in a["optimizer"]["param_groups"]]
     lrs_b = [g["lr"] for g in b["optimizer"]["param_groups"]]
-    assert lrs_a == lrs_b == pytest.approx([1e-4, 1e-4])  # decayed at the milestone (epoch 1)
+    # decayed at the milestone (epoch 1); groups backbone, head, IGA coefficients
+    assert lrs_a == lrs_b == pytest.approx([1e-4, 1e-4, 1e-4])
     assert a["lr_scheduler"]["last_epoch"] == b["lr_scheduler"]["last_epoch"] == 2
     for key, state in a["optimizer"]["state"].items():
         for name in ("exp_avg", "exp_avg_sq"):
@@ -189,5 +190,6 @@ def test_start_epoch_uses_that_epochs_learning_rate(exps):
     state = read_checkpoint(root / "checkpoints" / "last_checkpoint.pth")
     assert state["epoch"] == 1 and state["step"] == 2
     # epoch 1 ran at lr 1e-3 * 0.1 (milestone 1); Adam's step count shows 2 updates
-    assert "lr {'backbone': 0.0001, 'head': 0.0001}" in (root / "train_log.txt").read_text()
+    assert "lr {'backbone': 0.0001, 'head': 0.0001, 'iga': 0.0001}" in \
+        (root / "train_log.txt").read_text()
     assert all(float(s["step"]) == 2 for s in state["optimizer"]["state"].values())
