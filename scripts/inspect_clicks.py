@@ -35,19 +35,15 @@ from isegm.utils.config import ConfigError, ConfigPathError, load_config  # noqa
 
 
 def iga_summary(model: torch.nn.Module) -> list[str]:
-    """One line per stage: mean |coefficient| of each IGA term over its blocks and heads."""
-    stages: dict[str, dict[str, list[float]]] = {}
-    for name, param in model.named_parameters():
-        leaf = name.rsplit(".", 1)[-1]
-        if leaf in ("iga_pos", "iga_neg", "iga_feedback"):
-            stage = next((p for p in name.split(".") if p.startswith("block")), "?")
-            stages.setdefault(stage, {}).setdefault(leaf, []).extend(
-                param.detach().abs().flatten().tolist())
-    lines = []
-    for stage, terms in stages.items():
-        cells = "  ".join(f"{t[4:]} {np.mean(v):.3f}" for t, v in terms.items())
-        lines.append(f"  {stage}: mean |coefficient|  {cells}")
-    return lines
+    """One line per stage: mean |coefficient| of each IGA term over its blocks and heads
+    (`MixVisionTransformer.iga_magnitudes`, the values logged to tensorboard as `iga/*`)."""
+    backbone = getattr(model, "backbone", None)
+    magnitudes = backbone.iga_magnitudes() if hasattr(backbone, "iga_magnitudes") else {}
+    stages: dict[str, list[str]] = {}
+    for key, value in magnitudes.items():
+        stage, term = key.split("/")
+        stages.setdefault(stage, []).append(f"{term} {value:.3f}")
+    return [f"  {stage}: mean |coefficient|  {'  '.join(cells)}" for stage, cells in stages.items()]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -6,8 +6,10 @@ then evaluate it with the NoC protocol and write the results into the run's expe
     .venv/bin/python scripts/main_job.py --quick          # a handful of steps (smoke test)
 
 Steps: (1) train the config module (default models/iglr_cpu/segformerB0_S2_synthetic.py) with
-the one trainer under a step or time budget; (2) evaluate the final checkpoint and, as the
-reference row, the same network before training, with the IGLR predictor (20 clicks per object,
+the one trainer under a step or time budget; (2) evaluate the checkpoint with the best
+validation IoU (`best_checkpoint.pth`, chosen on the recipe's validation set after every short
+epoch; the last one if no validation ran) and, as the reference row, the same network before
+training, with the IGLR predictor (20 clicks per object,
 flip averaging) on held-out Synthetic objects and, where GRABCUT_PATH resolves to an existing
 folder, on GrabCut; (3) write into <experiment folder>/evaluation/:
     noc_table.md / .csv / .json   NoC@80/85/90, NoF@85/90, mIoU@1/3/5 per model and dataset
@@ -30,6 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 import torch  # noqa: E402
 
 from isegm.data.io import DatasetError  # noqa: E402
+from isegm.engine.checkpoint import read_checkpoint  # noqa: E402
 from isegm.engine.experiment import ExperimentError  # noqa: E402
 from isegm.inference.predictors import get_predictor, predictor_name_for_mode  # noqa: E402
 from isegm.jobs.noc import (TABLE_METRICS, aggregate, build_eval_dataset, evaluate_noc,  # noqa: E402
@@ -130,7 +133,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
 
     out = run.exp_root / "evaluation"
-    trained = load_is_model(run.checkpoint, "cpu")
+    chosen = run.best_checkpoint if run.best_checkpoint is not None else run.checkpoint
+    state = read_checkpoint(chosen)
+    trained = load_is_model(state, "cpu")
+    chosen_note = (f"{chosen.name} (epoch {state.get('epoch')} of {run.epochs}, "
+                   f"{state.get('best_metric_name')} {float(state.get('best_metric', 0.0)):.4f})")
+    logger.info(f"evaluating {chosen_note}")
     models = [("trained", trained)]
     if not args.skip_untrained:
         models.insert(0, ("untrained", run.initial_model))
@@ -156,7 +164,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"\n{title}\n")
     print(tables["md"].read_text(encoding="utf-8").split("\n", 2)[-1])
     print(f"experiment folder : {run.exp_root}")
-    print(f"checkpoint        : {run.checkpoint}")
+    print(f"checkpoint        : {chosen}")
+    print(f"evaluated         : {chosen_note}")
     print(f"NoC table         : {tables['md']}  ({tables['csv'].name}, {tables['json'].name})")
     print(f"mIoU-vs-clicks    : {plot}")
     print(f"visualisations    : {out / 'vis'} ({len(vis)} files)")

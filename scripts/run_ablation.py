@@ -6,15 +6,19 @@
         --minutes 30 --seeds 0 1 2 --datasets GrabCut --references cv_grabcut untrained
 
 Every (config, seed) trains in its own experiment folder (EXPS_PATH/<family>/<config>/NNN_<name>)
-with the same budget (`--steps`/`--epochs`, or `--minutes` of wall time), and its final checkpoint
-is evaluated with the NoC protocol (20 clicks per object; the IGLR predictor for models with the
+with the same budget (`--steps`/`--epochs`, or `--minutes` of wall time), and its checkpoint with
+the best validation IoU (`best_checkpoint.pth`, chosen on the recipe's validation set: for the
+COCO_MVal study the 50 held-out images; the last checkpoint if no validation ran) is evaluated
+with the NoC protocol (20 clicks per object; the IGLR predictor for models with the
 refiner, the coarse predictor without). The comparison goes to EXPS_PATH/ablations/NNN_<name>/:
     ablation_table.md / .csv / .json   NoC@85/90, NoF@90, mIoU@1/3/5 (mean ± std over seeds)
     miou_vs_clicks.png                 one curve per config (± std band over seeds)
     paired.md / .json                  every model against the first, object by object
     factorial.md / .json               main effects and interaction where the configs form a
                                        2x2 ablation by name (base, base_x, base_y, base_x_y)
-    runs.json                          experiment folder, steps and wall time of every run
+    runs.json                          experiment folder, steps and wall time of every run, its
+                                       validation IoU per epoch and the lowest ratio of it to
+                                       its running best after the warm-up (`val_stability`)
     results.json                       every run's full IoU series (what --merge reads)
 Runs can be split over processes (e.g. two configs per process with `--threads 1` on two cores,
 each with its own `--output`) and combined afterwards, re-aggregated over seeds:
@@ -144,11 +148,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 print(f"run_ablation.py: error: {e}", file=sys.stderr)
                 return 2
             label = run_label(config, changes)
+            chosen = run.best_checkpoint if run.best_checkpoint is not None else run.checkpoint
+            curve = validation_curve(run.exp_root)
+            warmup_epochs = -(-run.recipe.warmup_steps // max(1, budget.epoch_steps))
+            stability = curve_stability(curve, warmup_epochs)
             runs.append({"config": str(config), "label": label, "seed": seed,
-                         "exp": str(run.exp_root), "checkpoint": str(run.checkpoint),
+                         "exp": str(run.exp_root), "checkpoint": str(chosen),
+                         "last_checkpoint": str(run.checkpoint),
                          "steps": run.steps, "epochs": run.epochs,
-                         "wall_s": round(run.wall_s, 1), "recipe_override": changes})
-            evaluate(load_is_model(run.checkpoint, "cpu"), label, seed)
+                         "wall_s": round(run.wall_s, 1), "recipe_override": changes,
+                         "val_iou": curve, "val_stability": stability})
+            logger.info(f"{label}, seed {seed}: evaluating {chosen.name}; lowest validation IoU "
+                        f"/ running best after the warm-up: {stability}")
+            evaluate(load_is_model(chosen, "cpu"), label, seed)
             if i == 0 and "untrained" in args.references:
                 evaluate(run.initial_model, "untrained", seed)
     if "cv_grabcut" in args.references:
@@ -168,6 +180,27 @@ def _same_series(a, b) -> bool:
     """Whether two NocResults hold the same objects and IoU series."""
     return (list(a.sample_ids) == list(b.sample_ids) and len(a.all_ious) == len(b.all_ious)
             and all(np.array_equal(x, y) for x, y in zip(a.all_ious, b.all_ious)))
+
+
+def validation_curve(exp_root: Path) -> list:
+    """The run's validation IoU per epoch ([epoch, IoU] pairs) from its tensorboard events."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(exp_root), size_guidance={"scalars": 0})
+    events.Reload()
+    if "epoch/val/iou" not in events.Tags().get("scalars", []):
+        return []
+    return [[int(e.step), round(float(e.value), 5)] for e in events.Scalars("epoch/val/iou")]
+
+
+def curve_stability(curve: list, warmup_epochs: int) -> Optional[float]:
+    """The lowest ratio of the validation IoU to its running best over the epochs after the
+    warm-up (the issue-15 target: never below 0.5); None without such epochs."""
+    best, ratios = 0.0, []
+    for epoch, iou in curve:
+        best = max(best, iou)
+        if epoch >= warmup_epochs and best > 0:
+            ratios.append(iou / best)
+    return round(min(ratios), 4) if ratios else None
 
 
 def run_label(config: Path, changes: dict) -> str:

@@ -150,3 +150,46 @@ def test_dataloader_workers_draw_different_augmentations():
     assert len(images) == 4
     # worker 0 serves items 0 and 2, worker 1 items 1 and 3: all four crops differ
     assert len({tuple(im.flatten()[::97].tolist()) for im in images}) == 4
+
+
+def test_fixed_seed_items_do_not_depend_on_torch_state():
+    """Validation items (fixed_seed): the same crop, object and clicks per index, whatever
+    torch's generator did before; without it, items follow torch's generator."""
+    def make(**kw):
+        return SyntheticDataset(num_samples=6, image_size=(96, 96), split='val',
+                                augmentator=build_val_augmentator((64, 64)),
+                                points_sampler=MultiPointSampler(6), **kw)
+    fixed = make(fixed_seed=0)
+    torch.manual_seed(1)
+    first = [fixed[i] for i in range(6)]
+    torch.manual_seed(2)
+    torch.rand(100)
+    again = [make(fixed_seed=0)[i] for i in reversed(range(6))][::-1]
+    for a, b in zip(first, again):
+        for key in ('images', 'points', 'instances'):
+            assert torch.equal(a[key], b[key])
+    other = make(fixed_seed=1)
+    assert any(not torch.equal(a['points'], other[i]['points']) for i, a in enumerate(first))
+
+
+def test_zoom_crops_reach_the_target_crops_zoom():
+    """zoom_prob: object crops built as the target crop around a poor first prediction (a blob
+    of 0.1-0.8 of the object, x 1.4, at least 10 px) zoom beyond max_zoom (4x), as the target
+    crop does at inference."""
+    import random
+    mask = np.zeros((400, 400, 1), np.int32)
+    mask[180:220, 180:220] = 1                 # a small 40 x 40 object
+    image = np.zeros((400, 400, 3), np.uint8)
+    zooms = {}
+    for name, prob in (('plain', 0.0), ('zoom', 1.0)):
+        crop = ObjectCentricCrop(size=(96, 96), object_prob=1.0, zoom_prob=prob)
+        crop.set_random_state(np.random.default_rng(0), random.Random(0))
+        zooms[name] = np.array([crop.get_params_dependent_on_data(
+            {'shape': mask.shape}, {'mask': mask})['matrix'][0, 0] for _ in range(200)])
+    assert zooms['plain'].max() <= 4.0 + 1e-6
+    # blob 4-32 px -> crop max(1.4 x blob, 10) px -> zoom 2.1x to 9.6x
+    assert zooms['zoom'].max() > 7.0 and (zooms['zoom'] > 4.0).mean() > 0.2
+    assert zooms['zoom'].max() <= 9.6 + 1e-6
+    crop = ObjectCentricCrop(size=(96, 96), object_prob=1.0, zoom_prob=1.0)
+    out = crop(image=image, mask=mask)
+    assert out['mask'].shape == (96, 96, 1) and out['mask'].mean() > 0.3  # inside the object

@@ -37,3 +37,16 @@ def test_coco_mval_400_samples_including_names_with_spaces(coco_mval_root):
         assert set(np.unique(gt)) == {0, 1}
         assert sample.sample_id == dataset.dataset_samples[i].stem
     assert dataset.get_sample(spaced[0]).sample_id.startswith('baseball bat')
+
+
+def test_coco_mval_fixed_350_50_split(coco_mval_root):
+    full = CocoMValDataset(coco_mval_root)
+    train = CocoMValDataset(coco_mval_root, split='train')
+    val = CocoMValDataset(coco_mval_root, split='val')
+    assert (len(train), len(val)) == (350, 50)
+    names = sorted(p.name for p in full.dataset_samples)
+    assert [p.name for p in val.dataset_samples] == names[7::8]
+    assert not {p.name for p in train.dataset_samples} & {p.name for p in val.dataset_samples}
+    assert val.name == 'COCO_MVal_val' and val.get_sample(0).sample_id == names[7].rsplit('.', 1)[0]
+    categories = {n.split('_')[0] for n in names[7::8]}
+    assert len(categories) > 10  # spread over the categories, not one block of them

@@ -181,6 +181,49 @@ def test_flip_option_changes_prediction(tiny_models):
     assert not np.allclose(results[0], results[1])
 
 
+def test_flip_averaging_is_the_exact_mirrored_mean(tiny_models):
+    """Flip averaging (rule 27) of the coarse stage. (1) The flip predictor on the mirrored image
+    and click returns the mirror of its prediction on the original, here on a 72x96 image that
+    the target crop resizes to 64x64: this needs the click mapping to agree with the resize
+    (with the released new/old click scaling the mirrored click lands 1/3 px elsewhere and
+    the disks differ). (2) Without a resize (64x64 image, infer_size 64) the prediction is the
+    mean, in logits, of the pass on the image and the mirrored pass on the mirrored image
+    (clicks x' = W - 1 - x), mirrored back."""
+    _, coarse = tiny_models
+
+    def predict(img, c, flip):
+        predictor = get_predictor("coarse", coarse, "cpu", with_flip=flip)
+        predictor.set_image(img)
+        return predictor.get_prediction(Clicker(init_clicks=[c])).astype(np.float64)
+
+    def mirror(img, x):
+        return np.ascontiguousarray(img[:, ::-1]), img.shape[1] - 1 - x
+
+    image, _ = _toy_sample()  # 72 x 96
+    mirrored, xm = mirror(image, 50)
+    flipped = predict(image, Click(True, (35, 50)), True)
+    flipped_m = predict(mirrored, Click(True, (35, xm)), True)
+    # batch order [image, mirror] vs [mirror, image]: float reductions differ by ~1e-5
+    np.testing.assert_allclose(flipped_m[:, ::-1], flipped, rtol=0, atol=1e-4)
+
+    square = image[4:68, 16:80].copy()
+    mirrored, xm = mirror(square, 30)
+    plain = predict(square, Click(True, (30, 30)), False)
+    plain_m = predict(mirrored, Click(True, (30, xm)), False)
+    with np.errstate(divide="ignore", over="ignore"):  # saturated pixels are left out below
+        logit, logit_m = np.log(plain) - np.log1p(-plain), np.log(plain_m) - np.log1p(-plain_m)
+        logit_sum = logit + logit_m[:, ::-1]
+        expected = 1.0 / (1.0 + np.exp(-0.5 * logit_sum))
+    # float32 probabilities near 0 or 1 do not determine their logits: compare where both are
+    # inside [1e-3, 1 - 1e-3]
+    inside = (np.minimum(plain, plain_m[:, ::-1]) > 1e-3) & \
+        (np.maximum(plain, plain_m[:, ::-1]) < 1 - 1e-3)
+    assert inside.mean() > 0.5
+    actual = predict(square, Click(True, (30, 30)), True)
+    np.testing.assert_allclose(actual[inside], expected[inside], rtol=0, atol=1e-4)
+    assert np.abs(plain - plain_m[:, ::-1]).max() > 0.1  # the network itself is not symmetric
+
+
 def test_iglr_after_ten_clicks_keeps_previous_outside_focus(tiny_models):
     full, _ = tiny_models
     image, gt = _toy_sample()

@@ -167,7 +167,7 @@ def test_inspect_clicks_reports_every_click_and_the_iga_coefficients(tmp_path, c
     assert all(0.0 <= float(r[1]) <= 1.0 for r in rows)
     assert float(rows[0][3]) == 1.0  # the first click sees the whole image
     assert "Synthetic, 2 objects, 3 clicks" in out
-    stages = re.findall(r"block(\d): mean \|coefficient\|  pos ([\d.]+)", out)
+    stages = re.findall(r"stage(\d): mean \|coefficient\|  pos ([\d.]+)", out)
     assert [s[0] for s in stages] == ["1", "2", "3", "4"]
     assert float(stages[0][1]) == pytest.approx(0.25, abs=1e-3)  # 0.5 in one of two blocks
     assert script.main(["--checkpoint", str(tmp_path / "missing.pth"), "--dataset",

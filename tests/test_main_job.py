@@ -285,7 +285,9 @@ def test_cpu_study_configs_differ_from_the_base_only_in_the_model(suffix, differ
     base = recipe.COCO_MVAL_CPU
     assert module.RECIPE.model_kwargs == {**base.model_kwargs, **differences}
     assert dataclasses.replace(module.RECIPE, model_kwargs=base.model_kwargs) == base
-    assert base.train_dataset == "COCO_MVal" and base.pretrained
+    # trained on the 350-image split, validated on the 50 held-out images (issue 15)
+    assert (base.train_dataset, base.val_dataset) == ("COCO_MVal_train", "COCO_MVal_val")
+    assert base.pretrained
     # Issue 6 item 4: IMAGENET_PRETRAINED_MODELS.SEGFORMER_B0 is used; the default path absent
     # -> warning, scratch (an explicit path that is absent is an error: issue 16).
     monkeypatch.delenv("IMAGENET_PRETRAINED_MODELS__SEGFORMER_B0", raising=False)
@@ -302,6 +304,7 @@ def test_budgets():
     rec = recipe.SYNTHETIC_CPU
     steps = budgeted_recipe(rec, Budget(steps=100, epoch_steps=25), batch_size=8)
     assert (steps.epochs, steps.epoch_len, steps.milestones) == (4, 200, (3,))
+    assert steps.warmup_steps == rec.warmup_steps == 100  # the recipe's warm-up is kept
     uneven = budgeted_recipe(rec, Budget(steps=10, epoch_steps=4), batch_size=2)
     assert (uneven.epochs, uneven.epoch_len // 2) == (3, 4)   # 12 steps: whole epochs
     timed = budgeted_recipe(rec, Budget(minutes=5), batch_size=8)
@@ -310,6 +313,16 @@ def test_budgets():
                 dict(steps=5, decay_at=0.0)):
         with pytest.raises(BudgetError):
             Budget(**bad)
+
+
+def test_validation_stability_after_the_warm_up():
+    """run_ablation's check of the issue-15 target: the lowest ratio of the validation IoU to
+    its running best, over the epochs after the warm-up."""
+    stability = _script("run_ablation").curve_stability
+    curve = [[0, 0.5], [1, 0.1], [2, 0.4], [3, 0.6], [4, 0.45], [5, 0.7]]
+    assert stability(curve, 0) == pytest.approx(0.2)      # 0.1 / 0.5 at epoch 1
+    assert stability(curve, 2) == pytest.approx(0.75)     # 0.45 / 0.6 at epoch 4
+    assert stability(curve, 6) is None and stability([], 0) is None
 
 
 def _noc_result(label, seed, nocs, ids, n_clicks, dataset="D"):

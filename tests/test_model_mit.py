@@ -121,11 +121,15 @@ def test_iga_bias_formula_and_sdpa_mask():
     maps = IGAMaps.build(inter, h, w, 4, ("pos", "neg", "feedback"))
     bias = attn.iga_bias(maps, h * w)
     assert bias.shape == (2, 2, h * w, 2 * 3)
-    # independent computation of a_h P(j) + b_h N(j) + c_h m(i) m(j)
-    q_maps = F.adaptive_avg_pool2d(inter, (h, w))
-    k_maps = F.avg_pool2d(q_maps, 4)
-    p, n, mk = k_maps[:, 0].flatten(1), k_maps[:, 1].flatten(1), 2 * k_maps[:, 2].flatten(1) - 1
-    mq = 2 * q_maps[:, 2].flatten(1) - 1
+    # independent computation of a_h P(j) + b_h N(j) + c_h m(i) m(j): P, N max-pooled over the
+    # pixels of each key cell (32x32 px: stride 4 x sr 4; 2x3 cells at 64x96), M average-pooled
+    # (spec §3.4)
+    k_clicks = inter[:, :2].reshape(2, 2, 2, 32, 3, 32).amax(dim=(3, 5))
+    p, n = k_clicks[:, 0].flatten(1), k_clicks[:, 1].flatten(1)
+    q_mask = F.adaptive_avg_pool2d(inter[:, 2:], (h, w))
+    mk = 2 * F.avg_pool2d(q_mask, 4).flatten(1) - 1
+    mq = 2 * q_mask.flatten(1) - 1
+    assert set(p.unique().tolist()) == {0.0, 1.0}  # a cell that holds any click pixel is 1
     for head in range(2):
         expected = (attn.iga_pos[head] * p[:, None, :] + attn.iga_neg[head] * n[:, None, :]
                     + attn.iga_feedback[head] * mq[:, :, None] * mk[:, None, :])
@@ -141,15 +145,21 @@ def test_iga_bias_formula_and_sdpa_mask():
 
 
 def test_attention_moves_towards_positive_clicks():
+    """At the default click radius (5 px, IGLRModel.norm_radius): the clicked key cell gets
+    P = 1 (max pooling), and a positive coefficient pulls attention to it."""
+    import inspect
+    from isegm.model import IGLRModel
+    radius = inspect.signature(IGLRModel.__init__).parameters["norm_radius"].default
+    assert radius == 5
     torch.manual_seed(0)
     backbone = BACKBONES.get("mit_b0")(drop_path_rate=0.0).eval()
     attn = backbone.block1[0].attn  # stage 1: 16x24 query grid, sr 8 -> 2x3 key grid at 64x96
     points = torch.tensor([[[8.0, 12.0, 0], [-1, -1, -1]]])  # positive click in key cell (0, 0)
-    maps = click_maps(points, (64, 96), radius=8)
+    maps = click_maps(points, (64, 96), radius=radius)
     inter = torch.cat([maps, torch.zeros(1, 1, 64, 96)], 1)
     iga = IGAMaps.build(inter, 16, 24, 8, ("pos", "neg", "feedback"))
-    clicked = iga.pn[0, 0] > 0.1
-    assert clicked.any() and not clicked.all()
+    assert iga.pn[0, 0].tolist() == [1.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+    clicked = iga.pn[0, 0] > 0.5
     x = torch.randn(1, 16 * 24, 32)
     with torch.no_grad():
         before = attn.attention_weights(x, 16, 24, iga)[..., clicked].sum(-1).mean()
@@ -212,3 +222,26 @@ def test_head_computes_in_fp32_under_bf16_autocast():
     assert logits.dtype == feature.dtype == torch.float32
     torch.testing.assert_close(logits, ref_logits, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(feature, ref_feature, atol=1e-5, rtol=1e-5)
+
+
+def test_folded_head_cache_follows_a_real_batchnorm_update():
+    """The eval head caches its BN-folded weights; a real train-mode forward (BatchNorm updating
+    its running statistics in place, as in a frozen-head or skipped-GradScaler step) must
+    invalidate that cache."""
+    torch.manual_seed(0)
+    head = SegFormerHead((32, 64, 160, 256), 256, dropout=0.0).eval()
+    feats = [torch.randn(2, c, 16 // 2 ** i, 16 // 2 ** i) for i, c in
+             enumerate((32, 64, 160, 256))]
+    shifted = [3.0 * f + 1.0 for f in feats]
+    with torch.no_grad():
+        head(feats)  # fills the cache
+        mean_before = head.bn.running_mean.clone()
+        head.train()
+        head(shifted)  # BatchNorm's own in-place update of the running statistics
+        head.eval()
+        assert not torch.equal(head.bn.running_mean, mean_before)
+        logits, feature = head(feats)
+        head.fused = False
+        logits_ref, feature_ref = head(feats)
+    torch.testing.assert_close(feature, feature_ref, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(logits, logits_ref, atol=1e-4, rtol=1e-4)

@@ -243,7 +243,8 @@ def _reference_prediction(pred, clicks):
     s = (pred.infer_size, pred.infer_size)
     image = resize_bilinear(pred.image_nd[:, :, r0:r1 + 1, c0:c1 + 1], s)
     prev = resize_bilinear(prev_nd[:, :, r0:r1 + 1, c0:c1 + 1], s)
-    net_logits, feature = pred._network_coarse(image, prev, map_clicks(clicks, roi, s))
+    net_logits, feature = pred._network_coarse(image, prev,
+                                               map_clicks(clicks, roi, s, align_corners=True))
     probs = resize_bilinear(torch.sigmoid(net_logits), (r1 - r0 + 1, c1 - c0 + 1))
     coarse = torch.zeros((1, 1, full_h, full_w))
     coarse[:, :, r0:r1 + 1, c0:c1 + 1] = probs
@@ -263,8 +264,9 @@ def _reference_prediction(pred, clicks):
         coarse_crop = roi_align(net_logits, net_box, size)
         feature_crop = roi_align(feature, net_box, max(1, size // 4),
                                  spatial_scale=feature.shape[-1] / pred.infer_size)
-        crop_clicks = [c.copy(coords=((c.coords[0] - y1) * size / (y2 - y1),
-                                      (c.coords[1] - x1) * size / (x2 - x1))) for c in clicks]
+        crop_clicks = [c.copy(coords=((c.coords[0] + 0.5 - y1) * size / (y2 - y1) - 0.5,
+                                      (c.coords[1] + 0.5 - x1) * size / (x2 - x1) - 0.5))
+                       for c in clicks]
         points = clicks_to_points([crop_clicks], order=0)
         refined = pred.model.forward_refine(image_crop, points, coarse_crop,
                                             feature_crop)["refined"]

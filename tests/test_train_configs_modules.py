@@ -33,19 +33,59 @@ def test_module_interface(path):
 
 
 def test_reference_schedules_and_ablation_arguments():
+    """The reference configs carry the released schedules and settings (issue 15)."""
     get = lambda name: load_config_module(REPO / "models" / name).RECIPE  # noqa: E731
-    sbd, cclvs = get("iglr/segformerB3_S2_sbd.py"), get("iglr/segformerB3_S2_cclvs.py")
-    assert (sbd.backbone, sbd.epochs, sbd.lr, sbd.backbone_lr_mult) == ("mit_b3", 230, 5e-4, 0.1)
-    assert (cclvs.epochs, cclvs.epoch_len, cclvs.train_dataset) == (85, 30000, "COCO_LVIS")
+    released = {  # config: (backbone, epochs, milestones, epoch_len, keep_background_prob)
+        "iglr/segformerB0_S2_sbd.py": ("mit_b0", 230, (190, 210), -1, 0.0),
+        "iglr/segformerB3_S2_sbd.py": ("mit_b3", 60, (50, 60), -1, 0.0),
+        "iglr/segformerB0_S2_cclvs.py": ("mit_b0", 85, (70, 80), 30000, 0.05),
+        "iglr/segformerB3_S2_cclvs.py": ("mit_b3", 85, (65, 85), 30000, 0.05),
+    }
+    for name, expected in released.items():
+        rec = get(name)
+        assert (rec.backbone, rec.epochs, tuple(rec.milestones), rec.epoch_len,
+                rec.keep_background_prob) == expected, name
+        assert (rec.lr, rec.backbone_lr_mult, rec.iga_lr_mult, rec.lr_gamma) == \
+            (5e-4, 0.1, 10.0, 0.1), name
+        assert (rec.focus_object_prob, tuple(rec.focus_object_scale)) == (0.6, (1.1, 1.6)), name
+    sbd = get("iglr/segformerB3_S2_sbd.py")
     assert (sbd.num_max_points, sbd.prob_gamma, sbd.merge_objects_prob, sbd.max_num_next_clicks,
             sbd.crop_size, sbd.first_click_center) == (24, 0.8, 0.15, 3, (256, 256), True)
+    # every recipe, CPU and ablations included, puts the IGA coefficients in their own group
+    for path in MODULES:
+        rec = load_config_module(path).RECIPE
+        assert rec.iga_lr_mult is not None and rec.iga_lr_mult > 1, path
     assert get("iglr_ablations/segformerB0_S2_sbd_noiga.py").model_kwargs["iga_stages"] == ()
     assert get("iglr_ablations/segformerB0_S2_sbd_nolrr.py").model_kwargs["use_refiner"] is False
     assert get("iglr_ablations/segformerB0_S2_sbd_iga_neg.py").model_kwargs["iga_terms"] == ("neg",)
     no_lrr = get("iglr_ablations/segformerB0_S2_sbd_nolrr.py")
-    assert [s.name for s in recipe.loss_specs(no_lrr, use_refiner=False)] == ["instance", "instance_aux"]
+    # no auxiliary loss: there is no auxiliary head
+    assert [s.name for s in recipe.loss_specs(no_lrr, use_refiner=False)] == ["instance"]
     assert [s.target for s in recipe.loss_specs(sbd, use_refiner=True)] == [
-        "instances", "instances", "instances_crop", "boundary_crop"]
+        "instances", "instances_crop", "boundary_crop"]
+    cpu = get("iglr_cpu/segformerB0_S2_coco_mval.py")
+    assert (cpu.train_dataset, cpu.val_dataset, cpu.warmup_steps) == \
+        ("COCO_MVal_train", "COCO_MVal_val", 200)
+
+
+def test_reference_model_optimizer_has_an_iga_group():
+    """Built as train.py builds it, the B0-SBD reference model's optimizer holds the IGA
+    coefficients (and only they) in the group 'iga' at lr x 10."""
+    import torch
+    from isegm.engine.optim import build_optimizer
+    from isegm.model import IGLRModel
+    rec = load_config_module(REPO / "models" / "iglr" / "segformerB0_S2_sbd.py").RECIPE
+    model = IGLRModel(**rec.model_params())
+    opt = build_optimizer(model, "adam", {"lr": rec.lr}, rec.backbone_lr_mult,
+                          iga_lr_mult=rec.iga_lr_mult)
+    groups = {g["name"]: g for g in opt.param_groups}
+    assert set(groups) == {"backbone", "head", "iga"}
+    assert groups["iga"]["lr"] == pytest.approx(5e-3)
+    assert groups["backbone"]["lr"] == pytest.approx(5e-5)
+    names = {id(p): n for n, p in model.named_parameters()}
+    iga_names = [names[id(p)] for p in groups["iga"]["params"]]
+    assert len(iga_names) == 8 * 3 and all(".attn.iga_" in n for n in iga_names)
+    assert all(isinstance(p, torch.nn.Parameter) for p in groups["iga"]["params"])
 
 
 def _configs_with_b0(tmp_path, value):

@@ -58,13 +58,14 @@ def test_focus_box_is_around_the_boundary_near_the_click():
     gt = torch.zeros(1, 1, 64, 64)
     gt[0, 0, 16:48, 16:48] = 1                 # object extent 32
     points = _padded_points(2, {0: (32, 20, 0)})  # click near the left edge (x=16)
-    sampler = FocusBoxSampler(size_range=(0.5, 0.5), center_jitter=0.0, near_px=0.0, min_size=4)
+    sampler = FocusBoxSampler(size_range=(0.5, 0.5), object_prob=0.0, center_jitter=0.0,
+                              near_px=0.0, min_size=4)
     box = sampler(gt, points, np.random.default_rng(0))[0].tolist()
     x1, y1, x2, y2 = box
     assert x2 - x1 == pytest.approx(16) and y2 - y1 == pytest.approx(16)
     assert x1 < 16 < x2 and y1 < 32 < y2       # contains the boundary point (32, 16)
     # Random sizes stay inside the image and inside the size range.
-    sampler = FocusBoxSampler(size_range=(0.3, 0.8))
+    sampler = FocusBoxSampler(size_range=(0.3, 0.8), object_prob=0.0)
     rng = np.random.default_rng(1)
     for _ in range(20):
         x1, y1, x2, y2 = sampler(gt, points, rng)[0].tolist()
@@ -86,3 +87,90 @@ def test_refine_targets_crop_and_band():
     assert row == [0.0] * 8 + [1.0] * 8
     assert band[0, 0, 10].tolist() == [0.0] * 6 + [1.0] * 4 + [0.0] * 6
     assert (crop[0, 0, :2] == -1).all() and (band[0, 0, :2] == -1).all()
+
+
+def test_whole_object_focus_boxes_in_the_given_share():
+    gt = torch.zeros(1, 1, 96, 96)
+    gt[0, 0, 20:60, 30:50] = 1                 # object 40 high, 20 wide
+    points = _padded_points(2, {0: (40, 40, 0)})
+    sampler = FocusBoxSampler()                # defaults: 60% whole-object boxes x 1.1-1.6
+    rng = np.random.default_rng(0)
+    boxes = torch.cat([sampler(gt, points, rng) for _ in range(400)]).numpy()
+    w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    whole = (h >= 1.1 * 40 - 1e-3) & (h <= 1.6 * 40 + 1e-3) & (w >= 1.1 * 20 - 1e-3)
+    assert 0.53 <= whole.mean() <= 0.67
+    # whole-object boxes are centred on the object, with the object's aspect
+    cx, cy = (boxes[whole, 0] + boxes[whole, 2]) / 2, (boxes[whole, 1] + boxes[whole, 3]) / 2
+    np.testing.assert_allclose(cx, 40.0, atol=1e-3)
+    np.testing.assert_allclose(cy, 40.0, atol=1e-3)
+    np.testing.assert_allclose(h[whole] / w[whole], 2.0, rtol=1e-4)
+    # the others are boundary squares of 0.3-0.8 x the extent (40)
+    assert np.all((h[~whole] >= 12 - 1e-3) & (h[~whole] <= 32 + 1e-3))
+    with pytest.raises(ValueError, match="object_prob"):
+        FocusBoxSampler(object_prob=1.5)
+
+
+def test_training_focus_boxes_match_the_predictors_on_grabcut(grabcut_root):
+    """The refiner must train on the box sizes it meets. For every GrabCut object, the
+    simulated user's first click (the evaluation clicker) and a first prediction equal to the
+    object give the predictor's focus box (its `focus_crop` rule, 'diff' strategy): the object's
+    box x 1.4. The training sampler, on the same mask and click, must draw boxes of that size
+    (within 1.1-1.6x of the object, per axis) in about 60% of samples; the previous sampler
+    (0.3-0.8x squares) never did."""
+    from isegm.data.datasets import GrabCutDataset
+    from isegm.inference.clicker import Clicker
+    from isegm.inference.focus import focus_crop
+
+    dataset = GrabCutDataset(grabcut_root)
+    rng = np.random.default_rng(0)
+    new, old = FocusBoxSampler(), FocusBoxSampler(size_range=(0.3, 0.8), object_prob=0.0)
+    pred_ratios, near_new, near_old = [], [], []
+    for i in range(len(dataset)):
+        gt = dataset.get_sample(i).gt_mask
+        obj = gt == 1
+        h, w = gt.shape
+        click = Clicker(gt_mask=gt).make_next_click(np.zeros_like(obj))
+        assert click.is_positive
+        y1, y2, x1, x2 = focus_crop(obj, np.zeros_like(obj), (0, h, 0, w), click.coords)
+        ys, xs = np.nonzero(obj)
+        ext_h, ext_w = ys.max() - ys.min() + 1, xs.max() - xs.min() + 1
+        pred = np.array([(y2 - y1) / ext_h, (x2 - x1) / ext_w])
+        pred_ratios.append(pred)
+        points = _padded_points(2, {0: (click.coords[0], click.coords[1], 0)})
+        gt_t = torch.from_numpy(obj.astype(np.float32))[None, None]
+        for sampler, near in ((new, near_new), (old, near_old)):
+            for _ in range(6):
+                bx1, by1, bx2, by2 = sampler(gt_t, points, rng)[0].tolist()
+                ratio = np.array([(by2 - by1) / ext_h, (bx2 - bx1) / ext_w])
+                near.append(bool(np.all(np.abs(ratio - pred) <= 0.3)))
+    pred_ratios = np.array(pred_ratios)
+    # the predictor's first focus box is about the object's size (x 1.4, less where the image
+    # clips it)
+    assert 1.1 <= float(np.median(pred_ratios)) <= 1.45
+    assert 0.45 <= np.mean(near_new) <= 0.75
+    assert np.mean(near_old) < 0.05
+
+
+@pytest.mark.parametrize("mode", ["eval", "batch"])
+def test_click_round_mode_batchnorm(mode):
+    """The no-grad click rounds: dropout off either way; BatchNorm on its running statistics
+    ('eval') or on the batch's ('batch'), the running statistics untouched in both."""
+    from torch import nn
+    from isegm.engine.interaction import click_round_mode
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4), nn.Dropout(0.5)).train()
+    net[1].running_mean.fill_(5.0)
+    x = torch.randn(8, 3, 6, 6) * 3 + 1
+    with torch.no_grad(), click_round_mode(net, mode):
+        y = net(x)
+        assert not net.training and not net[2].training
+    assert net.training and net[1].training and net[1].momentum == 0.1
+    assert torch.equal(net[1].running_mean, torch.full((4,), 5.0))
+    mean = y.mean(dim=(0, 2, 3))
+    if mode == "batch":
+        torch.testing.assert_close(mean, torch.zeros(4), atol=1e-5, rtol=0)
+    else:
+        assert (mean.abs() > 1.0).all()  # normalised by the (wrong) running mean 5
+    with pytest.raises(ValueError, match="BN mode"):
+        with click_round_mode(net, "train"):
+            pass

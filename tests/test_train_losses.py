@@ -162,3 +162,24 @@ def test_iga_coefficients_get_their_own_learning_rate():
     assert [g["name"] for g in plain.param_groups] == ["backbone", "head"]
     with pytest.raises(ValueError, match="iga_lr_mult"):
         build_optimizer(net, "adam", {"lr": 1e-3}, iga_lr_mult=0.0)
+
+
+def test_linear_warmup_then_the_multistep_schedule():
+    from isegm.engine.optim import apply_warmup
+    net = _Net()
+    opt = build_optimizer(net, "adam", {"lr": 1e-3}, backbone_lr_mult=0.5)
+    sched = build_multistep_scheduler(opt, [1], gamma=0.1)  # decay after epoch 0
+    steps_per_epoch, warmup = 3, 4  # the warm-up outlasts the first epoch
+    seen = []
+    for step in range(7):
+        apply_warmup(opt, sched, step, warmup)
+        seen.append([g["lr"] for g in opt.param_groups])
+        opt.step()
+        if (step + 1) % steps_per_epoch == 0:
+            sched.step()
+    head = [lrs[1] for lrs in seen]
+    # 1/4, 2/4, 3/4 of 1e-3 in epoch 0; then 4/4 of the decayed 1e-4; the schedule after
+    assert head == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-4, 1e-4, 1e-4, 1e-4])
+    assert [lrs[0] for lrs in seen][:2] == pytest.approx([1.25e-4, 2.5e-4])  # backbone x 0.5
+    sched.step()
+    assert opt.param_groups[1]["lr"] == pytest.approx(1e-4)  # no milestone: unchanged

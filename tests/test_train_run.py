@@ -58,6 +58,12 @@ def test_synthetic_run_writes_the_experiment_folder(exps):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     events = EventAccumulator(str(root)).Reload()
     assert "epoch/val/iou" in events.Tags()["scalars"] and "train/step_loss" in events.Tags()["scalars"]
+    # the IGA coefficients' magnitudes, per stage and term, and the IGA group's lr
+    iga_tags = {t for t in events.Tags()["scalars"] if t.startswith("iga/")}
+    assert iga_tags == {f"iga/stage{s}/{t}" for s in range(1, 5)
+                        for t in ("pos", "neg", "feedback")}
+    assert "lr/iga" in events.Tags()["scalars"]
+    assert events.Scalars("iga/stage1/pos")[-1].value > 0  # they left zero
     assert "train/images" in events.Tags()["images"]
 
 
@@ -73,8 +79,9 @@ def test_tiny_fixed_set_overfits(tmp_path):
 
 
 def _overfit_tiny_fixed_set(tmp_path):
-    from tests.test_train_configs.fixed_data import FixedDataset, fixed_focus_boxes
+    from tests.test_train_configs.fixed_data import FixedDataset
     from isegm.engine import recipe
+    from isegm.engine.interaction import FocusBoxSampler
     from isegm.engine.distributed import DistInfo
     from isegm.engine.experiment import ExperimentPaths
     from isegm.engine.runconfig import RunConfig
@@ -82,21 +89,35 @@ def _overfit_tiny_fixed_set(tmp_path):
 
     torch.manual_seed(0)
     data = FixedDataset(4, size=48)
+    # The recipe's own training loop: iterative click rounds (no-grad; here 0 or 1 per step, so
+    # that half the steps train the first click, which validation scores) and the focus box
+    # sampler (whole-object and boundary boxes), with a short warm-up.
     rec = recipe.SYNTHETIC_CPU.replace(crop_size=(48, 48), num_max_points=4, lr=2e-3,
                                        model_kwargs={"refine_size": 32, "drop_path_rate": 0.0},
-                                       batch_size=4, milestones=(), max_num_next_clicks=0,
-                                       checkpoint_interval=0, image_dump_interval=0)
+                                       batch_size=4, milestones=(), max_num_next_clicks=1,
+                                       warmup_steps=5, checkpoint_interval=0,
+                                       image_dump_interval=0)
     paths = ExperimentPaths.at(tmp_path / "exp")
     paths.make_dirs()
     cfg = RunConfig(config_path=TINY_FIXED, paths=load_config(), batch_size=4, workers=0,
                     cpu=True, dist=DistInfo(), exp=paths)
     model, model_cfg = recipe.init_model(cfg, rec)
-    trainer = recipe.make_trainer(model, cfg, model_cfg, rec, data, data,
-                                  focus_sampler=fixed_focus_boxes)
+    trainer = recipe.make_trainer(model, cfg, model_cfg, rec, data, data)
+    assert isinstance(trainer.focus_sampler, FocusBoxSampler) and trainer.max_num_next_clicks == 1
+    rounds = []
+    real_rounds = trainer._interactive_rounds
+
+    def counting_rounds(images, points, gt, num_rounds=None):
+        out_points, prev = real_rounds(images, points, gt, num_rounds)
+        rounds.append(int((out_points[:, :, 2] >= 1).sum()))
+        return out_points, prev
+
+    trainer._interactive_rounds = counting_rounds
     start = trainer.validation(0)["val/iou"]
     for epoch in range(40):  # one step per epoch; no checkpoints (they would dominate the time)
         summary = trainer.training(epoch)
     summary.update(trainer.validation(40))
+    assert len(rounds) == 40 and sum(rounds) > 0  # iterative clicks were added
     assert start < 0.4, start
     # Eval mode (BatchNorm running statistics) and train mode both fit the 4 samples.
     assert summary["val/iou"] > 0.75, (start, summary)
@@ -121,7 +142,8 @@ def test_resume_continues_exactly(exps, monkeypatch):
     assert a["epoch"] == b["epoch"] == 1 and a["step"] == b["step"] == 4
     lrs_a = [g["lr"] for g in a["optimizer"]["param_groups"]]
     lrs_b = [g["lr"] for g in b["optimizer"]["param_groups"]]
-    assert lrs_a == lrs_b == pytest.approx([1e-4, 1e-4])  # decayed at the milestone (epoch 1)
+    # decayed at the milestone (epoch 1); groups backbone, head, IGA coefficients
+    assert lrs_a == lrs_b == pytest.approx([1e-4, 1e-4, 1e-4])
     assert a["lr_scheduler"]["last_epoch"] == b["lr_scheduler"]["last_epoch"] == 2
     for key, state in a["optimizer"]["state"].items():
         for name in ("exp_avg", "exp_avg_sq"):
@@ -168,5 +190,6 @@ def test_start_epoch_uses_that_epochs_learning_rate(exps):
     state = read_checkpoint(root / "checkpoints" / "last_checkpoint.pth")
     assert state["epoch"] == 1 and state["step"] == 2
     # epoch 1 ran at lr 1e-3 * 0.1 (milestone 1); Adam's step count shows 2 updates
-    assert "lr {'backbone': 0.0001, 'head': 0.0001}" in (root / "train_log.txt").read_text()
+    assert "lr {'backbone': 0.0001, 'head': 0.0001, 'iga': 0.0001}" in \
+        (root / "train_log.txt").read_text()
     assert all(float(s["step"]) == 2 for s in state["optimizer"]["state"].values())

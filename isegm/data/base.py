@@ -75,6 +75,9 @@ class ISDataset(torch.utils.data.Dataset, abc.ABC):
         samples_scores_path / samples_scores_gamma: RITM's pickled [(index, _, score), ...];
             samples are drawn with probability proportional to (1 - score) ** gamma.
         epoch_len: if > 0, `len(self)` is epoch_len and each item is a random sample.
+        fixed_seed: if given, item i is drawn from a generator seeded by (fixed_seed, i) instead
+            of torch's generator: the same crop, object and clicks for an index every time
+            (validation sets, so that a checkpoint always gets the same score).
     """
 
     name = "ISDataset"
@@ -84,7 +87,8 @@ class ISDataset(torch.utils.data.Dataset, abc.ABC):
                  points_sampler: Optional[MultiPointSampler] = None,
                  min_object_area: int = 0, keep_background_prob: float = 0.0,
                  with_image_info: bool = False, samples_scores_path: Optional[str] = None,
-                 samples_scores_gamma: float = 1.0, epoch_len: int = -1):
+                 samples_scores_gamma: float = 1.0, epoch_len: int = -1,
+                 fixed_seed: Optional[int] = None):
         self.augmentator = augmentator
         self.points_sampler = points_sampler if points_sampler is not None \
             else MultiPointSampler(max_num_points=12)
@@ -92,6 +96,7 @@ class ISDataset(torch.utils.data.Dataset, abc.ABC):
         self.keep_background_prob = keep_background_prob
         self.with_image_info = with_image_info
         self.epoch_len = epoch_len
+        self.fixed_seed = fixed_seed
         self.samples_scores = (self._load_samples_scores(samples_scores_path, samples_scores_gamma)
                                if samples_scores_path else None)
         self.dataset_samples: list[Any] = []
@@ -113,7 +118,11 @@ class ISDataset(torch.utils.data.Dataset, abc.ABC):
         return self._rng
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        seed = int(torch.randint(0, 2 ** 62, (1,)).item())
+        if self.fixed_seed is not None:
+            seed = int(np.random.SeedSequence([int(self.fixed_seed), int(index)])
+                       .generate_state(2, np.uint64)[0] >> 2)
+        else:
+            seed = int(torch.randint(0, 2 ** 62, (1,)).item())
         self._rng = rng = np.random.default_rng(seed)
         if self.samples_scores is not None:
             index = int(rng.choice(self.samples_scores['indices'], p=self.samples_scores['probs']))

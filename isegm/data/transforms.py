@@ -76,6 +76,12 @@ class ObjectCentricCrop(DualTransform):
     centre moves by up to `jitter` of the slack between crop and object. Otherwise a crop of
     `size * U(random_scale_range)` source pixels is taken uniformly from the image. Upscaling is
     limited to `max_zoom`. Parts outside the image are padded with 0.
+
+    Zoomed crops (`zoom_prob` of the object-centred ones): the crop the predictor's target crop
+    (spec §3.1) builds around a poor first prediction, a blob inside the object: a box of
+    U(`zoom_size_range`) x the object's height and width around a point of the object's box,
+    grown by `zoom_expand` (the predictor's `target_crop_r`), at least `zoom_min_px` source
+    pixels, with no `max_zoom` limit (at inference such crops zoom up to ~25x).
     """
 
     class InitSchema(DualTransform.InitSchema):
@@ -88,12 +94,17 @@ class ObjectCentricCrop(DualTransform):
         jitter: float = 0.5
         random_scale_range: tuple[float, float] = (0.75, 1.4)
         max_zoom: float = 4.0
+        zoom_prob: float = 0.0
+        zoom_size_range: tuple[float, float] = (0.1, 0.8)
+        zoom_expand: float = 1.4
+        zoom_min_px: float = 10.0
 
     def __init__(self, size: tuple[int, int] = (256, 256), object_prob: float = 0.8,
                  scale_mean: float = 2.0, scale_std: float = 0.5, scale_min: float = 1.1,
                  scale_max: float = 4.0, jitter: float = 0.5,
                  random_scale_range: tuple[float, float] = (0.75, 1.4), max_zoom: float = 4.0,
-                 p: float = 1.0):
+                 zoom_prob: float = 0.0, zoom_size_range: tuple[float, float] = (0.1, 0.8),
+                 zoom_expand: float = 1.4, zoom_min_px: float = 10.0, p: float = 1.0):
         super().__init__(p=p)
         self.size = (int(size[0]), int(size[1]))
         self.object_prob = object_prob
@@ -102,6 +113,10 @@ class ObjectCentricCrop(DualTransform):
         self.jitter = jitter
         self.random_scale_range = tuple(random_scale_range)
         self.max_zoom = max_zoom
+        self.zoom_prob = zoom_prob
+        self.zoom_size_range = tuple(zoom_size_range)
+        self.zoom_expand = zoom_expand
+        self.zoom_min_px = zoom_min_px
 
     @property
     def targets_as_params(self) -> list[str]:
@@ -127,7 +142,17 @@ class ObjectCentricCrop(DualTransform):
         box = None
         if data.get("mask") is not None and self.py_random.random() < self.object_prob:
             box = self._object_box(data["mask"])
-        if box is not None:
+        if box is not None and self.zoom_prob > 0 and self.py_random.random() < self.zoom_prob:
+            y0, x0, y1, x1 = box
+            obj_h, obj_w = y1 - y0, x1 - x0
+            blob_h = self.py_random.uniform(*self.zoom_size_range) * obj_h
+            blob_w = self.py_random.uniform(*self.zoom_size_range) * obj_w
+            cy = self.py_random.uniform(y0 + blob_h / 2, y1 - blob_h / 2)
+            cx = self.py_random.uniform(x0 + blob_w / 2, x1 - blob_w / 2)
+            crop_h = max(self.zoom_expand * max(blob_h, blob_w / aspect), self.zoom_min_px)
+            crop_w = crop_h * aspect
+            crop_y, crop_x = cy - crop_h / 2, cx - crop_w / 2
+        elif box is not None:
             y0, x0, y1, x1 = box
             obj_h, obj_w = y1 - y0, x1 - x0
             ratio = self.random_generator.normal(self.scale_mean, self.scale_std)
@@ -154,16 +179,19 @@ class ObjectCentricCrop(DualTransform):
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:
         return ("size", "object_prob", "scale_mean", "scale_std", "scale_min", "scale_max",
-                "jitter", "random_scale_range", "max_zoom")
+                "jitter", "random_scale_range", "max_zoom", "zoom_prob", "zoom_size_range",
+                "zoom_expand", "zoom_min_px")
 
 
 def build_train_augmentator(crop_size: tuple[int, int] = (256, 256), object_prob: float = 0.8,
                             scale_mean: float = 2.0, scale_std: float = 0.5,
-                            flip_prob: float = 0.5, color_prob: float = 0.75) -> A.Compose:
-    """Object-centred crop (Gaussian scale ratio) + horizontal flip + colour jitter."""
+                            flip_prob: float = 0.5, color_prob: float = 0.75,
+                            zoom_prob: float = 0.0) -> A.Compose:
+    """Object-centred crop (Gaussian scale ratio; `zoom_prob` of them zoomed in as the target
+    crop of a poor first prediction) + horizontal flip + colour jitter."""
     return A.Compose([
         ObjectCentricCrop(size=crop_size, object_prob=object_prob, scale_mean=scale_mean,
-                          scale_std=scale_std),
+                          scale_std=scale_std, zoom_prob=zoom_prob),
         A.HorizontalFlip(p=flip_prob),
         A.RandomBrightnessContrast(brightness_limit=(-0.25, 0.25), contrast_limit=(-0.15, 0.4),
                                    p=color_prob),

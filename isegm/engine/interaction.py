@@ -9,11 +9,13 @@ click simulator of the evaluation.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Iterator, Optional, Tuple
 
 import numpy as np
 import torch
+from torch import nn
 
 from isegm.engine.losses import boundary_band
 from isegm.inference.clicker import next_click_training
@@ -64,20 +66,64 @@ def last_click(points_b: np.ndarray, rng: np.random.Generator) -> Optional[Tuple
     return float(row[0]), float(row[1])
 
 
+CLICK_ROUND_BN_MODES = ("eval", "batch")
+
+
+@contextlib.contextmanager
+def click_round_mode(module: nn.Module, bn_mode: str = "eval") -> Iterator[None]:
+    """The mode of the no-gradient click rounds: the module in eval mode (no dropout, no drop
+    path), and BatchNorm either with its running statistics (`bn_mode='eval'`) or with the
+    batch's statistics (`'batch'`; the running statistics are left untouched: momentum 0 for
+    the duration). The previous mode and momenta are restored on exit."""
+    if bn_mode not in CLICK_ROUND_BN_MODES:
+        raise ValueError(f"click-round BN mode must be one of {CLICK_ROUND_BN_MODES}, "
+                         f"got '{bn_mode}'")
+    was_training = module.training
+    module.eval()
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    if bn_mode == "batch":
+        for m in norms:
+            m.train()
+            m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        module.train(was_training)
+
+
 @dataclass
 class FocusBoxSampler:
-    """Focus boxes for refiner training: a square around the object boundary near the last click.
+    """Focus boxes for refiner training, drawn as the predictor draws them (spec §5).
 
-    The centre is a boundary pixel (1-px band of the object) among those within `near_px` of the
-    boundary pixel nearest to the last click, jittered by `center_jitter` x side; the side is
-    `U(size_range) * max(object box h, w)`, at least `min_size` px, at most the image. Without an
-    object (or clicks) the box is centred on the last click (or the image centre) with side
+    With probability `object_prob` (and an object present): the whole object's box, each side
+    grown by r ~ U(`object_scale_range`) about its centre (the predictor's first focus box is the
+    coarse object's box x 1.4, and later ones are often as large). Otherwise a square around the
+    object boundary near the last click: the centre is a boundary pixel (1-px band of the
+    object) among those within `near_px` of the boundary pixel nearest to the last click,
+    jittered by `center_jitter` x side; the side is `U(size_range) * max(object box h, w)`.
+    Sides are at least `min_size` px and at most the image. Without an object (or clicks) the box
+    is a square centred on the last click (or the image centre) with side
     `U(size_range) * max(H, W)`. Boxes are shifted inside the image, then clamped to it.
     """
     size_range: Tuple[float, float] = (0.3, 0.8)
+    object_prob: float = 0.6
+    object_scale_range: Tuple[float, float] = (1.1, 1.6)
     min_size: float = 16.0
     center_jitter: float = 0.1
     near_px: float = 8.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.object_prob <= 1.0:
+            raise ValueError(f"FocusBoxSampler: object_prob must be in [0, 1], "
+                             f"got {self.object_prob}")
+        for name in ("size_range", "object_scale_range"):
+            lo, hi = getattr(self, name)
+            if not 0 < lo <= hi:
+                raise ValueError(f"FocusBoxSampler: {name} must be 0 < low <= high, "
+                                 f"got {(lo, hi)}")
 
     def __call__(self, gt: torch.Tensor, points: torch.Tensor,
                  rng: np.random.Generator) -> torch.Tensor:
@@ -93,6 +139,15 @@ class FocusBoxSampler:
         click = last_click(points_b, rng)
         lo, hi = self.size_range
         ys, xs = np.nonzero(mask)
+        whole_object = len(ys) > 0 and rng.random() < self.object_prob
+        if whole_object:
+            r = rng.uniform(*self.object_scale_range)
+            obj_h, obj_w = ys.max() - ys.min() + 1, xs.max() - xs.min() + 1
+            side_h = float(np.clip(r * obj_h, min(self.min_size, h), h))
+            side_w = float(np.clip(r * obj_w, min(self.min_size, w), w))
+            cy = (ys.min() + ys.max()) / 2.0
+            cx = (xs.min() + xs.max()) / 2.0
+            return np.array([*self._fit(cx, side_w, w), *self._fit(cy, side_h, h)])[[0, 2, 1, 3]]
         if len(ys) == 0:
             cy, cx = click if click is not None else ((h - 1) / 2.0, (w - 1) / 2.0)
             side = rng.uniform(lo, hi) * max(h, w)

@@ -1,4 +1,5 @@
-"""Optimizer with a backbone learning-rate multiplier, multi-step schedule, gradient clipping."""
+"""Optimizer groups (backbone, head, IGA coefficients), multi-step schedule with a linear warm-up,
+gradient clipping."""
 from __future__ import annotations
 
 from typing import Any, Iterable, Mapping, Optional, Sequence
@@ -56,8 +57,8 @@ def build_optimizer(model: nn.Module, name: str = "adam",
         ids = {id(p) for n, p in module.named_parameters()
                if p.requires_grad and n.rsplit(".", 1)[-1] in IGA_COEFFICIENTS}
         if not ids:
-            logger.warning(f"iga_lr_mult={iga_lr_mult} given but the model has no IGA "
-                           f"coefficients ({', '.join(IGA_COEFFICIENTS)}): it applies to nothing")
+            logger.info(f"the model has no IGA coefficients ({', '.join(IGA_COEFFICIENTS)}): "
+                        f"iga_lr_mult={iga_lr_mult} applies to nothing")
         iga = [p for p in backbone + rest if id(p) in ids]
         backbone = [p for p in backbone if id(p) not in ids]
         rest = [p for p in rest if id(p) not in ids]
@@ -81,6 +82,22 @@ def build_multistep_scheduler(optimizer: torch.optim.Optimizer, milestones: Iter
     """Multiply every group's lr by `gamma` at each epoch in `milestones` (stepped per epoch)."""
     milestones = sorted(int(m) for m in milestones)
     return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=gamma)
+
+
+def apply_warmup(optimizer: torch.optim.Optimizer,
+                 scheduler: torch.optim.lr_scheduler.MultiStepLR, step: int,
+                 warmup_steps: int) -> None:
+    """Linear warm-up, called before optimisation step `step` (0-based): while
+    step <= warmup_steps, every group's lr becomes its scheduled lr (initial lr x gamma per
+    milestone passed, the closed form of `scheduler`) x min(1, (step + 1) / warmup_steps). From
+    `warmup_steps` on the scheduled lr itself is left, so the scheduler's own steps continue from
+    the exact values."""
+    if warmup_steps <= 0 or step > warmup_steps:
+        return
+    factor = min(1.0, (step + 1) / warmup_steps)
+    passed = sum(n for m, n in scheduler.milestones.items() if m <= scheduler.last_epoch)
+    for group in optimizer.param_groups:
+        group["lr"] = group["initial_lr"] * scheduler.gamma ** passed * factor
 
 
 def clip_gradients(model: nn.Module, max_norm: Optional[float]) -> Optional[float]:

@@ -2,7 +2,8 @@
 
 Per batch: initial clicks come from the dataset's points sampler; with `max_num_next_clicks > 0`
 a number of rounds t_max ~ U{0..max} is drawn, and each round predicts without gradients (eval
-mode, prev mask zero before the first round) and adds one click per sample at the largest error
+mode, BatchNorm on running or batch statistics per `click_rounds_bn`, prev mask zero before the
+first round) and adds one click per sample at the largest error
 (`isegm.inference.clicker.next_click_training`); then a focus box is drawn per sample for the
 refiner, the refiner targets are cropped, and the declared losses are taken on the final forward.
 
@@ -27,10 +28,12 @@ from isegm.engine.checkpoint import (get_rng_states, load_model_weights, read_ch
                                      unwrap)
 from isegm.engine.experiment import (ExperimentPaths, copy_config_module, create_exp_dir,
                                      find_resume_exp, model_exp_dir, write_resolved_config)
-from isegm.engine.interaction import FocusBoxSampler, add_training_clicks, crop_refine_targets
+from isegm.engine.interaction import (CLICK_ROUND_BN_MODES, FocusBoxSampler,
+                                      add_training_clicks, click_round_mode, crop_refine_targets)
 from isegm.engine.losses import LossSpec, check_loss_specs, compute_losses
 from isegm.engine.metrics import IoUMetric
-from isegm.engine.optim import build_multistep_scheduler, build_optimizer, clip_gradients
+from isegm.engine.optim import (apply_warmup, build_multistep_scheduler, build_optimizer,
+                                clip_gradients)
 from isegm.engine.runconfig import RunConfig
 from isegm.utils.vis import training_visualization
 from isegm.utils.log import logger, progress, setup_logging
@@ -122,7 +125,8 @@ class ISTrainer:
                  log_interval: int = 10, max_num_next_clicks: int = 0,
                  prev_mask_drop_prob: float = 0.0, focus_sampler: Optional[FocusSampler] = None,
                  refine_band_ratio: float = 0.02, clip_grad_norm: Optional[float] = None,
-                 use_amp: bool = True, sync_bn: bool = True,
+                 use_amp: bool = True, sync_bn: bool = True, warmup_steps: int = 0,
+                 click_rounds_bn: str = "eval",
                  find_unused_parameters: bool = False,
                  extra_settings: Optional[dict[str, Any]] = None):
         self.cfg = cfg
@@ -139,6 +143,13 @@ class ISTrainer:
         self.prev_mask_drop_prob = float(prev_mask_drop_prob)
         self.refine_band_ratio = float(refine_band_ratio)
         self.clip_grad_norm = clip_grad_norm
+        self.warmup_steps = int(warmup_steps)
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
+        if click_rounds_bn not in CLICK_ROUND_BN_MODES:
+            raise ValueError(f"click_rounds_bn must be one of {CLICK_ROUND_BN_MODES}, "
+                             f"got '{click_rounds_bn}'")
+        self.click_rounds_bn = click_rounds_bn
         self.use_amp = bool(use_amp) and self.device.type == "cuda"
         module = unwrap(model)
         self.with_prev_mask = bool(getattr(module, "with_prev_mask", True))
@@ -160,6 +171,7 @@ class ISTrainer:
             max_num_next_clicks=max_num_next_clicks, prev_mask_drop_prob=prev_mask_drop_prob,
             focus_sampler=self.focus_sampler, refine_band_ratio=refine_band_ratio,
             clip_grad_norm=clip_grad_norm, use_amp=self.use_amp, sync_bn=sync_bn,
+            warmup_steps=self.warmup_steps, click_rounds_bn=click_rounds_bn,
             trainset=repr(trainset), trainset_len=len(trainset),
             valset=repr(valset), valset_len=len(valset) if valset is not None else 0).items()}
         settings.update({k: _describe(v) for k, v in (extra_settings or {}).items()})
@@ -381,14 +393,12 @@ class ISTrainer:
             num_rounds = int(self.rng.integers(0, self.max_num_next_clicks + 1))
         if num_rounds > 0:
             points_host, gt_host = points.cpu(), gt.cpu()
-            was_training = self.net_module.training
-            self.net_module.eval()
-            with torch.no_grad(), torch.autocast(self.device.type, enabled=self.use_amp):
+            with torch.no_grad(), torch.autocast(self.device.type, enabled=self.use_amp), \
+                    click_round_mode(self.net_module, self.click_rounds_bn):
                 for t in range(1, num_rounds + 1):
                     out = self.net_module(images, points_host.to(images.device), prev)
                     prev = torch.sigmoid(out["instances"].float())
                     points_host = add_training_clicks(points_host, gt_host, prev, t, self.rng)
-            self.net_module.train(was_training)
             points = points_host.to(points.device)
         if self.prev_mask_drop_prob > 0:
             keep = torch.from_numpy(self.rng.random(len(prev)) >= self.prev_mask_drop_prob)
@@ -409,6 +419,7 @@ class ISTrainer:
         points = batch["points"] = host["points"].to(self.device, non_blocking=True)
         focus_boxes = self._add_refine_targets(batch, host)
         self.optim.zero_grad(set_to_none=True)
+        apply_warmup(self.optim, self.lr_scheduler, self.global_step, self.warmup_steps)
         with torch.autocast(self.device.type, enabled=self.use_amp):
             outputs = self.net(images, points, prev, focus_boxes)
             loss, terms = compute_losses(self.loss_cfg, outputs, batch)
@@ -506,6 +517,10 @@ class ISTrainer:
             self.writer.add_scalar(f"train/step_{name}", float(value), step)
         for name, lr in self.current_lrs().items():
             self.writer.add_scalar(f"lr/{name}", lr, step)
+        backbone = getattr(self.net_module, "backbone", None)
+        if hasattr(backbone, "iga_magnitudes"):
+            for name, value in backbone.iga_magnitudes().items():
+                self.writer.add_scalar(f"iga/{name}", value, step)
 
     def _log_epoch(self, epoch: int, values: dict[str, float]) -> None:
         logger.info(f"epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()))

@@ -15,6 +15,7 @@ from typing import Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
+from ..model.ops import resize_coord
 from .clicker import Click
 from .resize import resize_bilinear
 from .utils import get_bbox_from_mask
@@ -104,10 +105,20 @@ def check_object_roi(roi: Roi, clicks: Sequence[Click]) -> bool:
     return True
 
 
-def map_clicks(clicks: Sequence[Click], roi: Roi, new_size: Tuple[int, int]) -> list:
-    """Clicks into an inclusive ROI resized to new_size: y' = h_new * (y - rmin) / h."""
+def map_clicks(clicks: Sequence[Click], roi: Roi, new_size: Tuple[int, int],
+               align_corners: bool = False) -> list:
+    """Clicks into an inclusive ROI resized to new_size.
+
+    `align_corners=False`: RITM's y' = h_new * (y - rmin) / h (rules 28d, 32). With
+    `align_corners=True`: y' = (y - rmin) * (h_new - 1) / (h - 1), the pixel the
+    align_corners=True resize (`resize_bilinear`) moves pixel y to, so the click disk covers the
+    pixels it covered in the image at any zoom (`ops.resize_coord`, as in training)."""
     rmin, rmax, cmin, cmax = roi
     h, w = rmax - rmin + 1, cmax - cmin + 1
+    if align_corners:
+        return [c.copy(coords=(resize_coord(c.coords[0], rmin, h, new_size[0]),
+                               resize_coord(c.coords[1], cmin, w, new_size[1])))
+                for c in clicks]
     return [c.copy(coords=(new_size[0] * (c.coords[0] - rmin) / h,
                            new_size[1] * (c.coords[1] - cmin) / w)) for c in clicks]
 

@@ -73,6 +73,7 @@ class TrainedRun:
     config_path: Path
     exp_root: Path
     checkpoint: Path                # the final model (last_checkpoint.pth)
+    best_checkpoint: Optional[Path]  # the best validation IoU's (best_checkpoint.pth), if any
     initial_model: nn.Module        # the network as initialised, before any step (eval mode)
     recipe: Recipe                  # the recipe actually trained (budget applied)
     steps: int
@@ -106,7 +107,8 @@ def check_recipe_changes(changes: Any) -> dict[str, Any]:
 
 
 def budgeted_recipe(rec: Recipe, budget: Budget, batch_size: int) -> Recipe:
-    """The recipe with its schedule replaced by the budget's short epochs."""
+    """The recipe with its schedule replaced by the budget's short epochs (the recipe's warm-up
+    is kept)."""
     if budget.steps is not None:
         epochs = math.ceil(budget.steps / budget.epoch_steps)
         steps_per_epoch = math.ceil(budget.steps / epochs)
@@ -197,8 +199,10 @@ def train_config(config_path: Path, paths: Config, budget: Budget, *, seed: int 
         trainer.writer.flush()
         trainer.writer.close()
     logger.info(f"trained {trainer.global_step} steps ({epoch + 1} epochs) in {wall:.0f} s")
+    best = trainer.exp.checkpoints / "best_checkpoint.pth"
     return TrainedRun(config_path=config_path, exp_root=trainer.exp.root,
                       checkpoint=trainer.exp.checkpoints / "last_checkpoint.pth",
+                      best_checkpoint=best if best.is_file() else None,
                       initial_model=untrained, recipe=rec, steps=trainer.global_step,
                       epochs=epoch + 1, wall_s=wall, summary=summary)
 

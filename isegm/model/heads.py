@@ -67,8 +67,14 @@ class SegFormerHead(nn.Module):
     def _folded(self) -> Tuple[List[torch.Tensor], torch.Tensor]:
         """`_composed` with the eval BatchNorm folded in. Without autograd (inference) the
         result is kept until a parameter or BN statistic changes (their versions and storage
-        are the key): composing the matrices costs 0.5 GFLOP a click for B3's head."""
-        tensors = [p for p in self.parameters()] + [self.bn.running_mean, self.bn.running_var]
+        are the key): composing the matrices costs 0.5 GFLOP a click for B3's head.
+
+        BatchNorm's own train-mode update writes the running statistics inside its kernel
+        without bumping their version counters; it always increments `num_batches_tracked`
+        with an in-place add (a version bump), so that counter is part of the key."""
+        bn = self.bn
+        tensors = [p for p in self.parameters()] + [bn.running_mean, bn.running_var,
+                                                    bn.num_batches_tracked]
         key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
         if not torch.is_grad_enabled() and self._folded_cache[0] == key:
             return self._folded_cache[1], self._folded_cache[2]

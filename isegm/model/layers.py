@@ -120,6 +120,10 @@ class IGAMaps:
     `pn`: (B, T, Nk) positive/negative click maps on the key grid (T = number of active click
     terms, in the order of `EfficientAttention.iga_terms`), or None; `mm`: (B, 1, Nq, Nk) outer
     product m(i) m(j) of the feedback map m = 2M - 1 pooled to the query and key grids, or None.
+
+    Pooling (spec §3.4): P and N are max-pooled (a key cell that holds any part of a click disk
+    is 1; key cells are 32 px wide in every stage at 256², so an average would turn a radius-5
+    disk into at most 0.07), the prev mask M is average-pooled (its share of the cell).
     """
 
     __slots__ = ("pn", "mm")
@@ -132,16 +136,21 @@ class IGAMaps:
     def build(interaction: torch.Tensor, h: int, w: int, sr_ratio: int,
               terms: Sequence[str]) -> "IGAMaps":
         """`interaction` (B, 2 or 3, H, W): positive, negative click maps [and prev mask]."""
-        q_maps = F.adaptive_avg_pool2d(interaction, (h, w))
-        k_maps = F.avg_pool2d(q_maps, sr_ratio, sr_ratio) if sr_ratio > 1 else q_maps
         channels = [i for i, t in enumerate(("pos", "neg")) if t in terms]
-        pn = k_maps[:, channels].flatten(2) if channels else None
+        pn = None
+        if channels:
+            clicks = interaction[:, channels]
+            q_clicks = F.adaptive_max_pool2d(clicks, (h, w))
+            k_clicks = F.max_pool2d(q_clicks, sr_ratio, sr_ratio) if sr_ratio > 1 else q_clicks
+            pn = k_clicks.flatten(2)
         mm = None
         if "feedback" in terms:
             if interaction.shape[1] < 3:
                 raise ValueError("IGA feedback term needs the prev mask channel (with_prev_mask)")
-            mq = q_maps[:, 2].flatten(1) * 2 - 1
-            mk = k_maps[:, 2].flatten(1) * 2 - 1
+            q_mask = F.adaptive_avg_pool2d(interaction[:, 2:3], (h, w))
+            k_mask = F.avg_pool2d(q_mask, sr_ratio, sr_ratio) if sr_ratio > 1 else q_mask
+            mq = q_mask.flatten(1) * 2 - 1
+            mk = k_mask.flatten(1) * 2 - 1
             mm = (mq.unsqueeze(2) * mk.unsqueeze(1)).unsqueeze(1)
         return IGAMaps(pn, mm)
 

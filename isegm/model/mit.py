@@ -12,7 +12,7 @@ NVlabs ImageNet checkpoints (`patch_embed1.proj.weight`, `block1.0.attn.q.weight
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 from torch import nn
@@ -97,6 +97,18 @@ class MixVisionTransformer(nn.Module):
     def new_keys(self) -> List[str]:
         """State-dict keys that IGLR adds to MiT (not in ImageNet checkpoints)."""
         return [k for k in self.state_dict() if k.startswith("interaction_") or ".iga_" in k]
+
+    def iga_magnitudes(self) -> Dict[str, float]:
+        """Mean |coefficient| per stage and term over the stage's blocks and heads, e.g.
+        {'stage1/pos': 0.8, 'stage1/neg': 0.5, 'stage1/feedback': 0.3, ...} (logged to
+        tensorboard during training: the click terms only matter once these reach O(1))."""
+        out: Dict[str, float] = {}
+        for s in self.iga_stages:
+            for term in self.iga_terms:
+                coefs = [getattr(block.attn, f"iga_{term}").detach()
+                         for block in getattr(self, f"block{s + 1}")]
+                out[f"stage{s + 1}/{term}"] = float(torch.cat(coefs).abs().mean())
+        return out
 
     def forward(self, x: torch.Tensor,
                 interaction: Optional[torch.Tensor] = None) -> List[torch.Tensor]:

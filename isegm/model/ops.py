@@ -63,6 +63,22 @@ def click_maps(points: torch.Tensor, size: Size, radius: float = 5.0,
     return 1 - torch.tanh(2 * torch.sqrt(d2.clamp_(max=1e12)) / max(float(radius), 1e-6))
 
 
+def resize_coord(coord: float, start: float, length: int, new_length: int) -> float:
+    """Where an align_corners=True bilinear resize of the `length` pixels from `start` to
+    `new_length` pixels moves pixel coordinate `coord`: (coord - start) * (new_length - 1) /
+    (length - 1) (the centre, (new_length - 1) / 2, for a one-pixel source)."""
+    if length <= 1:
+        return (new_length - 1) / 2.0
+    return (coord - start) * (new_length - 1) / (length - 1)
+
+
+def box_coord(coord: float, start: float, end: float, size: int) -> float:
+    """Where a `roi_align(aligned=True)` crop of the half-open box [start, end) sampled at `size`
+    moves pixel coordinate `coord`: (coord + 0.5 - start) * size / (end - start) - 0.5 (the
+    scalar form of `points_to_crop`)."""
+    return (coord + 0.5 - start) * size / max(end - start, 1e-6) - 0.5
+
+
 def points_to_crop(points: torch.Tensor, boxes: torch.Tensor, size: Size) -> torch.Tensor:
     """Map clicks into crops of `size` = (S_h, S_w) sampled with `roi_align(aligned=True)`.
 

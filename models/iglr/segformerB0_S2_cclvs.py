@@ -1,4 +1,5 @@
-"""IGLR, MiT-B0, S2 pipeline, trained on COCO+LVIS: 85 epochs of 30k samples, batch 28, decay at 70/80.
+"""IGLR, MiT-B0, S2 pipeline, trained on COCO+LVIS: 85 epochs of 30k samples, batch 28, decay at 70/80,
+keep_background_prob 0.05 (recipe.COCO_LVIS), IGA coefficients at lr x 10.
     python train.py models/iglr/segformerB0_S2_cclvs.py --ngpus=2 --batch-size=28"""
 from isegm.engine import recipe
 

@@ -1,7 +1,7 @@
 """CPU ablation "no LRR: coarse prediction only (no local region refiner; its losses are dropped)".
 Otherwise identical to segformerB0_S2_coco_mval.py (recipe.COCO_MVAL_CPU).
     python scripts/run_ablation.py models/iglr_cpu/segformerB0_S2_coco_mval.py \
-        models/iglr_cpu/segformerB0_S2_coco_mval_nolrr.py --minutes 30 --datasets GrabCut"""
+        models/iglr_cpu/segformerB0_S2_coco_mval_nolrr.py --steps 5000 --datasets GrabCut,COCO_MVal_val"""
 from isegm.engine import recipe
 
 MODEL_NAME = "segformerB0_S2_coco_mval_nolrr"

@@ -9,7 +9,9 @@ Evaluation names: GrabCut, Berkeley, DAVIS, DAVIS585 (mask correction: each samp
 initial mask, `init_mask_mode='stm'|'sp'`), SBD (val, per instance), SBD_Train (train list, per
 instance), PascalVOC (val, per instance), COCO_MVal, Synthetic (val split, one object each).
 Training names (`for_training=True`): SBD_Train (multi-object SBDDataset), COCO_LVIS, Synthetic
-(train split), ImagesDir, COCO_MVal. Keyword arguments go to the dataset constructor.
+(train split), ImagesDir, COCO_MVal. COCO_MVal_train / COCO_MVal_val: the fixed 350 / 50 split of
+COCO_MVal (`CocoMValDataset(split=...)`) for CPU-scale training with held-out real images.
+Keyword arguments go to the dataset constructor.
 """
 from __future__ import annotations
 
@@ -60,6 +62,8 @@ DATASETS.add('GrabCut', _rooted(GrabCutDataset, 'GRABCUT_PATH'))
 DATASETS.add('Berkeley', _rooted(BerkeleyDataset, 'BERKELEY_PATH'))
 DATASETS.add('DAVIS', _rooted(DavisDataset, 'DAVIS_PATH'))
 DATASETS.add('COCO_MVal', _rooted(CocoMValDataset, 'COCO_MVAL_PATH'))
+DATASETS.add('COCO_MVal_train', _rooted(CocoMValDataset, 'COCO_MVAL_PATH', split='train'))
+DATASETS.add('COCO_MVal_val', _rooted(CocoMValDataset, 'COCO_MVAL_PATH', split='val'))
 DATASETS.add('DAVIS585', _rooted(Davis585Dataset, 'DAVIS585_PATH'))
 DATASETS.add('SBD', _rooted(SBDEvaluationDataset, 'SBD_PATH', split='val'))
 DATASETS.add('SBD_Train', _sbd_train)

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from ...model.is_model import with_autocast_weights
+from ...model.ops import box_coord
 from ...model.roi_sampling import roi_align_box
 from ...utils.timing import NULL_TIMER
 from ..backends import MaskWithBox, select_backend
@@ -51,6 +52,11 @@ CROP_MODES = ("target", "zoom_in")
 # earlier click stored (the released predictors, rule 28f: the network sees the whole image and
 # its output is squeezed into that ROI, the focus box clamped to it); 'full', the whole image
 EMPTY_MASK_ROIS = ("stored", "full")
+# how clicks enter the resized crops: 'aligned', where the crops' own resampling moves the
+# clicked pixel (the target crop's align_corners=True resize, the refiner's roi_align), as the
+# model is trained (issue 15); 'released', the released scaling y' = S (y - y1) / h (rules 32,
+# 36), which at the target crop's larger zooms misplaces a click by more than its radius
+CLICK_MAPPINGS = ("aligned", "released")
 
 
 class CoarsePredictor(BasePredictor):
@@ -62,7 +68,8 @@ class CoarsePredictor(BasePredictor):
     `compile_model`: `torch.compile` the backbone, head and refiner (in place, same weights);
     `empty_mask_roi`: the target crop after an empty previous mask (`EMPTY_MASK_ROIS`;
     'stored' as released, rule 28f; 'full' the whole image, output unsqueezed);
-    `backend`: 'numba' or 'torch' (default: numba on the CPU where present, else torch).
+    `backend`: 'numba' or 'torch' (default: numba on the CPU where present, else torch);
+    `click_mapping`: `CLICK_MAPPINGS` ('aligned' as trained, 'released' rules 32 and 36).
     """
 
     requires_model = True
@@ -74,7 +81,7 @@ class CoarsePredictor(BasePredictor):
                  min_crop_size: int = 10, crop_mode: str = "target",
                  zoom_in: Optional[ZoomIn] = None, autocast_dtype: Optional[torch.dtype] = None,
                  compile_model: bool = False, empty_mask_roi: str = "stored",
-                 backend: Optional[str] = None):
+                 backend: Optional[str] = None, click_mapping: str = "aligned"):
         if model is None:
             raise ValueError(f"{type(self).__name__} needs a model")
         if crop_mode not in CROP_MODES:
@@ -82,7 +89,11 @@ class CoarsePredictor(BasePredictor):
         if empty_mask_roi not in EMPTY_MASK_ROIS:
             raise KeyError(f"unknown empty_mask_roi '{empty_mask_roi}'; known: "
                            f"{', '.join(EMPTY_MASK_ROIS)}")
+        if click_mapping not in CLICK_MAPPINGS:
+            raise KeyError(f"unknown click_mapping '{click_mapping}'; known: "
+                           f"{', '.join(CLICK_MAPPINGS)}")
         self.empty_mask_roi = empty_mask_roi
+        self.click_mapping = click_mapping
         super().__init__(model.to(device).eval(), device, clicks_limit)
         self.backend = select_backend(self.device, backend)
         self.with_flip = with_flip
@@ -161,7 +172,8 @@ class CoarsePredictor(BasePredictor):
             image = self.backend.resize_image(self.image_nd, self._image_u8,
                                               (r0, r1 + 1, c0, c1 + 1), s)
             prev = resize_bilinear(self._prev_window(roi), s)
-            roi_clicks = map_clicks(clicks, roi, s)
+            roi_clicks = map_clicks(clicks, roi, s,
+                                    align_corners=self.click_mapping == "aligned")
         logits, feature = self._network_coarse(image, prev, roi_clicks)
         probs = torch.sigmoid(logits)
         if out_roi != roi:  # squeezed: the whole-image map resized into the stored roi
@@ -351,11 +363,11 @@ class IGLRPredictor(CoarsePredictor):
                  focus_crop_r: Optional[float] = None, refine_size: Optional[int] = None,
                  refine_after_clicks: int = 10, autocast_dtype: Optional[torch.dtype] = None,
                  compile_model: bool = False, empty_mask_roi: str = "stored",
-                 backend: Optional[str] = None):
+                 backend: Optional[str] = None, click_mapping: str = "aligned"):
         super().__init__(model, device, clicks_limit, with_flip, infer_size, target_crop_r,
                          min_crop_size, crop_mode="target", autocast_dtype=autocast_dtype,
                          compile_model=compile_model, empty_mask_roi=empty_mask_roi,
-                         backend=backend)
+                         backend=backend, click_mapping=click_mapping)
         if not getattr(model, "use_refiner", False) or getattr(model, "refiner", 1) is None:
             raise ValueError("the IGLR predictor needs a model with use_refiner=True; "
                              "use the 'coarse' predictor for models without the refiner")
@@ -382,8 +394,14 @@ class IGLRPredictor(CoarsePredictor):
             coarse_crop = roi_align_box(net_logits, net_box, size)
             feature_crop = self.backend.roi_features(feature, net_box, max(1, size // 4),
                                                      feature.shape[-1] / self.infer_size)
-            crop_clicks = [c.copy(coords=((c.coords[0] - y1) * size / (y2 - y1),
-                                          (c.coords[1] - x1) * size / (x2 - x1))) for c in clicks]
+            if self.click_mapping == "aligned":  # where roi_align(aligned=True) samples them
+                crop_clicks = [c.copy(coords=(box_coord(c.coords[0], y1, y2, size),
+                                              box_coord(c.coords[1], x1, x2, size)))
+                               for c in clicks]
+            else:
+                crop_clicks = [c.copy(coords=((c.coords[0] - y1) * size / (y2 - y1),
+                                              (c.coords[1] - x1) * size / (x2 - x1)))
+                               for c in clicks]
             points = clicks_to_points([crop_clicks], order=0, device=self.device)
         with self.timed_model(), self.timer.stage("refiner"), self._autocast():
             out = self.model.forward_refine(image_crop, points, coarse_crop, feature_crop)
