@@ -45,7 +45,7 @@ from ..data.datasets.davis585 import INIT_MASK_MODES, FolderInitMasks
 from .crops import ZoomIn
 from .evaluation import evaluate_dataset
 from .focus import FOCUS_STRATEGIES
-from .predictors import (EMPTY_MASK_ROIS, MODES, PREDICTORS, get_predictor,
+from .predictors import (CLICK_MAPPINGS, EMPTY_MASK_ROIS, MODES, PREDICTORS, get_predictor,
                          predictor_name_for_mode)
 from .results import results_table, save_ious, write_records
 from .utils import (compute_noc_metric, compute_strict_nof, get_iou_thresholds,
@@ -94,6 +94,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help="target crop after an empty previous mask: 'stored' (as released, "
                              "rule 28f: the whole image's output squeezed into the ROI an "
                              "earlier click stored) or 'full' (the whole image)")
+    parser.add_argument("--click-mapping", type=str, default="aligned", choices=CLICK_MAPPINGS,
+                        help="how clicks enter the resized crops: 'aligned' (where the crops' "
+                             "resampling moves the clicked pixel, as the model is trained) or "
+                             "'released' (the released IGLR/FocalClick scaling, rules 32, 36)")
     parser.add_argument("--n-clicks", type=int, default=20, help="maximum clicks per sample (N)")
     parser.add_argument("--min-n-clicks", type=int, default=1)
     parser.add_argument("--target-iou", type=float, default=0.90)
@@ -367,7 +371,8 @@ def run_evaluation(args: argparse.Namespace,
                 with_flip=args.with_flip, infer_size=args.infer_size,
                 target_crop_r=args.target_crop_r, focus_crop_r=args.focus_crop_r,
                 focus_strategy=args.focus_strategy, crop_mode=args.crop_mode,
-                empty_mask_roi=args.empty_mask_roi, zoom_in=_zoom_in_for(args, ds_name))
+                empty_mask_roi=args.empty_mask_roi, click_mapping=args.click_mapping,
+                zoom_in=_zoom_in_for(args, ds_name))
             indices = None
             if args.max_samples is not None:
                 indices = list(range(min(len(dataset), args.max_samples)))
