@@ -51,8 +51,8 @@ from .results import results_table, save_ious, write_records
 from .utils import (compute_noc_metric, compute_strict_nof, get_iou_thresholds,
                     mean_iou_per_click, percent_key, stop_iou)
 
-EVAL_DATASETS = ("GrabCut", "Berkeley", "DAVIS", "DAVIS585", "SBD", "SBD_Train", "PascalVOC",
-                 "COCO_MVal", "Synthetic")
+EVAL_DATASETS = ("GrabCut", "Berkeley", "DAVIS", "SBD", "SBD_Train", "PascalVOC", "COCO_MVal",
+                 "Synthetic", "COCO_MVal_val", "DAVIS585")
 MODEL_FREE_PREDICTORS = ("cv_grabcut", "oracle", "empty")
 
 
