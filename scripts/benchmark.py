@@ -589,9 +589,13 @@ def training_row(backbone: str, batch: int, crop: int, steps: int, warmup_epochs
     if len(trainer.train_loader) != steps:
         raise RuntimeError(f"training benchmark: an epoch has {len(trainer.train_loader)} "
                            f"steps, expected {steps}")
-    for epoch in range(warmup_epochs):
-        trainer.training(epoch)
-    summary = trainer.training(warmup_epochs)
+    try:
+        for epoch in range(warmup_epochs):
+            trainer.training(epoch)
+        summary = trainer.training(warmup_epochs)
+    finally:  # the event writer's thread must be done before its folder is removed
+        if trainer.writer is not None:
+            trainer.writer.close()
     step_s, data_s = summary["train/s_per_step"], summary["train/data_s_per_step"]
     return {"model": backbone.replace("mit_", "").upper() + "-S2", "step_s": step_s,
             "data_s": data_s, "samples_per_s": batch / (step_s + data_s),
