@@ -1,0 +1,141 @@
+"""onnxruntime backend for the predictors' two network calls (docs/onnx.md).
+
+    network = OnnxNetwork("exports/b0_s2")        # folder written by scripts/export_onnx.py
+    coarse = network.forward_coarse(image, points, prev_mask)
+    refined = network.forward_refine(image_crop, points_crop, coarse_crop, feature_crop)
+
+`forward_coarse` / `forward_refine` take and return the same torch tensors (and dict keys) as
+`IGLRModel.forward_coarse` / `forward_refine`; the attributes the predictors read from a model
+(`infer_size`, `refine_size`, `with_prev_mask`, `use_refiner`, `focus_strategy`, ...) come from
+the export's metadata. Sessions run on the CPU with `torch.get_num_threads()` intra-op threads
+(read when the network is built), one inter-op thread and no spinning: on shared cores a
+spinning pool costs about twice the time.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from .onnx_export import COARSE_OUTPUTS, REFINER_INPUTS, REFINER_OUTPUTS, coarse_inputs, \
+    read_export_metadata
+
+
+def session_options(num_threads: Optional[int] = None):
+    """onnxruntime SessionOptions: `num_threads` (default `torch.get_num_threads()`) intra-op
+    threads, one inter-op thread, sequential execution, no spinning of idle threads."""
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = int(num_threads or torch.get_num_threads())
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    return options
+
+
+class OnnxNetwork:
+    """The two network calls of an exported `IGLRModel`, served by onnxruntime (CPU).
+
+    Inputs may live on any device and in any memory format; outputs are float32 tensors on the
+    device of the first input. Spatial sizes are fixed by the export (`infer_size` for the
+    coarse stage, `refine_size` and `refine_size // 4` for the refiner); batch and click count
+    are free.
+    """
+
+    backend = "onnx"
+
+    def __init__(self, export_dir: Union[str, os.PathLike], num_threads: Optional[int] = None):
+        import onnxruntime as ort
+        self.export_dir = Path(export_dir)
+        meta = read_export_metadata(self.export_dir)
+        self.meta: Dict[str, Any] = meta
+        params = meta["model"].get("params", {})
+        self.infer_size = int(meta["input_size"])
+        self.refine_size = int(meta["refine_size"]) if meta["use_refiner"] else None
+        self.feature_channels = int(meta["feature_channels"])
+        self.with_prev_mask = bool(meta["with_prev_mask"])
+        self.use_refiner = bool(meta["use_refiner"])
+        self.pipeline = params.get("pipeline")
+        self.backbone_name = params.get("backbone")
+        predictor = meta.get("predictor", {})
+        self.focus_strategy = predictor.get("focus_strategy", "diff")
+        self.focus_crop_r = float(predictor.get("focus_crop_r", 1.4))
+        self.target_crop_r = float(predictor.get("target_crop_r", 1.4))
+        options = session_options(num_threads)
+        providers = ["CPUExecutionProvider"]
+        graphs = meta["graphs"]
+        self._coarse = ort.InferenceSession(str(self.export_dir / graphs["coarse"]["file"]),
+                                            options, providers=providers)
+        self._refiner = (ort.InferenceSession(str(self.export_dir / graphs["refiner"]["file"]),
+                                              options, providers=providers)
+                         if self.use_refiner else None)
+        self._coarse_inputs = coarse_inputs(self.with_prev_mask)
+        _check_names(self._coarse, self._coarse_inputs, COARSE_OUTPUTS, graphs["coarse"]["file"])
+        if self._refiner is not None:
+            _check_names(self._refiner, REFINER_INPUTS, REFINER_OUTPUTS,
+                         graphs["refiner"]["file"])
+
+    @property
+    def refiner(self) -> Optional[object]:
+        """The refiner session, or None for models exported without the refiner (the
+        predictors test `model.refiner is None`)."""
+        return self._refiner
+
+    def forward_coarse(self, image: torch.Tensor, points: torch.Tensor,
+                       prev_mask: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+        """image (B,3,S,S) in [0,1], points (B,2M,3), prev_mask (B,1,S,S) probabilities or None
+        -> {'instances': (B,1,S,S) logits, 'instances_lowres': (B,1,S/4,S/4) logits,
+        'feature': (B,D,S/4,S/4)}, as `IGLRModel.forward_coarse`."""
+        s = self.infer_size
+        if tuple(image.shape[1:]) != (3, s, s):
+            raise ValueError(f"ONNX coarse graph ({self.export_dir}) takes images (B, 3, {s}, {s}), "
+                             f"got {tuple(image.shape)}")
+        feeds = {"image": image, "points": points}
+        if self.with_prev_mask:
+            feeds["prev_mask"] = (prev_mask if prev_mask is not None
+                                  else image.new_zeros(image.shape[0], 1, s, s))
+        return self._run(self._coarse, feeds, COARSE_OUTPUTS, image.device)
+
+    def forward_refine(self, image_crop: torch.Tensor, points_crop: torch.Tensor,
+                       coarse_crop: torch.Tensor,
+                       feature_crop: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """image_crop (B,3,R,R) in [0,1], points_crop (B,2M,3) in crop pixels, coarse_crop
+        (B,1,R,R) logits, feature_crop (B,D,R/4,R/4) -> {'refined', 'boundary'} (B,1,R,R)
+        logits, as `IGLRModel.forward_refine`."""
+        if self._refiner is None:
+            raise RuntimeError(f"the ONNX export in {self.export_dir} has no refiner "
+                               f"(use_refiner=False)")
+        r, f = self.refine_size, max(1, self.refine_size // 4)
+        if (tuple(image_crop.shape[1:]) != (3, r, r)
+                or tuple(feature_crop.shape[1:]) != (self.feature_channels, f, f)):
+            raise ValueError(f"ONNX refiner graph ({self.export_dir}) takes image crops "
+                             f"(B, 3, {r}, {r}) and feature crops (B, {self.feature_channels}, "
+                             f"{f}, {f}), got {tuple(image_crop.shape)} and "
+                             f"{tuple(feature_crop.shape)}")
+        feeds = dict(zip(REFINER_INPUTS, (image_crop, points_crop, coarse_crop, feature_crop)))
+        return self._run(self._refiner, feeds, REFINER_OUTPUTS, image_crop.device)
+
+    @staticmethod
+    def _run(session, feeds: Dict[str, torch.Tensor], outputs: Sequence[str],
+             device: torch.device) -> Dict[str, torch.Tensor]:
+        arrays = {k: _to_numpy(v) for k, v in feeds.items()}
+        results = session.run(list(outputs), arrays)
+        return {k: torch.from_numpy(v).to(device) for k, v in zip(outputs, results)}
+
+
+def _to_numpy(tensor: torch.Tensor) -> np.ndarray:
+    """A C-contiguous float32 host array of `tensor` (no copy when it is one already)."""
+    array = tensor.detach().to("cpu", torch.float32).numpy()
+    return np.ascontiguousarray(array)
+
+
+def _check_names(session, inputs: Sequence[str], outputs: Sequence[str], filename: str) -> None:
+    got_in = [i.name for i in session.get_inputs()]
+    got_out = [o.name for o in session.get_outputs()]
+    if got_in != list(inputs) or got_out != list(outputs):
+        raise ValueError(f"{filename}: graph inputs {got_in} / outputs {got_out}, expected "
+                         f"{list(inputs)} / {list(outputs)}")
