@@ -194,6 +194,22 @@ def test_backend_rejects_wrong_sizes_and_folders(b0_export, tmp_path):
         OnnxNetwork(tmp_path)
 
 
+@pytest.mark.slow
+def test_check_matches_tells_the_exported_model_from_others(b0_export):
+    model, export_dir = b0_export
+    network = OnnxNetwork(export_dir, num_threads=1)
+    assert 0 <= network.check_matches(model) <= TOL
+    other_weights = _trained_like("mit_b0")
+    with torch.no_grad():
+        other_weights.refiner.gate.bias.add_(1.0)
+    with pytest.raises(ValueError, match="differs from the model by"):
+        network.check_matches(other_weights)
+    other_config = IGLRModel(backbone="mit_b0", infer_size=SIZE, refine_size=SIZE,
+                             norm_radius=3).eval()
+    with pytest.raises(ValueError, match="is of another model"):
+        network.check_matches(other_config)
+
+
 def test_export_script_rejects_a_foreign_checkpoint(tmp_path, caplog):
     torch.save({"state_dict": {}}, tmp_path / "foreign.pth")
     assert export_main(["--checkpoint", str(tmp_path / "foreign.pth"),

@@ -13,6 +13,7 @@ spinning pool costs about twice the time.
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Union
@@ -20,8 +21,9 @@ from typing import Any, Dict, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from .onnx_export import COARSE_OUTPUTS, REFINER_INPUTS, REFINER_OUTPUTS, coarse_inputs, \
-    read_export_metadata
+from ..utils.serialization import get_model_config
+from .onnx_export import CHECK_TOLERANCE, COARSE_OUTPUTS, REFINER_INPUTS, REFINER_OUTPUTS, \
+    coarse_inputs, example_inputs, read_export_metadata
 
 
 def session_options(num_threads: Optional[int] = None):
@@ -118,6 +120,30 @@ class OnnxNetwork:
                              f"{tuple(feature_crop.shape)}")
         feeds = dict(zip(REFINER_INPUTS, (image_crop, points_crop, coarse_crop, feature_crop)))
         return self._run(self._refiner, feeds, REFINER_OUTPUTS, image_crop.device)
+
+    def check_matches(self, model: torch.nn.Module, tolerance: float = CHECK_TOLERANCE) -> float:
+        """Raise ValueError unless this export is of `model` (an `IGLRModel`, eval mode): the same
+        model arguments, and both stages equal to it on random inputs within `tolerance` (max abs
+        difference, returned)."""
+        config = json.loads(json.dumps(get_model_config(model)))
+        if config != self.meta["model"]:
+            raise ValueError(f"the ONNX export in {self.export_dir} is of another model: "
+                             f"{self.meta['model']} (export.json), {config} (checkpoint)")
+        diff = 0.0
+        for stage in ("coarse", "refiner") if self.use_refiner else ("coarse",):
+            inputs = {k: v.to(next(model.parameters()).device)
+                      for k, v in example_inputs(model, stage, batch=1, per_sign=2).items()}
+            call = self.forward_coarse if stage == "coarse" else self.forward_refine
+            with torch.no_grad():
+                want = (model.forward_coarse if stage == "coarse" else model.forward_refine)(
+                    *inputs.values())
+            got = call(*inputs.values())
+            diff = max(diff, max(float((got[k] - want[k].float()).abs().max()) for k in got))
+        if not diff <= tolerance:
+            raise ValueError(f"the ONNX export in {self.export_dir} differs from the model by "
+                             f"{diff:.3g} (max abs, tolerance {tolerance}): exported from other "
+                             f"weights?")
+        return diff
 
     @staticmethod
     def _run(session, feeds: Dict[str, torch.Tensor], outputs: Sequence[str],

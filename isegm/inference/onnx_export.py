@@ -149,8 +149,9 @@ def _export_graph(module: nn.Module, inputs: Dict[str, torch.Tensor], output_nam
 
 
 def _check(module: nn.Module, path: Path, inputs: Dict[str, torch.Tensor],
-           output_names: Sequence[str]) -> float:
-    """Max abs difference between PyTorch and onnxruntime over all outputs of one graph."""
+           output_names: Sequence[str]) -> Tuple[float, Tuple[torch.Tensor, ...]]:
+    """(max abs difference between PyTorch and onnxruntime over all outputs of one graph,
+    PyTorch's outputs)."""
     with torch.no_grad():
         expected = module(*inputs.values())
     import onnxruntime as ort
@@ -158,7 +159,7 @@ def _check(module: nn.Module, path: Path, inputs: Dict[str, torch.Tensor],
     session = ort.InferenceSession(str(path), session_options(),
                                    providers=["CPUExecutionProvider"])
     got = session.run(list(output_names), {k: v.numpy() for k, v in inputs.items()})
-    return max(float(np.abs(g - e.numpy()).max()) for g, e in zip(got, expected))
+    return max(float(np.abs(g - e.numpy()).max()) for g, e in zip(got, expected)), expected
 
 
 def export_onnx(model: IGLRModel, output_dir: Union[str, os.PathLike], opset: int = OPSET,
@@ -184,19 +185,24 @@ def export_onnx(model: IGLRModel, output_dir: Union[str, os.PathLike], opset: in
             inputs = example_inputs(model, stage)
             logger.info(f"exporting the {stage} stage to {output_dir / filename}")
             _export_graph(module, inputs, outputs, Path(tmp) / filename, opset)
-            diff = _check(module, Path(tmp) / filename, inputs, outputs)
+            diff, results = _check(module, Path(tmp) / filename, inputs, outputs)
             if not diff <= CHECK_TOLERANCE:
                 raise ExportError(f"{filename}: onnxruntime differs from PyTorch by {diff:.3g} "
                                   f"(max abs; tolerance {CHECK_TOLERANCE})")
             check[stage] = diff
-            graphs[stage] = _graph_meta(filename, inputs, outputs, module)
+            graphs[stage] = _graph_meta(filename, inputs, dict(zip(outputs, results)))
+        meta = _metadata(model, graphs, check, opset, checkpoint)
+        with open(Path(tmp) / META_FILE, "w", encoding="utf-8") as f:
+            json.dump(meta, f, indent=2)
+            f.write("\n")
+        # an earlier export.json goes first: a folder is never a mix that claims to be whole
+        (output_dir / META_FILE).unlink(missing_ok=True)
         for stage, _, filename, _ in stages:
             os.replace(Path(tmp) / filename, output_dir / filename)
-    stale = output_dir / REFINER_FILE
-    if "refiner" not in graphs and stale.exists():
-        stale.unlink()  # an earlier export's refiner would not belong to this model
-    meta = _metadata(model, graphs, check, opset, checkpoint)
-    _write_json_atomic(meta, output_dir / META_FILE)
+        stale = output_dir / REFINER_FILE
+        if "refiner" not in graphs and stale.exists():
+            stale.unlink()  # an earlier export's refiner would not belong to this model
+        os.replace(Path(tmp) / META_FILE, output_dir / META_FILE)
     logger.info(f"ONNX export written to {output_dir} (max abs difference to PyTorch: "
                 + ", ".join(f"{k} {v:.2g}" for k, v in check.items()) + ")")
     return meta
@@ -212,19 +218,17 @@ def _cpu_eval_copy(model: IGLRModel) -> IGLRModel:
     return copy.deepcopy(model).float().cpu().eval()
 
 
-def _graph_meta(filename: str, inputs: Dict[str, torch.Tensor], outputs: Sequence[str],
-                module: nn.Module) -> Dict[str, Any]:
+def _graph_meta(filename: str, inputs: Dict[str, torch.Tensor],
+                outputs: Dict[str, torch.Tensor]) -> Dict[str, Any]:
     """File, input and output names with shapes (dynamic axes as names)."""
     def dims(name: str, shape: Sequence[int]) -> List[Union[int, str]]:
         out: List[Union[int, str]] = ["batch"] + list(shape[1:])
         if name.startswith("points"):
             out[1] = "clicks"
         return out
-    with torch.no_grad():
-        results = module(*inputs.values())
     return {"file": filename,
             "inputs": {k: dims(k, v.shape) for k, v in inputs.items()},
-            "outputs": {k: dims(k, v.shape) for k, v in zip(outputs, results)}}
+            "outputs": {k: dims(k, v.shape) for k, v in outputs.items()}}
 
 
 def _metadata(model: IGLRModel, graphs: Dict[str, Any], check: Dict[str, float], opset: int,
@@ -257,19 +261,6 @@ def _metadata(model: IGLRModel, graphs: Dict[str, Any], check: Dict[str, float],
         "graphs": graphs,
         "check_max_abs_diff": check,
     }
-
-
-def _write_json_atomic(obj: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def read_export_metadata(export_dir: Union[str, os.PathLike]) -> Dict[str, Any]:
