@@ -1,16 +1,17 @@
-"""Speed of the whole IGLR predictor per click, against its FLOP floor and the full-image model.
+"""IGLR speed, one command with a subcommand per subject (outputs under experiments/benchmark/):
 
-    .venv/bin/python scripts/benchmark.py                         # full matrix, CPU (+ CUDA)
-    .venv/bin/python scripts/benchmark.py --quick                 # smoke run (seconds)
-    .venv/bin/python scripts/benchmark.py --backbones mit_b3 --pipelines s2 --iga on \
-        --refiner on --sizes 480x854 --dtype bf16                 # one row, bf16 autocast
+    .venv/bin/python scripts/benchmark.py predictor [--quick] [...]   # whole predictor per click
+    .venv/bin/python scripts/benchmark.py network [--variants mit_b0] # forward passes, FLOPs
+    .venv/bin/python scripts/benchmark.py evaluator [--samples 5]     # s/click split on GrabCut
+    .venv/bin/python scripts/benchmark.py training [--backbones ...]  # the trainer's real step
+    .venv/bin/python scripts/benchmark.py data [--workers 0 2]        # the training data pipeline
 
-For every backbone (B0, B3) x pipeline (S1, S2) x IGA (on / off) x refiner (on / off) the script
-reports the parameters, the FLOPs of one click, and the WHOLE predictor's wall time per click
-(target crop, backbone, head, focus crop, ROI sampling, refiner, paste-back, and the final
+predictor: for every backbone (B0, B3) x pipeline (S1, S2) x IGA (on / off) x refiner (on / off)
+the parameters, the FLOPs of one click, and the WHOLE predictor's wall time per click (target
+crop, backbone, head, focus crop, ROI sampling, refiner, paste-back, and the final
 device-to-host copy), split by stage, on synthetic images of each `--sizes`, with peak memory;
-beside it the "full image" reference (the same model on the whole image at native resolution, no
-target crop, no refiner) and the training throughput of B0-S2 / B3-S2 with the data pipeline's.
+beside it the "full image" reference (the same model on the whole image at native resolution,
+no target crop, no refiner). Writes `--json` and `--markdown` (and prints the markdown).
 
 Conventions (also written into the JSON under "conventions"):
 - FLOPs: `torch.utils.flop_counter.FlopCounterMode` over one click (click 2 of the sequence, a
@@ -33,7 +34,6 @@ Conventions (also written into the JSON under "conventions"):
   `--no-isolate` (then a lower bound: ru_maxrss never decreases); CUDA:
   `torch.cuda.max_memory_allocated`.
 
-Writes `--json` and `--markdown` (and prints the markdown).
 """
 from __future__ import annotations
 
@@ -64,9 +64,11 @@ import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from isegm.inference.clicker import Clicker  # noqa: E402
+from isegm.inference.evaluation import evaluate_dataset  # noqa: E402
 from isegm.inference.predictors import get_predictor  # noqa: E402
-from isegm.inference.utils import masks_iou  # noqa: E402
+from isegm.inference.utils import half_open_bbox, masks_iou  # noqa: E402
 from isegm.model import IGLRModel, load_is_model  # noqa: E402
+from isegm.model.roi_sampling import roi_align_box  # noqa: E402
 from isegm.utils.timing import StageTimer  # noqa: E402
 from isegm.utils.serialization import get_model_config  # noqa: E402
 
@@ -133,20 +135,10 @@ def scripted_masks(gt: np.ndarray, clicks: int) -> List[np.ndarray]:
     return out
 
 
-def mask_support(mask: np.ndarray) -> Optional[Tuple[int, int, int, int]]:
-    """Half-open (y1, y2, x1, x2) box of the non-zero pixels, None if empty."""
-    rows = np.flatnonzero(mask.any(axis=1))
-    if len(rows) == 0:
-        return None
-    cols = np.flatnonzero(mask.any(axis=0))
-    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-
-
-# ------------------------------------------------------------------------------------------
 def build_model(cfg: Dict[str, Any]) -> IGLRModel:
     """The configuration's model: from `checkpoint` or seed 0 (non-zero IGA coefficients)."""
     if cfg.get("checkpoint"):
-        model = load_is_model(cfg["checkpoint"])
+        model = load_is_model(cfg["checkpoint"], trust=cfg.get("trust_checkpoint", False))
         return model
     torch.manual_seed(0)
     model = IGLRModel(backbone=cfg["backbone"], pipeline=cfg["pipeline"],
@@ -224,7 +216,7 @@ def run_clicks(predictor, image: np.ndarray, gt: np.ndarray, clicks: int, repeat
 def _set_prev(predictor, mask: np.ndarray) -> None:
     """Tell the predictor `mask` was its last output, with what it keeps of its own outputs:
     the support and the support's threshold (both built while an output is written)."""
-    support = mask_support(mask) or (0, 0, 0, 0)
+    support = half_open_bbox(mask) or (0, 0, 0, 0)
     y1, y2, x1, x2 = support
     predictor.set_prev_prediction(mask, support, above=mask[y1:y2, x1:x2] > 0.49)
 
@@ -416,46 +408,267 @@ def precision_agreement(cfg: Dict[str, Any], samples: int, clicks: int) -> Dict[
 
 
 # ------------------------------------------------------------------------------------------
-def _load_script(name: str):
-    """Import scripts/<name>.py (the scripts folder is not a package)."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
+# ------------------------------------------------------------------------------------------
+# network: forward passes alone
+
+def _time_ms(fn, runs: int) -> Dict[str, float]:
+    """Median, min and max ms of `runs` calls of `fn` after 3 warm-up calls."""
+    for _ in range(3):
+        fn()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1000)
+    return {"median": statistics.median(times), "min": min(times), "max": max(times)}
 
 
-def training_throughput(backbones: Sequence[str], batch: int, crop: int, steps: int,
-                        warmup: int, data_items: int, device: torch.device) -> Dict[str, Any]:
-    """samples/s of training steps (scripts/benchmark_train.py) and of the data pipeline
-    (scripts/benchmark_data.py, synthetic data, 0 workers)."""
-    from isegm.data.datasets import SyntheticDataset
+def _gflop(fn) -> float:
+    counter = FlopCounterMode(display=False)
+    with counter:
+        fn()
+    return counter.get_total_flops() / 1e9
+
+
+def network_row(backbone: str, pipeline: str, iga: bool, runs: int, size: int) -> Dict[str, Any]:
+    """Batch 1, random weights (non-zero IGA coefficients), eval mode, inference mode:
+    `forward_coarse` on a size x size input with 3 clicks and a previous mask, `forward_refine`
+    on refine-size crops, and the three RoIAlign calls of the refiner's inputs (one host box,
+    `roi_align_box`, as the predictor samples them) from a 480x854 image."""
+    torch.manual_seed(0)
+    model = IGLRModel(backbone=backbone, pipeline=pipeline, infer_size=size, refine_size=size,
+                      iga_stages=(0, 1, 2, 3) if iga else ()).eval()
+    if iga:  # non-zero coefficients, as after training
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if ".iga_" in name:
+                    p.normal_(0, 0.5)
+    s = model.refine_size
+    image = torch.rand(1, 3, size, size)
+    points = torch.tensor([[[0.4 * size, 0.47 * size, 0], [0.55 * size, 0.35 * size, 1],
+                            [-1, -1, -1], [0.12 * size, 0.78 * size, 2], [-1, -1, -1],
+                            [-1, -1, -1]]])
+    prev = (torch.rand(1, 1, size, size) > 0.5).float()
+    crop, coarse_crop = torch.rand(1, 3, s, s), torch.randn(1, 1, s, s)
+    feature_crop = torch.randn(1, model.feature_channels, s // 4, s // 4)
+    full, full_logits = torch.rand(1, 3, 480, 854), torch.randn(1, 1, 480, 854)
+    feature = torch.randn(1, model.feature_channels, 64, 64)
+    box = (300.0, 120.0, 520.0, 330.0)
+
+    def coarse():
+        return model.forward_coarse(image, points, prev)
+
+    def refine():
+        return model.forward_refine(crop, points, coarse_crop, feature_crop)
+
+    def roi():
+        roi_align_box(full, box, s)
+        roi_align_box(full_logits, box, s)
+        roi_align_box(feature, box, s // 4, spatial_scale=64 / 854)
+
+    with torch.inference_mode():
+        return {"model": f"{backbone.replace('mit_', '').upper()}-{pipeline.upper()}",
+                "iga": iga, "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
+                "coarse_gflop": _gflop(coarse), "refine_gflop": _gflop(refine),
+                "coarse_ms": _time_ms(coarse, runs), "refine_ms": _time_ms(refine, runs),
+                "roi_ms": _time_ms(roi, runs)}
+
+
+def network(args: argparse.Namespace) -> Dict[str, Any]:
+    rows = [network_row(v, p, iga, args.runs, args.size) for v in args.variants
+            for p in args.pipelines for iga in (True, False)]
+    lines = [f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch 1, "
+             f"{args.size}x{args.size}, median of {args.runs} runs [min-max]; FLOPs: "
+             f"{CONVENTIONS['flops']}", "",
+             "| model | IGA | params (M) | coarse GFLOP | refine GFLOP | coarse ms | refine ms | "
+             "RoIAlign ms | total ms | GFLOP/s |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        total = r["coarse_ms"]["median"] + r["refine_ms"]["median"] + r["roi_ms"]["median"]
+        gflop = r["coarse_gflop"] + r["refine_gflop"]
+        spans = [f"{t['median']:.1f} [{t['min']:.0f}-{t['max']:.0f}]"
+                 for t in (r["coarse_ms"], r["refine_ms"], r["roi_ms"])]
+        lines.append(f"| {r['model']} | {'on' if r['iga'] else 'off'} | {r['params_m']:.2f} | "
+                     f"{r['coarse_gflop']:.2f} | {r['refine_gflop']:.2f} | "
+                     f"{' | '.join(spans)} | {total:.1f} | {gflop / total * 1000:.0f} |")
+    return {"rows": rows, "text": "\n".join(lines)}
+
+
+# ------------------------------------------------------------------------------------------
+# evaluator: seconds per click of the NoC loop, split
+
+def evaluator_row(backbone: str, dataset, samples: int, clicks: int, size: int,
+                  device: torch.device) -> Dict[str, Any]:
+    """The IGLR predictor (flip on, as in evaluation) with a fresh model on the first `samples`
+    images, `clicks` clicks each (no early stop), after one warm-up sample: seconds per click
+    in the network, the refiner's RoIAlign, other predictor work, the simulator + IoU, and the
+    rest (image loading, set_image)."""
+    torch.manual_seed(0)
+    model = IGLRModel(backbone, pipeline="s2", infer_size=size, refine_size=size)
+    predictor = get_predictor("iglr", model, device, with_flip=True)
+    evaluate_dataset(dataset, predictor, indices=[0], show_progress=False, max_iou_thr=1.01,
+                     max_clicks=2)
+    predictor.model_time = predictor.sampling_time = 0.0
+    stats: Dict[str, Any] = {}
+    evaluate_dataset(dataset, predictor, indices=range(min(samples, len(dataset))),
+                     show_progress=False, stats=stats, max_iou_thr=1.01, max_clicks=clicks)
+    n = stats["clicks"]
+    model_s, sampling = stats["model_s"] / n, predictor.sampling_time / n
+    predictor_other = (stats["predictor_s"] - stats["model_s"]) / n - sampling
+    simulator, total = stats["overhead_s"] / n, stats["elapsed_s"] / n
+    return {"backbone": backbone, "clicks": n, "total_s_per_click": total,
+            "model_s_per_click": model_s, "roi_sampling_s_per_click": sampling,
+            "predictor_overhead_s_per_click": predictor_other,
+            "simulator_iou_s_per_click": simulator,
+            "other_s_per_click": total - model_s - sampling - predictor_other - simulator,
+            "overhead_fraction": (total - model_s) / total}
+
+
+def evaluator(args: argparse.Namespace) -> Dict[str, Any]:
+    from isegm.data.datasets import get_dataset
+    from isegm.inference.utils import compute_noc_metric, compute_strict_nof, get_iou_thresholds
+    from isegm.utils.config import load_config
+    dataset = get_dataset(args.dataset, load_config())
+    device = torch.device(args.device)
+    result: Dict[str, Any] = {"device": str(device), "dataset": args.dataset, "timing": []}
+    lines = []
+    for backbone in args.backbones:
+        row = evaluator_row(backbone, dataset, args.samples, args.clicks, args.size, device)
+        result["timing"].append(row)
+        lines.append(f"{backbone}-S2: {row['total_s_per_click']:.3f} s/click = model "
+                     f"{row['model_s_per_click']:.3f} + RoIAlign "
+                     f"{row['roi_sampling_s_per_click']:.4f} + other predictor work "
+                     f"{row['predictor_overhead_s_per_click']:.4f} + simulator/IoU "
+                     f"{row['simulator_iou_s_per_click']:.4f} + other "
+                     f"{row['other_s_per_click']:.4f} (overhead "
+                     f"{100 * row['overhead_fraction']:.1f}%)")
+    if args.classical:
+        start, stats = time.perf_counter(), {}
+        all_ious, _ = evaluate_dataset(
+            dataset, get_predictor("cv_grabcut"), show_progress=False, stats=stats,
+            max_iou_thr=0.9, max_clicks=20, indices=range(min(args.classical_samples, len(dataset))))
+        noc, nof = compute_noc_metric(all_ious, get_iou_thresholds(0.9), 20)
+        result["classical"] = {
+            "predictor": "cv_grabcut", "num_samples": len(all_ious), "NoC@80": noc[0],
+            "NoC@85": noc[1], "NoC@90": noc[2], "NoF@85": nof[1], "NoF@90": nof[2],
+            "strict_NoF@90": compute_strict_nof(all_ious, 0.9),
+            "spc_s": (time.perf_counter() - start) / stats["clicks"]}
+        lines.append(f"cv_grabcut on {args.dataset} ({len(all_ious)} samples): NoC@80 "
+                     f"{noc[0]:.2f}, NoC@85 {noc[1]:.2f}, NoC@90 {noc[2]:.2f}, NoF@85 {nof[1]}, "
+                     f"NoF@90 {nof[2]}")
+    result["text"] = "\n".join(lines)
+    return result
+
+
+# ------------------------------------------------------------------------------------------
+# training: the trainer's own step, timed by the trainer
+
+def training_row(backbone: str, batch: int, crop: int, steps: int, warmup_epochs: int,
+                 device: torch.device, workdir: Path) -> Dict[str, Any]:
+    """The CPU study's recipe (COCO_MVAL_CPU: gradient clipping, the non-finite check, its
+    click rounds) on synthetic images, B0/B3-S2: `ISTrainer.training` runs `warmup_epochs`
+    epochs, then one timed epoch of `steps` steps, each its real `train_step`; the times are
+    the trainer's own (its epoch summary's seconds per step, and per batch of data)."""
+    from isegm.engine import recipe
+    from isegm.engine.distributed import DistInfo
+    from isegm.engine.experiment import ExperimentPaths
+    from isegm.engine.runconfig import RunConfig
+    from isegm.utils.config import load_config
+    rec = recipe.COCO_MVAL_CPU.replace(
+        train_dataset="Synthetic", pretrained=False, backbone=backbone,
+        train_dataset_kwargs={"num_samples": 4 * batch, "image_size": (crop + crop // 4,) * 2,
+                              "split": "train"},
+        val_dataset=None, crop_size=(crop, crop), batch_size=batch, epoch_len=batch * steps,
+        image_dump_interval=0)
+    paths = ExperimentPaths.at(workdir / backbone)
+    paths.make_dirs()
+    cfg = RunConfig(config_path=Path(__file__), paths=load_config(), batch_size=batch, workers=0,
+                    cpu=device.type == "cpu", dist=DistInfo(device=device), exp=paths)
+    trainset, _ = recipe.build_datasets(cfg, rec)
+    model, model_cfg = recipe.init_model(cfg, rec)
+    trainer = recipe.make_trainer(model, cfg, model_cfg, rec, trainset, None)
+    if len(trainer.train_loader) != steps:
+        raise RuntimeError(f"training benchmark: an epoch has {len(trainer.train_loader)} "
+                           f"steps, expected {steps}")
+    for epoch in range(warmup_epochs):
+        trainer.training(epoch)
+    summary = trainer.training(warmup_epochs)
+    step_s, data_s = summary["train/s_per_step"], summary["train/data_s_per_step"]
+    return {"model": backbone.replace("mit_", "").upper() + "-S2", "step_s": step_s,
+            "data_s": data_s, "samples_per_s": batch / (step_s + data_s),
+            "clip_grad_norm": trainer.clip_grad_norm,
+            "max_click_rounds": trainer.max_num_next_clicks, "loss": summary["train/loss"]}
+
+
+def training(args: argparse.Namespace) -> Dict[str, Any]:
+    from isegm.utils.log import setup_logging
+    setup_logging(None, enabled=False)
+    device = torch.device(args.device)
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = [training_row(b, args.batch_size, args.crop, args.steps, args.warmup_epochs,
+                             device, Path(tmp)) for b in args.backbones]
+    lines = [f"Training ({device}, {torch.get_num_threads()} threads, batch {args.batch_size}, "
+             f"{args.crop}x{args.crop} crops; ISTrainer.train_step as the trainer times it, "
+             f"{args.steps} steps after {args.warmup_epochs} warm-up epoch(s)):", "",
+             "| model | samples/s | step s | data s | clip | click rounds U{0..n} |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['samples_per_s']:.2f} | {r['step_s']:.3f} | "
+                     f"{r['data_s']:.3f} | {r['clip_grad_norm']} | {r['max_click_rounds']} |")
+    return {"device": str(device), "batch_size": args.batch_size, "crop": args.crop,
+            "steps": args.steps, "rows": rows, "text": "\n".join(lines)}
+
+
+# ------------------------------------------------------------------------------------------
+# data: the training data pipeline
+
+def data_samples_per_s(dataset, workers: int, items: int, batch_size: int) -> float:
+    """Samples per second over `items` items (after one untimed batch: worker start-up)."""
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers,
+                                         shuffle=True, drop_last=True)
+    it = iter(loader)
+    next(it)
+    count, start = 0, time.perf_counter()
+    for batch in it:
+        count += batch["images"].shape[0]
+        if count >= items:
+            break
+    return count / (time.perf_counter() - start)
+
+
+def data(args: argparse.Namespace) -> Dict[str, Any]:
+    """Each item read or generated, augmented (object-centred crop, flip, colour jitter) and
+    given its clicks by MultiPointSampler (24 points, IGLR settings), then collated."""
+    from isegm.data.datasets import CocoMValDataset, SyntheticDataset
     from isegm.data.points_sampler import MultiPointSampler
     from isegm.data.transforms import build_train_augmentator
-    from isegm.utils.log import setup_logging
-    bench_train = _load_script("benchmark_train")
-    bench_data = _load_script("benchmark_data")
-    setup_logging(None, enabled=False)
-    out: Dict[str, Any] = {"batch_size": batch, "crop": crop, "steps": steps, "models": {}}
-    with tempfile.TemporaryDirectory() as tmp:
-        for backbone in backbones:
-            r = bench_train.benchmark(backbone, batch, crop, steps, warmup, device, Path(tmp))
-            name = backbone.replace("mit_", "").upper() + "-S2"
-            out["models"][name] = {"samples_per_s": r["samples_per_s"],
-                                   "samples_per_s_with_click_rounds":
-                                       r["samples_per_s_with_rounds"],
-                                   "step_s": r["step"], "data_s": r["data"],
-                                   "forward_s": r["forward"], "backward_s": r["backward"]}
+    from isegm.utils.config import load_config
     torch.manual_seed(0)
-    dataset = SyntheticDataset(
-        num_samples=200, augmentator=build_train_augmentator((crop, crop)),
-        points_sampler=MultiPointSampler(max_num_points=24, prob_gamma=0.8,
-                                         first_click_center=True),
-        epoch_len=data_items + 4 * batch)
-    out["data_samples_per_s"] = bench_data.measure(dataset, 0, data_items, batch)
-    out["data_workers"] = 0
-    return out
 
+    def sampler() -> MultiPointSampler:
+        return MultiPointSampler(max_num_points=24, prob_gamma=0.8, merge_objects_prob=0.15,
+                                 max_num_merged_objects=2, first_click_center=True)
+
+    crop = (args.crop, args.crop)
+    epoch_len = args.items + 4 * args.batch_size
+    datasets = {f"Synthetic ({args.crop}x{args.crop} crops)": SyntheticDataset(
+        num_samples=200, augmentator=build_train_augmentator(crop), points_sampler=sampler(),
+        epoch_len=epoch_len)}
+    if args.coco_mval is not None:
+        root = Path(args.coco_mval) if args.coco_mval else load_config().resolve("COCO_MVAL_PATH")
+        if not root.is_dir():
+            raise SystemExit(f"benchmark.py data: --coco-mval: {root} is not a folder (give "
+                             f"the COCO_MVal root, or set COCO_MVAL_PATH in configs.yml)")
+        datasets["COCO-MVal (jpg+png)"] = CocoMValDataset(
+            root, augmentator=build_train_augmentator(crop), points_sampler=sampler(),
+            epoch_len=epoch_len)
+    rows = [{"dataset": name, "workers": w,
+             "samples_per_s": data_samples_per_s(ds, w, args.items, args.batch_size)}
+            for name, ds in datasets.items() for w in args.workers]
+    lines = [f"Training data pipeline, batch {args.batch_size}, {args.items} items per row, "
+             f"{os.cpu_count()} CPU cores", "", "| dataset | workers | samples/s |",
+             "|---|---|---|"]
+    lines += [f"| {r['dataset']} | {r['workers']} | {r['samples_per_s']:.1f} |" for r in rows]
+    return {"rows": rows, "text": "\n".join(lines)}
 
 # ------------------------------------------------------------------------------------------
 def _fmt(t: Dict[str, float]) -> str:
@@ -498,17 +711,6 @@ def markdown(result: Dict[str, Any]) -> str:
                          f"{'on' if row['refiner'] else 'off'} | {row['device']} | "
                          f"{row['dtype']} | {size} | " +
                          " | ".join(f"{e['stages_ms'][s]['median']:.1f}" for s in STAGES) + " |")
-    train = result.get("training")
-    if train:
-        lines += ["", f"Training (batch {train['batch_size']}, {train['crop']}² crops, "
-                  f"{train['device']}): data pipeline {train['data_samples_per_s']:.1f} "
-                  f"samples/s ({train['data_workers']} workers)", "",
-                  "| model | samples/s | with click rounds | step s | forward s | backward s |",
-                  "|---|---|---|---|---|---|"]
-        for name, t in train["models"].items():
-            lines.append(f"| {name} | {t['samples_per_s']:.2f} | "
-                         f"{t['samples_per_s_with_click_rounds']:.2f} | {t['step_s']:.2f} | "
-                         f"{t['forward_s']:.2f} | {t['backward_s']:.2f} |")
     agreement = result.get("agreement")
     if agreement:
         lines += ["", f"{agreement['dtype']} vs fp32 on GrabCut ({agreement['model']}, "
@@ -531,12 +733,13 @@ def _onoff(values: Sequence[str]) -> List[bool]:
     return [v == "on" for v in values]
 
 
-def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+OUTPUT_DIR = ROOT / "experiments" / "benchmark"  # default outputs (git-ignored)
+
+
+def add_predictor_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true",
                    help="smoke run: B0-S2 only, IGA on, refiner on and off, one small image, "
-                        "3 clicks, tiny training run")
+                        "3 clicks")
     p.add_argument("--backbones", nargs="+", default=["mit_b0", "mit_b3"])
     p.add_argument("--pipelines", nargs="+", default=["s1", "s2"], choices=["s1", "s2"])
     p.add_argument("--iga", nargs="+", default=["on", "off"], choices=["on", "off"])
@@ -547,7 +750,6 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
                    help="default: cpu, and cuda when available")
     p.add_argument("--clicks", type=int, default=6, help="clicks per sequence")
     p.add_argument("--repeats", type=int, default=3, help="timed sequences (after 1 warm-up)")
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32",
                    help="autocast dtype of the network (bf16 on CPU; fp16/bf16 on CUDA)")
     p.add_argument("--compile", action="store_true", help="torch.compile the network")
@@ -556,42 +758,38 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     p.add_argument("--flip", action="store_true",
                    help="horizontal-flip averaging (IGLR's evaluation default; batch 2)")
     p.add_argument("--checkpoint", default=None, help="trained model (default: seed-0 weights)")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="accept a checkpoint that needs full unpickling, which can run code "
+                        "stored in the file: only for files from a trusted source")
     p.add_argument("--peak-gflops", type=float, default=PEAK_GFLOPS_FP32)
     p.add_argument("--no-full-image", dest="full_image", action="store_false")
     p.add_argument("--full-image-max-gflop", type=float, default=150.0,
                    help="time the full-image reference only below this cost (else estimate)")
     p.add_argument("--full-image-runs", type=int, default=2)
-    p.add_argument("--no-train", dest="train", action="store_false")
-    p.add_argument("--train-batch", type=int, default=8)
-    p.add_argument("--train-steps", type=int, default=3)
     p.add_argument("--agreement", action="store_true",
                    help="also measure the mask IoU of --dtype against fp32 on GrabCut")
     p.add_argument("--agreement-samples", type=int, default=10)
     p.add_argument("--agreement-clicks", type=int, default=5)
     p.add_argument("--no-isolate", dest="isolate", action="store_false",
                    help="run every configuration in this process (memory becomes a lower bound)")
-    p.add_argument("--json", default="benchmark.json")
-    p.add_argument("--markdown", default="benchmark.md")
-    args = p.parse_args(argv)
+    p.add_argument("--markdown", default=str(OUTPUT_DIR / "predictor.md"))
 
-    train_backbones = ["mit_b0", "mit_b3"]
-    train_crop, train_warmup, data_items = 256, 1, 64
+
+def predictor(args: argparse.Namespace) -> Dict[str, Any]:
     if args.quick:
         args.backbones, args.pipelines, args.iga = ["mit_b0"], ["s2"], ["on"]
         args.sizes, args.clicks, args.repeats = [(120, 160)], 3, 1
         args.full_image_runs, args.isolate = 1, False
-        args.train_batch, args.train_steps = 2, 1
-        train_backbones, train_crop, train_warmup, data_items = ["mit_b0"], 128, 0, 8
     if args.checkpoint:
         # a trained model has one architecture: the rows (and the agreement) are that model's
-        params = get_model_config(load_is_model(args.checkpoint))["params"]
+        params = get_model_config(load_is_model(args.checkpoint,
+                                                trust=args.trust_checkpoint))["params"]
         args.backbones, args.pipelines = [params["backbone"]], [params["pipeline"]]
         args.iga = ["on" if params.get("iga_stages") else "off"]
         args.refiner = ["on" if params.get("use_refiner", True) else "off"]
     devices = args.devices or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
-    torch.set_num_threads(args.threads)
     load_before = " ".join(f"{v:.2f}" for v in os.getloadavg())
-    settings = {k: v for k, v in vars(args).items() if k not in ("json", "markdown")}
+    settings = {k: v for k, v in vars(args).items() if k not in ("json", "markdown", "run")}
     settings["sizes"] = [f"{h}x{w}" for h, w in args.sizes]
     rows = []
     for device in devices:
@@ -603,7 +801,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
                                "refiner": refiner, "device": device, "threads": args.threads,
                                "dtype": args.dtype, "compile": args.compile,
                                "channels_last": args.channels_last, "flip": args.flip,
-                               "checkpoint": args.checkpoint, "clicks": args.clicks,
+                               "checkpoint": args.checkpoint,
+                               "trust_checkpoint": args.trust_checkpoint, "clicks": args.clicks,
                                "repeats": args.repeats, "sizes": args.sizes,
                                "peak_gflops": args.peak_gflops,
                                # the full-image reference has no refiner: once per model
@@ -618,18 +817,13 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
                                   f"{s} {e['per_click_ms']['median']:.1f} ms"
                                   for s, e in row["sizes"].items()), flush=True)
     result: Dict[str, Any] = {"conventions": CONVENTIONS, "settings": settings, "rows": rows}
-    if args.train:
-        train_device = torch.device(devices[-1])
-        result["training"] = training_throughput(train_backbones, args.train_batch, train_crop,
-                                                 args.train_steps, train_warmup, data_items,
-                                                 train_device)
-        result["training"]["device"] = str(train_device)
     if args.agreement and args.dtype != "fp32":
         cfg = {"backbone": args.backbones[-1], "pipeline": args.pipelines[-1],
                "iga": _onoff(args.iga)[0], "refiner": _onoff(args.refiner)[0],
                "device": devices[0], "threads": args.threads,
                "dtype": args.dtype, "compile": False, "channels_last": True,
-               "flip": args.flip, "checkpoint": args.checkpoint}
+               "flip": args.flip, "checkpoint": args.checkpoint,
+               "trust_checkpoint": args.trust_checkpoint}
         result["agreement"] = precision_agreement(cfg, args.agreement_samples,
                                                   args.agreement_clicks)
     result["environment"] = {
@@ -639,10 +833,73 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         "load_before": load_before,
         "load_after": " ".join(f"{v:.2f}" for v in os.getloadavg()),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
-    text = markdown(result)
-    Path(args.json).write_text(json.dumps(result, indent=2))
-    Path(args.markdown).write_text(text)
-    print(text)
+    result["text"] = markdown(result)
+    _write(Path(args.markdown), result["text"])
+    return result
+
+
+
+def _write(path: Path, text: str) -> None:
+    """Write `text` to `path` (parents created) through a temporary file renamed over it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
+    sub = {name: commands.add_parser(name, help=text) for name, text in (
+        ("predictor", "the whole predictor per click, by stage, FLOPs, memory"),
+        ("network", "forward passes and the refiner's RoIAlign alone, FLOPs"),
+        ("evaluator", "seconds per click of the NoC loop on a dataset, split"),
+        ("training", "the trainer's real step (ISTrainer.train_step), as the trainer times it"),
+        ("data", "the training data pipeline, samples/s"))}
+    add_predictor_arguments(sub["predictor"])
+    sub["predictor"].set_defaults(run=predictor)
+    p = sub["network"]
+    p.add_argument("--variants", nargs="+", default=["mit_b0", "mit_b3"])
+    p.add_argument("--pipelines", nargs="+", default=["s2"], choices=["s1", "s2"])
+    p.add_argument("--size", type=int, default=256, help="network input and refiner crop size")
+    p.add_argument("--runs", type=int, default=15, help="timed runs (after 3 warm-up runs)")
+    p.set_defaults(run=network)
+    p = sub["evaluator"]
+    p.add_argument("--dataset", default="GrabCut")
+    p.add_argument("--backbones", nargs="+", default=["mit_b0", "mit_b3"])
+    p.add_argument("--samples", type=int, default=5)
+    p.add_argument("--clicks", type=int, default=5)
+    p.add_argument("--size", type=int, default=256, help="infer and refine size")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--no-classical", dest="classical", action="store_false",
+                   help="skip OpenCV GrabCut's NoC on the dataset")
+    p.add_argument("--classical-samples", type=int, default=50)
+    p.set_defaults(run=evaluator)
+    p = sub["training"]
+    p.add_argument("--backbones", nargs="+", default=["mit_b0", "mit_b3"])
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--crop", type=int, default=256)
+    p.add_argument("--steps", type=int, default=3, help="timed steps (one epoch)")
+    p.add_argument("--warmup-epochs", type=int, default=1)
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(run=training)
+    p = sub["data"]
+    p.add_argument("--items", type=int, default=160, help="timed samples per setting")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--crop", type=int, default=256)
+    p.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    p.add_argument("--coco-mval", nargs="?", const="", default=None, metavar="ROOT",
+                   help="also COCO-MVal, from ROOT (default: COCO_MVAL_PATH of configs.yml)")
+    p.set_defaults(run=data)
+    for name, p in sub.items():
+        p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+        p.add_argument("--json", default=str(OUTPUT_DIR / f"{name}.json"))
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    result = args.run(args)
+    print(result["text"])
+    _write(Path(args.json), json.dumps(result, indent=2, default=str))
     return result
 
 

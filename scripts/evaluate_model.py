@@ -1,4 +1,4 @@
-"""NoC evaluation of interactive segmentation models (RITM protocol); see isegm/inference/runner.py.
+"""NoC evaluation of interactive segmentation models (RITM protocol); see isegm/inference/cli.py.
 
     python scripts/evaluate_model.py NoBRS --gpu=0 --checkpoint=<file or name> --eval-mode=cvpr \
         --datasets=GrabCut,Berkeley,DAVIS,SBD
@@ -10,7 +10,7 @@ import sys
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-from isegm.inference.runner import main  # noqa: E402
+from isegm.inference.cli import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -53,6 +53,9 @@ def iga_summary(model: torch.nn.Module) -> list[str]:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="inspect_clicks.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", required=True)
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="accept a checkpoint that needs full unpickling, which can run code "
+                        "stored in the file: only for files from a trusted source")
     p.add_argument("--dataset", default="GrabCut")
     p.add_argument("--samples", type=int, default=20)
     p.add_argument("--clicks", type=int, default=5)
@@ -62,7 +65,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        model = load_is_model(args.checkpoint, "cpu")
+        model = load_is_model(args.checkpoint, "cpu", trust=args.trust_checkpoint)
         dataset = build_eval_dataset(args.dataset, load_config(args.config))
     except (CheckpointError, ConfigError, ConfigPathError, DatasetError, KeyError,
             FileNotFoundError) as e:

@@ -33,13 +33,15 @@ from isegm.data.io import DatasetError  # noqa: E402
 from isegm.engine.experiment import ExperimentError  # noqa: E402
 from isegm.inference.predictors import get_predictor, predictor_name_for_mode  # noqa: E402
 from isegm.jobs.noc import (TABLE_METRICS, aggregate, build_eval_dataset, evaluate_noc,  # noqa: E402
-                            plot_miou_curves, write_table)
+                            write_table)
 from isegm.jobs.training import (BudgetError, add_budget_arguments, add_run_arguments,  # noqa: E402
                                  budget_from_args, check_recipe_changes, load_recipe,
                                  train_config)
 from isegm.model import load_is_model  # noqa: E402
 from isegm.utils.config import ConfigError, ConfigPathError, load_config  # noqa: E402
 from isegm.utils.log import logger, setup_logging  # noqa: E402
+from isegm.utils.serialization import CheckpointError  # noqa: E402
+from isegm.utils.vis import plot_miou_curves  # noqa: E402
 
 DEFAULT_MODEL = REPO / "models" / "iglr_cpu" / "segformerB0_S2_synthetic.py"
 DEFAULT_STEPS = 600
@@ -94,6 +96,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         recipe = load_recipe(Path(args.model))
         if args.datasets:
             names = [d.strip() for d in args.datasets.split(",") if d.strip()]
+            from isegm.data.datasets import DATASETS
+            unknown = [n for n in names if n not in DATASETS]
+            if unknown:
+                raise BudgetError(f"--datasets: unknown dataset(s) {', '.join(unknown)}; known: "
+                                  f"{', '.join(DATASETS.names())}")
         else:
             names = ["Synthetic"]
             grabcut = paths.resolve("GRABCUT_PATH")
@@ -113,10 +120,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         logger.info(f"[1/3] training {Path(args.model).stem} ({budget.describe()})")
         run = train_config(Path(args.model), paths, budget, seed=args.seed,
                            exp_name=args.exp_name, workers=args.workers,
-                           batch_size=args.batch_size, recipe_changes=recipe_changes)
-    except (BudgetError, ConfigError, ConfigPathError, DatasetError, ExperimentError, KeyError,
-            json.JSONDecodeError) as e:
-        print(f"main_job.py: error: {e}", file=sys.stderr)
+                           batch_size=args.batch_size, recipe_changes=recipe_changes,
+                           trust_checkpoint=args.trust_checkpoint)
+    except (BudgetError, CheckpointError, ConfigError, ConfigPathError, DatasetError,
+            ExperimentError, KeyError, json.JSONDecodeError) as e:
+        # KeyError's str() is the repr of its message: print the message itself.
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"main_job.py: error: {message}", file=sys.stderr)
         return 2
 
     out = run.exp_root / "evaluation"

@@ -11,19 +11,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections import defaultdict
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence
 
-
-import matplotlib  # noqa: E402
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from isegm.inference.runner import load_ious  # noqa: E402
-from isegm.inference.utils import mean_iou_per_click  # noqa: E402
+from isegm.inference.results import load_ious
+from isegm.inference.utils import mean_iou_per_click
+from isegm.utils.vis import plot_miou_curves
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -41,12 +34,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 def collect_curves(files: Sequence[Path], labels: Optional[Sequence[str]] = None,
-                   datasets: Optional[Sequence[str]] = None
-                   ) -> Dict[str, List[Tuple[str, np.ndarray]]]:
-    """{dataset: [(label, mIoU per click (K,)), ...]} from IoU files."""
+                   datasets: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
+    """One row per IoU file for `plot_miou_curves`: {'model': label, 'dataset', 'num_samples',
+    'seeds': 1, 'mIoU_curve': mIoU per click}, datasets in name order."""
     if labels is not None and len(labels) != len(files):
         raise ValueError(f"{len(labels)} labels given for {len(files)} files")
-    curves: Dict[str, List[Tuple[str, np.ndarray]]] = defaultdict(list)
+    rows: List[Dict[str, Any]] = []
     for i, path in enumerate(files):
         data = load_ious(path)
         meta = data["meta"]
@@ -63,30 +56,9 @@ def collect_curves(files: Sequence[Path], labels: Optional[Sequence[str]] = None
             print(f"warning: {path} holds early-stopped series (lengths {sorted(lengths)}); "
                   f"curves are truncated to the shortest. Evaluate with --iou-analysis.",
                   file=sys.stderr)
-        curves[dataset].append((label, mean_iou_per_click(data["all_ious"])))
-    return dict(curves)
-
-
-def plot_curves(curves: Dict[str, List[Tuple[str, np.ndarray]]], output: Path, title: str) -> Path:
-    if not curves:
-        raise ValueError("no IoU series to plot (check --folder/--files and --datasets)")
-    names = sorted(curves)
-    fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 4), squeeze=False)
-    for ax, name in zip(axes[0], names):
-        for label, miou in curves[name]:
-            ax.plot(np.arange(1, len(miou) + 1), miou, marker="o", markersize=3, label=label)
-        ax.set_title(name)
-        ax.set_xlabel("number of clicks")
-        ax.set_ylabel("mIoU")
-        ax.set_ylim(0, 1)
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout()
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(output, dpi=120)
-    plt.close(fig)
-    return output
+        rows.append({"model": label, "dataset": dataset, "num_samples": len(data["all_ious"]),
+                     "seeds": 1, "mIoU_curve": mean_iou_per_click(data["all_ious"]).tolist()})
+    return sorted(rows, key=lambda r: r["dataset"])
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -100,9 +72,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     datasets = [d.strip() for d in args.datasets.split(",")] if args.datasets else None
     try:
-        curves = collect_curves(files, args.labels if args.files and not args.folder else None,
-                                datasets)
-        path = plot_curves(curves, Path(args.output), args.title)
+        rows = collect_curves(files, args.labels if args.files and not args.folder else None,
+                              datasets)
+        if not rows:
+            raise ValueError("no IoU series to plot (check --folder/--files and --datasets)")
+        path = plot_miou_curves(rows, Path(args.output), args.title)
     except ValueError as e:
         print(f"plot_ious_analysis.py: error: {e}", file=sys.stderr)
         return 2

@@ -52,14 +52,16 @@ from isegm.engine.experiment import ExperimentError, create_exp_dir  # noqa: E40
 from isegm.inference.predictors import get_predictor, predictor_name_for_mode  # noqa: E402
 from isegm.jobs.noc import (aggregate, build_eval_dataset, evaluate_noc,  # noqa: E402
                             factorial_effects, factorial_markdown, find_factorial_designs,
-                            load_results, paired_comparison, paired_markdown, plot_miou_curves,
-                            save_results, write_table)
+                            load_results, paired_comparison, paired_markdown, save_results,
+                            write_table)
 from isegm.jobs.training import (BudgetError, add_budget_arguments, add_run_arguments,  # noqa: E402
                                  budget_from_args, check_recipe_changes, initial_model,
                                  load_recipe, train_config)
 from isegm.model import load_is_model  # noqa: E402
 from isegm.utils.config import ConfigError, ConfigPathError, load_config  # noqa: E402
 from isegm.utils.log import logger, setup_logging  # noqa: E402
+from isegm.utils.serialization import CheckpointError  # noqa: E402
+from isegm.utils.vis import plot_miou_curves  # noqa: E402
 
 REFERENCES = ("cv_grabcut", "untrained")
 DEFAULT_STEPS = 400
@@ -134,9 +136,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for seed in args.seeds:
             logger.info(f"[run {len(runs) + 1}/{total}] {config.stem}, seed {seed}, "
                         f"{budget.describe()}")
-            run = train_config(config, paths, budget, seed=seed, exp_name=args.exp_name,
-                               workers=args.workers, batch_size=args.batch_size,
-                               recipe_changes=changes)
+            try:
+                run = train_config(config, paths, budget, seed=seed, exp_name=args.exp_name,
+                                   workers=args.workers, batch_size=args.batch_size,
+                                   recipe_changes=changes, trust_checkpoint=args.trust_checkpoint)
+            except CheckpointError as e:  # ImageNet weights refused (or unreadable)
+                print(f"run_ablation.py: error: {e}", file=sys.stderr)
+                return 2
             label = run_label(config, changes)
             runs.append({"config": str(config), "label": label, "seed": seed,
                          "exp": str(run.exp_root), "checkpoint": str(run.checkpoint),
@@ -235,11 +241,17 @@ def reevaluate(args: argparse.Namespace) -> int:
     for k, run in enumerate(runs):
         label = run["label"]
         logger.info(f"[{k + 1}/{len(runs)}] {label}, seed {run['seed']}: {run['checkpoint']}")
-        evaluate(load_is_model(run["checkpoint"], "cpu"), label, run["seed"])
+        try:
+            model = load_is_model(run["checkpoint"], "cpu", trust=args.trust_checkpoint)
+        except CheckpointError as e:
+            print(f"run_ablation.py: error: {e}", file=sys.stderr)
+            return 2
+        evaluate(model, label, run["seed"])
         if run["config"] == first and "untrained" in args.references:
             evaluate(initial_model(Path(run["config"]), paths, seed=run["seed"],
                                    batch_size=args.batch_size,
-                                   recipe_changes=run["recipe_override"]),
+                                   recipe_changes=run["recipe_override"],
+                                   trust_checkpoint=args.trust_checkpoint),
                      "untrained", run["seed"])
     if "cv_grabcut" in args.references:
         logger.info("reference: OpenCV GrabCut predictor")

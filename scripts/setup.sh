@@ -29,3 +29,24 @@ installed=$(cd / && "$repo/.venv/bin/python" -c \
 if [ "$installed" != "$repo" ]; then
     .venv/bin/python -m pip install --quiet --no-deps --no-build-isolation -e .
 fi
+# Debian's Chromium and its driver (the same version) for the browser tests of the annotation
+# tool (tests/test_demo_browser.py): installed only when missing and only where apt-get exists.
+if { [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; } \
+        && command -v apt-get >/dev/null 2>&1; then
+    if [ "$(id -u)" -eq 0 ]; then
+        as_root=()
+    elif command -v sudo >/dev/null 2>&1; then
+        as_root=(sudo)
+    else
+        as_root=(none)
+    fi
+    if [ "${as_root[*]}" = none ]; then
+        echo "setup.sh: chromium/chromium-driver missing and neither root nor sudo available;" \
+             "the browser tests will be skipped (install them: apt-get install chromium" \
+             "chromium-driver)" >&2
+    else
+        "${as_root[@]}" apt-get update
+        "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y \
+            chromium chromium-driver
+    fi
+fi

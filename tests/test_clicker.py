@@ -212,7 +212,8 @@ def test_box_restricted_click_equals_the_whole_image_rule():
 def test_depth_bound_is_an_upper_bound():
     """The bound that lets the clicker skip the second transform is never below the truth."""
     import cv2
-    from isegm.inference.clicker import _bbox_crop, _depth_bound_sq
+    from isegm.inference.clicker import _depth_bound_sq
+    from isegm.inference.utils import half_open_bbox
     rng = np.random.default_rng(3)
     tight = 0
     for i in range(300):
@@ -224,7 +225,7 @@ def test_depth_bound_is_an_upper_bound():
                         float(rng.uniform(0, 180)), 0, 360, 1, -1)
         mask = mask.astype(bool) ^ (rng.random((h, w)) < 0.05 * (i % 2))
         truth = int(squared_edt_padded(mask).max())
-        bound = _depth_bound_sq(mask, _bbox_crop(mask))
+        bound = _depth_bound_sq(mask, half_open_bbox(mask))
         assert truth <= bound, (i, truth, bound)
         tight += bound < 2 * truth + 2
     assert tight > 150  # and it is a useful bound, not a vacuous one
@@ -260,14 +261,16 @@ def _random_masks(rng, count):
 def test_compiled_deepest_pixel_equals_the_full_transform():
     """The numba kernel (bound, then exact distances where the bound reaches the floor) gives
     the full OpenCV/SciPy transform's pixel and depth, clicked pixels and ties included."""
-    from isegm.inference import kernels
-    from isegm.inference.clicker import _bbox_crop, _deepest_pixel, _deepest_pixel_reference
-    if not kernels.ENABLED:
-        pytest.skip(f"numba kernels disabled: {kernels.DISABLED_REASON}")
+    from isegm.inference.clicker import _deepest_pixel, _deepest_pixel_reference
+    from isegm.inference.utils import half_open_bbox
+    from isegm.inference.kernels.clicks import deepest_pixel
+    from isegm.utils import jit
+    if not jit.ENABLED:
+        pytest.skip(f"numba kernels disabled: {jit.DISABLED_REASON}")
     rng = np.random.default_rng(11)
     compared = 0
     for mask, clicked in _random_masks(rng, 1200):
-        box = _bbox_crop(mask)
+        box = half_open_bbox(mask)
         expected = _deepest_pixel_reference(mask, clicked, box) if box is not None else (0, 0, 0)
         got = _deepest_pixel(mask, clicked, box)
         if expected[0] == 0:
@@ -278,19 +281,19 @@ def test_compiled_deepest_pixel_equals_the_full_transform():
     assert compared > 900
     big = np.ones((1100, 1200), bool)  # beyond OpenCV's float-exact range: SciPy's answer
     assert _deepest_pixel(big, None) == _deepest_pixel_reference(big, None) == (550 ** 2, 549, 549)
-    sq, y, x = kernels.deepest_pixel(np.ones((7, 9), bool), np.eye(7, 9, 4, dtype=bool))
+    sq, y, x = deepest_pixel(np.ones((7, 9), bool), np.eye(7, 9, 4, dtype=bool))
     assert (sq, y, x) == (16, 3, 3)  # (3, 4) is clicked: the next pixel of depth 4 in row order
     with pytest.raises(ValueError, match="clicked"):
-        kernels.deepest_pixel(np.ones((3, 3), bool), np.ones((2, 3), bool))
+        deepest_pixel(np.ones((3, 3), bool), np.ones((2, 3), bool))
 
 
 @pytest.mark.parametrize("compiled", [True, False])
 def test_clicks_equal_with_and_without_the_compiled_kernel(monkeypatch, compiled):
     """Both paths of the clicker give the straightforward rule's clicks."""
-    from isegm.inference import kernels
-    if compiled and not kernels.ENABLED:
-        pytest.skip(f"numba kernels disabled: {kernels.DISABLED_REASON}")
-    monkeypatch.setattr(kernels, "ENABLED", compiled)
+    from isegm.utils import jit
+    if compiled and not jit.ENABLED:
+        pytest.skip(f"numba kernels disabled: {jit.DISABLED_REASON}")
+    monkeypatch.setattr(jit, "ENABLED", compiled)
     rng = np.random.default_rng(5)
     for mask, clicked in _random_masks(rng, 200):
         gt = mask.astype(np.int64)

@@ -1,4 +1,5 @@
 """Bad input: each error names its culprit."""
+import json
 import os
 
 import cv2
@@ -74,8 +75,8 @@ def test_unknown_instance_id_names_file(tmp_path):
     inst[2:8, 2:9] = 1
     savemat(root / 'inst' / 'a.mat', {'GTinst': {'Segmentation': inst}})
     (root / 'val.txt').write_text('a\n')
-    with open(root / 'val_images_and_ids_list.pkl', 'wb') as f:
-        pickle.dump([('a', 1), ('a', 7)], f)   # a stale cache listing instance 7
+    # a stale cache listing instance 7
+    (root / 'val_images_and_ids_list.json').write_text(json.dumps([['a', 1], ['a', 7]]))
     dataset = SBDEvaluationDataset(root)
     assert dataset.get_sample(0).gt_mask.sum() == 42
     with pytest.raises(DatasetError) as err:

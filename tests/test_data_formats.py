@@ -1,4 +1,5 @@
 """Loaders on fixtures written at test time in each benchmark's true on-disk format."""
+import json
 import pickle
 
 import cv2
@@ -54,7 +55,9 @@ def test_sbd_mat_layout_and_instance_order(tmp_path):
     val = SBDEvaluationDataset(root, split='val')
     assert val.dataset_samples == [('2008_000003', 2), ('2008_000003', 4), ('2008_000002', 1),
                                    ('2008_000002', 3), ('2008_000007', 1)]
-    assert (root / 'val_images_and_ids_list.pkl').is_file()
+    cache = root / 'val_images_and_ids_list.json'   # a JSON cache, never a pickle
+    assert json.loads(cache.read_text()) == [[a, b] for a, b in val.dataset_samples]
+    assert not (root / 'val_images_and_ids_list.pkl').exists()
     for i, (name, label) in enumerate(val.dataset_samples):
         gt = val.get_sample(i).gt_mask
         np.testing.assert_array_equal(gt, (maps[name] == label).astype(np.int32))

@@ -7,9 +7,10 @@ from isegm.inference.clicker import Click, Clicker
 from isegm.inference.evaluation import evaluate_dataset, evaluate_sample
 from isegm.inference.predictors import (PREDICTORS, clicks_to_points, get_predictor,
                                         predictor_name_for_mode)
-from isegm.inference.transforms import (ZoomIn, expand_bbox, focus_crop, get_bbox_iou,
-                                        get_object_roi, target_crop_roi)
-from isegm.inference.utils import compute_noc_metric, get_iou_thresholds
+from isegm.inference.crops import (ZoomIn, expand_bbox, get_bbox_iou, get_object_roi,
+                                   target_crop_roi)
+from isegm.inference.focus import focus_crop
+from isegm.inference.utils import compute_noc_metric, get_bbox_from_mask, get_iou_thresholds
 
 
 # --- crops -----------------------------------------------------------------------------------
@@ -63,12 +64,16 @@ def test_zoom_in_fixed_mode_uses_whole_image_first():
 def test_target_crop_roi():
     prev = np.zeros((100, 120), np.float32)
     clicks = [Click(True, (50, 60), 0)]
-    assert target_crop_roi(prev, clicks, (100, 120)) == (0, 99, 0, 119)  # click 1
-    clicks.append(Click(False, (5, 5), 1))
-    assert target_crop_roi(prev, clicks, (100, 120)) == (0, 99, 0, 119)  # empty prev
     prev[40:44, 50:54] = 0.495  # above 0.49
+    bbox = get_bbox_from_mask(prev > 0.49)
+    assert target_crop_roi(bbox, clicks, (100, 120)) == (0, 99, 0, 119)  # click 1
+    clicks.append(Click(False, (5, 5), 1))
+    assert target_crop_roi(None, clicks, (100, 120)) == (0, 99, 0, 119)  # empty prev
     # with the positive click: rows 40..50, cols 50..60 -> 1.4 * 11 = 15.4 about 45 / 55
-    assert target_crop_roi(prev, clicks, (100, 120), 1.4, 10) == (37, 53, 47, 63)
+    assert target_crop_roi(bbox, clicks, (100, 120), 1.4, 10) == (37, 53, 47, 63)
+    # the negative click does not count; a mask alone (no positive click) is enough
+    assert target_crop_roi(bbox, [Click(False, (5, 5), 0)] * 2, (100, 120), 1.0, 1) == \
+        (40, 44, 50, 54)  # centre 41.5 -/+ 2, half to even
 
 
 def test_focus_crop_strategies():
@@ -257,7 +262,7 @@ def test_focus_component_box_equals_labelling_every_component():
     """The focus rule's component at the click (a flood fill) equals the box of that pixel's
     8-connected label from a full labelling, on random masks and windows."""
     from scipy import ndimage
-    from isegm.inference.transforms import _component_bbox
+    from isegm.inference.focus import _component_bbox
     rng = np.random.default_rng(3)
     checked = 0
     for _ in range(80):

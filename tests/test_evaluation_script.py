@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from isegm.inference.runner import EvaluationSetupError, load_ious, parse_args, run_evaluation
+from isegm.inference.cli import EvaluationSetupError, parse_args, run_evaluation
+from isegm.inference.results import load_ious
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -100,7 +101,7 @@ def test_errors_before_evaluation(env, b0_checkpoint, monkeypatch):
 
 
 def test_exp_path_and_main_exit_code(env, b0_checkpoint, capsys):
-    from isegm.inference.runner import find_exp_checkpoints, main
+    from isegm.inference.cli import find_exp_checkpoints, main
     from isegm.utils.config import load_config
     run = env / "exps" / "iglr" / "b0_test" / "000_demo" / "checkpoints"
     run.mkdir(parents=True)
@@ -130,7 +131,7 @@ def test_plot_ious_analysis(env):
 
 
 def test_flip_flags_parse():
-    from isegm.inference.runner import parse_args
+    from isegm.inference.cli import parse_args
     assert parse_args(["NoBRS", "--checkpoint=x.pth"]).with_flip is True
     assert parse_args(["NoBRS", "--checkpoint=x.pth", "--no-flip"]).with_flip is False
     assert parse_args(["NoBRS", "--checkpoint=x.pth", "--no-with-flip"]).with_flip is False
@@ -172,3 +173,56 @@ def test_inspect_clicks_reports_every_click_and_the_iga_coefficients(tmp_path, c
     assert script.main(["--checkpoint", str(tmp_path / "missing.pth"), "--dataset",
                         "Synthetic"]) == 2
     assert "missing.pth" in capsys.readouterr().err
+
+
+def test_results_writer_appends_and_replaces(tmp_path, caplog):
+    """`write_records`: the evaluator's appending form grows the text, the CSV (one header) and
+    the JSON list; the jobs' form replaces all three; a broken JSON file is replaced with a
+    warning; floats are rounded in the CSV only when asked."""
+    import csv
+    import json
+    from isegm.inference.results import write_records
+    stem = tmp_path / "out" / "results"
+    rows = [{"model": "a", "NoC@90": 1.23456789, "extra": "not a column"}]
+    paths = write_records(stem, rows, ["model", "NoC@90"], "table 1\n", append=True)
+    write_records(stem, [{"model": "b", "NoC@90": 2.0}], ["model", "NoC@90"], "table 2\n",
+                  append=True)
+    assert paths["text"].read_text() == "table 1\ntable 2\n"
+    with open(paths["csv"], newline="") as f:
+        assert list(csv.reader(f)) == [["model", "NoC@90"], ["a", "1.23456789"], ["b", "2.0"]]
+    assert [r["model"] for r in json.loads(paths["json"].read_text())] == ["a", "b"]
+    assert json.loads(paths["json"].read_text())[0]["extra"] == "not a column"
+    paths["json"].write_text("{broken")
+    write_records(stem, rows, ["model"], "t\n", append=True)
+    assert "not valid JSON" in caplog.text
+    assert len(json.loads(paths["json"].read_text())) == 1
+    paths = write_records(stem, rows, ["model", "NoC@90"], "# md\n", text_suffix=".md",
+                          csv_digits=2)
+    assert paths["text"].suffix == ".md" and paths["text"].read_text() == "# md\n"
+    with open(paths["csv"], newline="") as f:
+        assert list(csv.reader(f)) == [["model", "NoC@90"], ["a", "1.23"]]
+    assert not list((tmp_path / "out").glob("*.tmp"))  # written through renamed temporaries
+
+
+def test_draw_prediction_marks_mask_contour_and_clicks():
+    """One drawing module: the mask blended in, the ground-truth contour, the clicks in their
+    colours with a white rim (the same `draw_click` as the training dumps)."""
+    import numpy as np
+    from isegm.inference.clicker import Click
+    from isegm.utils.vis import (GT_CONTOUR_COLOR, NEGATIVE_COLOR, POSITIVE_COLOR, draw_points,
+                                 draw_prediction)
+    image = np.full((60, 80, 3), 100, np.uint8)
+    probs = np.zeros((60, 80), np.float32)
+    probs[10:30, 10:30] = 0.9
+    gt = np.zeros((60, 80), np.int32)
+    gt[40:55, 50:75] = 1
+    clicks = [Click(True, (20, 20), 0), Click(False, (50, 10), 1)]
+    out = draw_prediction(image, probs, clicks, 0.49, gt)
+    assert out.dtype == np.uint8 and out.shape == image.shape
+    assert tuple(out[20, 20]) == POSITIVE_COLOR and tuple(out[50, 10]) == NEGATIVE_COLOR
+    assert tuple(out[12, 27]) == (55, 109, 169)  # 0.55 * 100 + 0.45 * (0, 120, 255), floored
+    assert tuple(out[40, 60]) == GT_CONTOUR_COLOR and tuple(out[2, 70]) == (100, 100, 100)
+    points = np.array([[20, 20, 0], [-1, -1, -1], [50, 10, 1], [-1, -1, -1]], np.float32)
+    drawn = draw_points(image, points, radius=3)
+    assert tuple(drawn[20, 20]) == POSITIVE_COLOR and tuple(drawn[50, 10]) == NEGATIVE_COLOR
+    assert tuple(drawn[23, 20]) == (255, 255, 255)  # the rim

@@ -286,10 +286,13 @@ def test_cpu_study_configs_differ_from_the_base_only_in_the_model(suffix, differ
     assert module.RECIPE.model_kwargs == {**base.model_kwargs, **differences}
     assert dataclasses.replace(module.RECIPE, model_kwargs=base.model_kwargs) == base
     assert base.train_dataset == "COCO_MVal" and base.pretrained
-    # Issue 6 item 4: IMAGENET_PRETRAINED_MODELS.SEGFORMER_B0 is used; absent -> warning, scratch.
-    monkeypatch.setenv("IMAGENET_PRETRAINED_MODELS__SEGFORMER_B0", str(tmp_path / "mit_b0.pth"))
+    # Issue 6 item 4: IMAGENET_PRETRAINED_MODELS.SEGFORMER_B0 is used; the default path absent
+    # -> warning, scratch (an explicit path that is absent is an error: issue 16).
+    monkeypatch.delenv("IMAGENET_PRETRAINED_MODELS__SEGFORMER_B0", raising=False)
+    configs = tmp_path / "configs.yml"
+    configs.write_text('IMAGENET_PRETRAINED_MODELS:\n  SEGFORMER_B0: "./weights/pretrained/mit_b0.pth"\n')
     setup_logging(None)
-    model, _ = module.init_model(RunConfig(config_path=path, paths=load_config(), cpu=True))
+    model, _ = module.init_model(RunConfig(config_path=path, paths=load_config(configs), cpu=True))
     err = capsys.readouterr().err
     assert "mit_b0.pth" in err and "FROM SCRATCH" in err
     assert model.use_refiner == differences.get("use_refiner", True)

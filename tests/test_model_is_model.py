@@ -114,7 +114,7 @@ def test_checkpoint_round_trip_bit_for_bit(tmp_path):
         ref = model(image, points, prev, boxes)
     path = tmp_path / "ckpt.pth"
     save_is_model(model, path, epoch=7)
-    raw = torch.load(path, weights_only=False)
+    raw = torch.load(path, weights_only=True)  # our checkpoints need no unpickling
     assert raw["arch"] == "iglr" and raw["epoch"] == 7
     assert raw["config"]["params"]["iga_terms"] == ["pos", "feedback"]
     loaded = load_is_model(path, device="cpu")
@@ -144,7 +144,7 @@ def test_checkpoint_errors(tmp_path):
     model = IGLRModel(use_refiner=False)
     good = tmp_path / "good.pth"
     save_is_model(model, good)
-    ckpt = torch.load(good, weights_only=False)
+    ckpt = torch.load(good, weights_only=True)
     ckpt["config"]["params"]["use_refiner"] = True  # config and weights disagree
     with pytest.raises(CheckpointError, match="do not match"):
         load_is_model(ckpt)

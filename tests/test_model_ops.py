@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from isegm.model.ops import click_maps, points_to_crop, roi_align
+from isegm.model.ops import click_maps, points_to_crop
+from isegm.model.roi_sampling import roi_align
 
 
 # ----------------------------------------------------------------------------- click maps

@@ -132,3 +132,60 @@ def test_six_channel_first_embedding_is_split(source):
     assert torch.equal(backbone.patch_embed1.proj.weight, rgb)
     assert torch.equal(backbone.interaction_embed.proj.weight, extra)
     assert report.adapted and "interaction_embed.proj.weight" not in report.new
+
+
+def _hf4_to_hf5(hf4, prefix, attention):
+    """4.x Hugging Face names -> the per-stage layout of transformers 5.x, written independently
+    of the loader. `attention`: 'self' keeps `attention.self.query` etc. and `mlp.dense1`; 'proj'
+    uses `attention.q_proj` / `k_proj` / `v_proj` / `o_proj`, `mlp.fc1` / `fc2` and a flat
+    `mlp.dwconv`."""
+    out = {}
+    block_parts = {"layer_norm_1": "layernorm_before", "layer_norm_2": "layernorm_after"}
+    if attention == "proj":
+        block_parts.update({"attention.self.query": "attention.q_proj",
+                            "attention.self.key": "attention.k_proj",
+                            "attention.self.value": "attention.v_proj",
+                            "attention.self.sr": "attention.sr",
+                            "attention.self.layer_norm": "attention.layer_norm",
+                            "attention.output.dense": "attention.o_proj",
+                            "mlp.dense1": "mlp.fc1", "mlp.dense2": "mlp.fc2",
+                            "mlp.dwconv.dwconv": "mlp.dwconv"})
+    for key, value in hf4.items():
+        m = re.match(r"segformer\.encoder\.patch_embeddings\.(\d)\.(.+)$", key)
+        if m:
+            out[f"{prefix}stages.{m[1]}.patch_embeddings.{m[2]}"] = value
+            continue
+        m = re.match(r"segformer\.encoder\.layer_norm\.(\d)\.(\w+)$", key)
+        if m:
+            out[f"{prefix}stages.{m[1]}.layer_norm.{m[2]}"] = value
+            continue
+        m = re.match(r"segformer\.encoder\.block\.(\d)\.(\d+)\.(.+)\.(weight|bias)$", key)
+        if m:
+            s, j, part, p = m.groups()
+            out[f"{prefix}stages.{s}.blocks.{j}.{block_parts.get(part, part)}.{p}"] = value
+            continue
+        out[key] = value  # the classifier
+    return out
+
+
+@pytest.mark.parametrize("prefix, attention", [("segformer.", "self"),
+                                               ("segformer.encoder.", "proj")])
+def test_transformers_5_layout_loads_like_4(tmp_path, source, prefix, attention):
+    hf4 = _to_hf(source)
+    hf5 = _hf4_to_hf5(hf4, prefix, attention)
+    assert f"{prefix}stages.1.blocks.0.layernorm_before.weight" in hf5
+    assert not any(".block." in k or "layer_norm_1" in k for k in hf5)
+    loaded = {}
+    for name, state in (("v4", hf4), ("v5", hf5)):
+        path = tmp_path / f"{name}.safetensors"
+        save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+        torch.manual_seed(0 if name == "v4" else 1)  # different init: loading must overwrite it
+        backbone = BACKBONES.get("mit_b0")()
+        report = load_pretrained_mit(backbone, path)
+        _check_loaded(backbone, source, report)
+        assert sorted(report.unexpected) == ["classifier.bias", "classifier.weight"]
+        loaded[name] = {k: v for k, v in backbone.state_dict().items()
+                        if k not in backbone.new_keys()}
+    assert loaded["v4"].keys() == loaded["v5"].keys()
+    for key, value in loaded["v4"].items():
+        assert torch.equal(value, loaded["v5"][key]), key

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from isegm.model.ops import roi_align, roi_align_box
+from isegm.model.roi_sampling import roi_align, roi_align_box
+from isegm.utils import jit
 from isegm.utils.timing import NULL_TIMER, StageTimer
 
 
@@ -31,8 +32,8 @@ def test_roi_align_box_matches_roi_align(shape, box, out, scale, channels_last):
 
 @pytest.mark.parametrize("ratio", [0.0, 1e9])  # every pass sparse / every pass dense
 def test_roi_align_box_sparse_and_dense_passes_agree(ratio, monkeypatch):
-    from isegm.model import ops
-    monkeypatch.setattr(ops, "SPARSE_AXIS_RATIO", ratio)
+    from isegm.model import roi_sampling as roi_align_module
+    monkeypatch.setattr(roi_align_module, "SPARSE_AXIS_RATIO", ratio)
     x = torch.randn(1, 3, 120, 200)
     for box, out in (((7.3, 5.1, 190.2, 111.7), 16), ((20.0, 30.0, 41.0, 52.0), 32),
                      ((-4.0, -6.0, 210.0, 130.0), 9)):
@@ -211,7 +212,7 @@ def _random_masks(rng, h, w):
 
 @pytest.mark.parametrize("strategy", ["diff", "click_square", "whole_object"])
 def test_focus_crop_window_form_matches_full_image(strategy):
-    from isegm.inference.transforms import focus_crop
+    from isegm.inference.focus import focus_crop
     rng = np.random.default_rng(0)
     h, w = 40, 56
     for _ in range(150):
@@ -230,12 +231,14 @@ def test_focus_crop_window_form_matches_full_image(strategy):
 def _reference_prediction(pred, clicks):
     """The straightforward IGLR click on full-resolution maps (the code before the speed work)."""
     from isegm.inference.predictors.base import clicks_to_points
-    from isegm.inference.transforms import (focus_crop, map_clicks, resize_bilinear,
-                                            target_crop_roi)
+    from isegm.inference.crops import map_clicks, target_crop_roi
+    from isegm.inference.focus import focus_crop
+    from isegm.inference.resize import resize_bilinear
+    from isegm.inference.utils import get_bbox_from_mask
     full_h, full_w = pred.image_nd.shape[-2:]
     prev_nd = torch.from_numpy(pred.prev_prediction)[None, None]
-    roi = target_crop_roi(pred.prev_prediction, clicks, (full_h, full_w), pred.target_crop_r,
-                          pred.min_crop_size, 0.49)
+    roi = target_crop_roi(get_bbox_from_mask(pred.prev_prediction > 0.49), clicks,
+                          (full_h, full_w), pred.target_crop_r, pred.min_crop_size)
     r0, r1, c0, c1 = roi
     s = (pred.infer_size, pred.infer_size)
     image = resize_bilinear(pred.image_nd[:, :, r0:r1 + 1, c0:c1 + 1], s)
@@ -286,6 +289,23 @@ def tiny_model():
     return model
 
 
+BACKENDS = ["numba", "torch", "torch-copy"]  # torch-copy: the CUDA form (crop not in place)
+
+
+def _predictor(name, model, backend, **kwargs):
+    """A predictor on the CPU with `backend`; 'torch-copy' is the torch backend as it runs on
+    CUDA (the coarse crop computed apart from the output map and copied into it)."""
+    from isegm.inference.predictors import get_predictor
+    if backend == "numba" and not jit.ENABLED:
+        pytest.skip(f"numba kernels disabled: {jit.DISABLED_REASON}")
+    pred = get_predictor(name, model, "cpu", backend=backend.split("-")[0], **kwargs)
+    assert pred.backend.name == backend.split("-")[0]
+    if backend == "torch-copy":
+        pred.backend.in_place = False
+    return pred
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("name, kwargs", [
     ("iglr", {"with_flip": False}),
     ("iglr", {"with_flip": True, "focus_strategy": "click_square"}),
@@ -293,33 +313,29 @@ def tiny_model():
     ("coarse", {"with_flip": False}),
     ("iglr", {"with_flip": False, "separable": True}),
     ("coarse", {"with_flip": True, "separable": True}),
-    ("iglr", {"with_flip": False, "separable": True, "compiled": False}),
     ("iglr", {"with_flip": True, "separable": True, "roi_kernel": True}),
 ])
-def test_predictor_fast_path_matches_full_image_reference(tiny_model, name, kwargs, monkeypatch):
+def test_predictor_fast_path_matches_full_image_reference(tiny_model, name, kwargs, backend,
+                                                          monkeypatch):
     """Scripted previous masks (what a trained model would return) drive real target and focus
-    crops; every click's output equals the full-image computation's. `separable`: the two-pass
-    resize of large maps used for every paste (normally from 1 MP on); `compiled`: False runs
-    it without the numba kernels (the sparse-product second pass); `roi_kernel`: the network's
-    target crop and the refiner's image crop from the uint8 image (normally from 1 MP and
-    0.26 MP on)."""
-    from isegm.inference import kernels, transforms
+    crops; every click's output equals the full-image computation's, with each backend.
+    `separable`: the torch backend's two-pass resize of large maps used for every paste
+    (normally from 1 MP on); `roi_kernel`: the numba backend's target crop and refiner image
+    crop from the uint8 image (normally from 1 MP and 0.26 MP on)."""
+    from isegm.inference import backends, resize
     from isegm.inference.clicker import Clicker
-    from isegm.inference.predictors import get_predictor
     kwargs = dict(kwargs)
     if kwargs.pop("separable", False):
-        monkeypatch.setattr(transforms, "SEPARABLE_MIN_PIXELS", 1)
-    if not kwargs.pop("compiled", True):
-        monkeypatch.setattr(kernels, "ENABLED", False)
+        monkeypatch.setattr(resize, "SEPARABLE_MIN_PIXELS", 1)
     if kwargs.pop("roi_kernel", False):  # the uint8 image sampling for every crop and box
-        monkeypatch.setattr(kernels, "ROI_ALIGN_MIN_PIXELS", 1)
-        monkeypatch.setattr(kernels, "RESIZE_IMAGE_MIN_PIXELS", 1)
+        monkeypatch.setattr(backends, "ROI_ALIGN_MIN_PIXELS", 1)
+        monkeypatch.setattr(backends, "RESIZE_IMAGE_MIN_PIXELS", 1)
     rng = np.random.default_rng(0)
     h, w = 70, 96
     image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
     gt = np.zeros((h, w), np.int32)
     gt[20:50, 30:75] = 1
-    pred = get_predictor(name, tiny_model, "cpu", **kwargs)
+    pred = _predictor(name, tiny_model, backend, **kwargs)
     pred.set_image(image)
     clicker = Clicker(gt_mask=gt)
     mask = np.zeros((h, w), bool)
@@ -346,26 +362,20 @@ def test_predictor_fast_path_matches_full_image_reference(tiny_model, name, kwar
         mask = scripted > 0.49
 
 
-@pytest.mark.parametrize("compiled", [True, False])
-def test_previous_mask_kept_from_the_paste_equals_the_outputs_threshold(tiny_model, compiled,
-                                                                      monkeypatch):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_previous_mask_kept_from_the_paste_equals_the_outputs_threshold(tiny_model, backend):
     """Clicks chained on the predictor's own outputs (the evaluator's pattern): the previous
-    mask the compiled paste keeps (built while the output is written) equals the output's
+    mask the numba paste keeps (built while the output is written) equals the output's
     threshold over its support, count and bbox included; and `set_prev_prediction(above=...)`
     checks what it is given."""
-    from isegm.inference import kernels
     from isegm.inference.clicker import Clicker
-    from isegm.inference.predictors import get_predictor
     from isegm.inference.utils import get_bbox_from_mask
-    if compiled and not kernels.ENABLED:
-        pytest.skip(f"numba kernels disabled: {kernels.DISABLED_REASON}")
-    monkeypatch.setattr(kernels, "ENABLED", compiled)
     rng = np.random.default_rng(3)
     h, w = 70, 96
     image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
     gt = np.zeros((h, w), np.int32)
     gt[15:55, 20:80] = 1
-    pred = get_predictor("iglr", tiny_model, "cpu", with_flip=False, refine_after_clicks=4)
+    pred = _predictor("iglr", tiny_model, backend, with_flip=False, refine_after_clicks=4)
     pred.set_image(image)
     clicker = Clicker(gt_mask=gt)
     out = np.zeros((h, w), np.float32)
@@ -382,20 +392,20 @@ def test_previous_mask_kept_from_the_paste_equals_the_outputs_threshold(tiny_mod
         assert bbox == get_bbox_from_mask(expected)
         assert not out[:y1].any() and not out[y2:].any()  # the support holds the output
         assert not out[:, :x1].any() and not out[:, x2:].any()
-    assert kept == (4 if compiled else 0)
+    assert kept == (4 if backend == "numba" else 0)
     with pytest.raises(ValueError, match="support"):
         pred.set_prev_prediction(out, None, above=out > 0.49)
     with pytest.raises(ValueError, match="bool mask of the support"):
         pred.set_prev_prediction(out, (0, 10, 0, 10), above=np.zeros((10, 9), bool))
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("name", ["iglr", "coarse"])
-def test_predictor_reuses_only_outputs_nobody_holds(tiny_model, name):
+def test_predictor_reuses_only_outputs_nobody_holds(tiny_model, name, backend):
     """Output maps are recycled (their memory reused for a later click) only once the caller
     has dropped them: a caller that keeps every output sees them unchanged, and the outputs
     are the same either way. Objects and crops vary so stale pixels would show."""
     from isegm.inference.clicker import Clicker
-    from isegm.inference.predictors import get_predictor
     rng = np.random.default_rng(1)
     h, w = 80, 110
     image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
@@ -403,8 +413,8 @@ def test_predictor_reuses_only_outputs_nobody_holds(tiny_model, name):
     gts[0][10:60, 15:50] = 1
     gts[1][40:75, 60:105] = 1
     kept, kept_copies, dropped = [], [], []
-    holder = get_predictor(name, tiny_model, "cpu", with_flip=False, refine_after_clicks=3)
-    dropper = get_predictor(name, tiny_model, "cpu", with_flip=False, refine_after_clicks=3)
+    holder = _predictor(name, tiny_model, backend, with_flip=False, refine_after_clicks=3)
+    dropper = _predictor(name, tiny_model, backend, with_flip=False, refine_after_clicks=3)
     for gt in gts:
         for pred in (holder, dropper):
             pred.set_image(image)
@@ -434,22 +444,30 @@ def test_predictor_reuses_only_outputs_nobody_holds(tiny_model, name):
                                       ((2, 300), (1100, 1000)), ((1, 5), (1100, 1000)),
                                       ((300, 200), (1200, 900))])
 @pytest.mark.parametrize("compiled", [True, False])
-def test_separable_resize_of_large_maps_matches_aten(src, dst, compiled, monkeypatch):
-    """Large one-channel maps are resized in two passes (rows with ATen, then the compiled row
-    blend, or without numba a sparse product, written into the output window): equal to ATen's
-    one-pass kernel to float rounding, and nothing outside the window is touched."""
-    from isegm.inference import kernels
-    from isegm.inference.transforms import SEPARABLE_MIN_PIXELS, resize_bilinear
-    if compiled and not kernels.ENABLED:
-        pytest.skip(f"numba kernels disabled: {kernels.DISABLED_REASON}")
-    monkeypatch.setattr(kernels, "ENABLED", compiled)
+def test_separable_resize_of_large_maps_matches_aten(src, dst, compiled):
+    """Large one-channel maps are resized in two passes straight into the output window (rows
+    with ATen, then across them the torch backend's sparse product, `resize_bilinear`; or the
+    numba backend's row kernels, its coarse paste): equal to ATen's one-pass kernel to float
+    rounding, and nothing outside the window is touched."""
+    from isegm.inference.backends import NumbaBackend
+    from isegm.inference.resize import SEPARABLE_MIN_PIXELS, resize_bilinear
+    from isegm.inference.utils import get_bbox_from_mask
+    if compiled and not jit.ENABLED:
+        pytest.skip(f"numba kernels disabled: {jit.DISABLED_REASON}")
     assert dst[0] * dst[1] >= SEPARABLE_MIN_PIXELS  # the sizes take the two-pass path
     torch.manual_seed(0)
     x = torch.rand(1, 1, *src)
     full = torch.full((dst[0] + 5, dst[1] + 9), -7.0)
     window = full[2:2 + dst[0], 4:4 + dst[1]][None, None]
-    got = resize_bilinear(x, dst, out=window)
-    assert got.data_ptr() == window.data_ptr()
+    if compiled:
+        backend, box = NumbaBackend(torch.device("cpu")), (2, 2 + dst[0], 4, 4 + dst[1])
+        mask, bbox = backend.paste(full.numpy(), backend.coarse(x, full.numpy(), box), box)
+        written = window[0, 0].numpy() > 0.49  # the written map's threshold, kept as it went
+        np.testing.assert_array_equal(mask, written)
+        assert bbox == get_bbox_from_mask(written)
+    else:
+        got = resize_bilinear(x, dst, out=window)
+        assert got.data_ptr() == window.data_ptr()
     expected = torch.nn.functional.interpolate(x, size=dst, mode="bilinear", align_corners=True)
     torch.testing.assert_close(window, expected, rtol=0, atol=2e-7)
     full[2:2 + dst[0], 4:4 + dst[1]] = -7.0
@@ -457,12 +475,11 @@ def test_separable_resize_of_large_maps_matches_aten(src, dst, compiled, monkeyp
 
 
 def test_compiled_roi_align_of_the_uint8_image_matches_roi_align_box():
-    """`kernels.roi_align_image` (uint8 HxWx3, rows in parallel) equals `roi_align_box` on the
+    """`roi_align_image` (uint8 HxWx3, rows in parallel) equals `roi_align_box` on the
     float image / 255 for boxes inside, across and outside the image, large and small."""
-    from isegm.inference import kernels
-    from isegm.model.ops import roi_align_box
-    if not kernels.ENABLED:
-        pytest.skip(f"numba kernels disabled: {kernels.DISABLED_REASON}")
+    from isegm.model.roi_sampling import roi_align_image
+    if not jit.ENABLED:
+        pytest.skip(f"numba kernels disabled: {jit.DISABLED_REASON}")
     rng = np.random.default_rng(4)
     image = rng.integers(0, 256, (300, 420, 3), dtype=np.uint8)
     nd = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255.0
@@ -471,60 +488,59 @@ def test_compiled_roi_align_of_the_uint8_image_matches_roi_align_box():
     for box in boxes:
         for size in ((64, 64), (17, 40)):
             expected = roi_align_box(nd, box, size)
-            got = kernels.roi_align_image(image, box, size)
+            got = roi_align_image(image, box, size)
             assert got.shape == (1, 3) + size
             torch.testing.assert_close(got, expected.contiguous(), rtol=0, atol=5e-7)
     with pytest.raises(ValueError, match="uint8"):
-        kernels.roi_align_image(image.astype(np.float32), boxes[0], 8)
+        roi_align_image(image.astype(np.float32), boxes[0], 8)
 
 
 def test_compiled_roi_align_of_features_matches_roi_align_box():
-    """`kernels.roi_align_features` (window copied channels-last, all channels per FMA) equals
+    """`roi_align_features` (window copied channels-last, all channels per FMA) equals
     `roi_align_box` on a 64-channel map at a quarter of the box coordinates' scale."""
-    from isegm.inference import kernels
-    from isegm.model.ops import roi_align_box
-    if not kernels.ENABLED:
-        pytest.skip(f"numba kernels disabled: {kernels.DISABLED_REASON}")
+    from isegm.model.roi_sampling import roi_align_features
+    if not jit.ENABLED:
+        pytest.skip(f"numba kernels disabled: {jit.DISABLED_REASON}")
     torch.manual_seed(3)
     feature = torch.randn(1, 64, 40, 52)
     for box in [(40.0, 30.5, 200.0, 150.0), (0.0, 0.0, 208.0, 160.0), (-20.0, 130.0, 90.0, 190.0),
                 (100.3, 7.9, 101.0, 9.0)]:
         for size in (16, (9, 23)):
             expected = roi_align_box(feature, box, size, spatial_scale=0.25)
-            got = kernels.roi_align_features(feature, box, size, 0.25)
+            got = roi_align_features(feature, box, size, 0.25)
             assert got.shape == expected.shape
             torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
     with pytest.raises(ValueError, match="float32"):
-        kernels.roi_align_features(feature.double(), (0, 0, 8, 8), 4, 0.25)
+        roi_align_features(feature.double(), (0, 0, 8, 8), 4, 0.25)
 
 
 def test_compiled_map_kernels_match_numpy():
     """The predictor's one-pass kernels against their NumPy forms: threshold with count and
     bbox over a window; the thresholded separable resize XOR a clipped mask, with count and
     bbox; the row blend into sub-windows of a map; empty results included."""
-    from isegm.inference import kernels
-    from isegm.inference.predictors.iglr import _window_minus_box
-    from isegm.inference.transforms import _linear_taps
+    from isegm.inference.kernels import maps
+    from isegm.inference.backends import _window_minus_box
+    from isegm.inference.resize import linear_taps
     from isegm.inference.utils import get_bbox_from_mask
-    if not kernels.ENABLED:
-        pytest.skip(f"numba kernels disabled: {kernels.DISABLED_REASON}")
+    if not jit.ENABLED:
+        pytest.skip(f"numba kernels disabled: {jit.DISABLED_REASON}")
     rng = np.random.default_rng(2)
     values = rng.random((50, 70)).astype(np.float32)
     for window, thresh in (((3, 40, 5, 66), 0.8), ((0, 50, 0, 70), 0.3), ((7, 9, 1, 2), 2.0)):
-        mask, count, bbox = kernels.threshold_with_bbox(values, window, thresh)
+        mask, count, bbox = maps.threshold_with_bbox(values, window, thresh)
         r0, r1, c0, c1 = window
         expected = values[r0:r1, c0:c1] > thresh
         np.testing.assert_array_equal(mask, expected)
         assert count == expected.sum() and bbox == get_bbox_from_mask(expected)
     rows = rng.random((12, 70)).astype(np.float32)
-    taps = _linear_taps(12, 45)
+    taps = linear_taps(12, 45)
     full = torch.nn.functional.interpolate(torch.from_numpy(rows)[None, None], size=(45, 70),
                                            mode="bilinear", align_corners=True)[0, 0].numpy()
     other = rng.random((20, 30)) > 0.5
     for at in ((-3, 50), (10, -4), (40, 60), (100, 0)):
         for thresh in (0.6, 5.0):
-            diff, count, bbox = kernels.blend_threshold_xor(rows, taps, thresh, other, at)
-            coarse = full > thresh
+            diff, count, bbox = maps.blend_threshold_xor(rows, taps, thresh, other, at)
+            coarse = full >= thresh  # the focus rule's coarse threshold is inclusive
             placed = np.zeros((45, 70), bool)
             y, x = at
             ys, xs = slice(max(0, y), min(45, y + 20)), slice(max(0, x), min(70, x + 30))
@@ -537,7 +553,7 @@ def test_compiled_map_kernels_match_numpy():
     covered = np.zeros(out.shape, int)
     for a0, a1, b0, b1 in parts:
         covered[a0:a1, b0:b1] += 1
-        kernels.blend_rows(rows, taps, out, (a0, a1, b0, b1), col0=b0 - 10, first_row=a0 - 5)
+        maps.blend_rows(rows, taps, out, (a0, a1, b0, b1), col0=b0 - 10, first_row=a0 - 5)
     inside = np.zeros(out.shape, int)
     inside[5:50, 10:80] = 1
     inside[20:30, 40:55] = 0
@@ -552,14 +568,14 @@ def test_compiled_map_kernels_match_numpy():
 @pytest.mark.parametrize("src, width", [((256, 256), 3435), ((40, 300), 77), ((3, 5), 1),
                                         ((7, 1), 50)])
 def test_compiled_first_pass_of_the_separable_resize_matches_aten(src, width):
-    """`kernels.resize_rows` (rows resized alone, the separable resize's first pass) equals
+    """`maps.resize_rows` (rows resized alone, the separable resize's first pass) equals
     ATen's align_corners=True bilinear resize to (h, width), enlarging and shrinking."""
-    from isegm.inference import kernels
-    from isegm.inference.transforms import _linear_taps
-    if not kernels.ENABLED:
-        pytest.skip(f"numba kernels disabled: {kernels.DISABLED_REASON}")
+    from isegm.inference.kernels import maps
+    from isegm.inference.resize import linear_taps
+    if not jit.ENABLED:
+        pytest.skip(f"numba kernels disabled: {jit.DISABLED_REASON}")
     x = torch.randn(1, 1, *src, generator=torch.Generator().manual_seed(1))
-    got = kernels.resize_rows(x[0, 0].numpy(), _linear_taps(src[1], width))
+    got = maps.resize_rows(x[0, 0].numpy(), linear_taps(src[1], width))
     expected = torch.nn.functional.interpolate(x, size=(src[0], width), mode="bilinear",
                                                align_corners=True)[0, 0].numpy()
     assert got.shape == (src[0], width) and got.flags.c_contiguous
@@ -571,29 +587,29 @@ def test_compiled_sigmoid_paste_with_its_threshold_matches_torch():
     PyTorch's sigmoid of the blend, saturating cleanly; the threshold built in the same pass
     equals the written map's (count and bbox too), pieces tiling the window; a window not
     fully written is refused."""
-    from isegm.inference import kernels
-    from isegm.inference.predictors.iglr import _window_minus_box
-    from isegm.inference.transforms import _linear_taps
+    from isegm.inference.kernels import maps
+    from isegm.inference.backends import _window_minus_box
+    from isegm.inference.resize import linear_taps
     from isegm.inference.utils import get_bbox_from_mask
-    if not kernels.ENABLED:
-        pytest.skip(f"numba kernels disabled: {kernels.DISABLED_REASON}")
+    if not jit.ENABLED:
+        pytest.skip(f"numba kernels disabled: {jit.DISABLED_REASON}")
     rng = np.random.default_rng(5)
     rows = ((rng.random((16, 90)) - 0.5) * 40).astype(np.float32)
     rows[0, :8] = [0.0, 1e-8, -1e-8, 90.0, -90.0, 1e4, -1e4, 16.7]
     rows[3] = np.linspace(-0.2, 0.2, 90)  # values around the threshold's logit
-    taps = _linear_taps(16, 61)
+    taps = linear_taps(16, 61)
     blend = torch.nn.functional.interpolate(torch.from_numpy(rows)[None, None], size=(61, 90),
                                             mode="bilinear", align_corners=True)[0, 0]
     expected = torch.sigmoid(blend).numpy()
     out = np.full((70, 100), -1, np.float32)
     window, box = (4, 65, 6, 96), (20, 40, 30, 70)
-    mask = kernels.WindowMask(window, 0.49)
+    mask = maps.WindowMask(window, 0.49)
     for a0, a1, b0, b1 in _window_minus_box(window, box):  # the coarse parts: a plain blend
-        kernels.blend_rows(rows, taps, out, (a0, a1, b0, b1), col0=b0 - 6, first_row=a0 - 4,
+        maps.blend_rows(rows, taps, out, (a0, a1, b0, b1), col0=b0 - 6, first_row=a0 - 4,
                            mask=mask)
     with pytest.raises(ValueError, match="cover"):
         mask.result()
-    kernels.blend_rows(rows, taps, out, box, col0=24, first_row=16, sigmoid=True, mask=mask)
+    maps.blend_rows(rows, taps, out, box, col0=24, first_row=16, sigmoid=True, mask=mask)
     inside = np.zeros(out.shape, bool)
     inside[20:40, 30:70] = True
     np.testing.assert_allclose(out[inside], expected[16:36, 24:64].ravel(), rtol=0, atol=3e-7)
@@ -604,11 +620,11 @@ def test_compiled_sigmoid_paste_with_its_threshold_matches_torch():
     np.testing.assert_array_equal(values, written)
     assert count == written.sum() and bbox == get_bbox_from_mask(written)
     full = np.zeros((61, 90), np.float32)
-    kernels.blend_rows(rows, taps, full, (0, 61, 0, 90), sigmoid=True)  # without a mask
+    maps.blend_rows(rows, taps, full, (0, 61, 0, 90), sigmoid=True)  # without a mask
     np.testing.assert_allclose(full, expected, rtol=0, atol=3e-7)
     assert full[0, 5] == 1.0 and full[0, 6] < 1e-37
     with pytest.raises(ValueError, match="outside the mask"):
-        kernels.blend_rows(rows, taps, out, (0, 10, 0, 10), mask=kernels.WindowMask(box, 0.5))
+        maps.blend_rows(rows, taps, out, (0, 10, 0, 10), mask=maps.WindowMask(box, 0.5))
 
 
 def test_focus_component_from_row_runs_matches_the_flood_fill():
@@ -618,11 +634,12 @@ def test_focus_component_from_row_runs_matches_the_flood_fill():
     zeros and outside the window; the XOR is computed only when a row had more runs than are
     kept (then the flood fill)."""
     from scipy import ndimage
-    from isegm.inference import kernels
-    from isegm.inference.transforms import _component_bbox, _linear_taps
+    from isegm.inference.kernels import maps
+    from isegm.inference.focus import _component_bbox
+    from isegm.inference.resize import linear_taps
     from isegm.inference.utils import get_bbox_from_mask
-    if not kernels.ENABLED:
-        pytest.skip(f"numba kernels disabled: {kernels.DISABLED_REASON}")
+    if not jit.ENABLED:
+        pytest.skip(f"numba kernels disabled: {jit.DISABLED_REASON}")
     rng = np.random.default_rng(11)
     checked = overflowed = 0
     for trial in range(120):
@@ -631,12 +648,12 @@ def test_focus_component_from_row_runs_matches_the_flood_fill():
         rows = rng.random((s, w)).astype(np.float32)  # noise along the rows: many runs
         if trial % 2:  # blobs
             rows = ndimage.uniform_filter1d(rows, 25, axis=1)
-        taps = _linear_taps(s, h)
+        taps = linear_taps(s, h)
         other = ndimage.uniform_filter(rng.random((h, w)), 3) > rng.uniform(0.45, 0.6)
         thresh = float(rng.choice([0.3, 0.5, 0.7]))
-        xor, count, bbox, runs = kernels.blend_threshold_xor(rows, taps, thresh, other,
+        xor, count, bbox, runs = maps.blend_threshold_xor(rows, taps, thresh, other,
                                                              (0, 0), runs=True)
-        diff, plain_count, plain_bbox = kernels.blend_threshold_xor(rows, taps, thresh, other,
+        diff, plain_count, plain_bbox = maps.blend_threshold_xor(rows, taps, thresh, other,
                                                                     (0, 0))
         np.testing.assert_array_equal(xor(), diff)  # computed again on demand: the same
         assert (count, bbox) == (plain_count, plain_bbox)
@@ -671,10 +688,9 @@ def test_numba_uses_512_bit_vectors_on_avx512_unless_told_otherwise():
     NUMBA_CPU_FEATURES; a value the user set is left alone."""
     import subprocess
     import sys
-    from isegm.inference import kernels
-    if not kernels.ENABLED:
-        pytest.skip(f"numba kernels disabled: {kernels.DISABLED_REASON}")
-    code = ("import os, llvmlite.binding as ll; from isegm.inference import kernels; "
+    if not jit.ENABLED:
+        pytest.skip(f"numba kernels disabled: {jit.DISABLED_REASON}")
+    code = ("import os, llvmlite.binding as ll; from isegm.utils import jit; "
             "print(bool(ll.get_host_cpu_features().get('avx512f')), "
             "repr(os.environ.get('NUMBA_CPU_FEATURES', '')))")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -693,12 +709,12 @@ def test_numba_uses_512_bit_vectors_on_avx512_unless_told_otherwise():
 
 
 def test_compiled_resize_of_the_uint8_image_matches_aten():
-    """`kernels.resize_image` equals ATen's align_corners=True bilinear resize of the float
-    image window / 255, shrinking and enlarging; a window outside the image is refused."""
-    from isegm.inference import kernels
-    from isegm.inference.transforms import _linear_taps
-    if not kernels.ENABLED:
-        pytest.skip(f"numba kernels disabled: {kernels.DISABLED_REASON}")
+    """`kernels.image.resize_image` equals ATen's align_corners=True bilinear resize of the
+    float image window / 255, shrinking and enlarging; a window outside the image is refused."""
+    from isegm.inference.kernels import image as kernels_image
+    from isegm.inference.resize import linear_taps
+    if not jit.ENABLED:
+        pytest.skip(f"numba kernels disabled: {jit.DISABLED_REASON}")
     rng = np.random.default_rng(6)
     image = rng.integers(0, 256, (300, 420, 3), dtype=np.uint8)
     nd = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255.0
@@ -706,44 +722,77 @@ def test_compiled_resize_of_the_uint8_image_matches_aten():
                                    ((5, 15, 100, 112), (40, 50)), ((299, 300, 0, 420), (8, 8))):
         expected = torch.nn.functional.interpolate(nd[:, :, r0:r1, c0:c1], size=size,
                                                    mode="bilinear", align_corners=True)
-        got = kernels.resize_image(image, (r0, r1, c0, c1), _linear_taps(r1 - r0, size[0]),
-                                   _linear_taps(c1 - c0, size[1]))
+        got = kernels_image.resize_image(image, (r0, r1, c0, c1),
+                                         linear_taps(r1 - r0, size[0]),
+                                         linear_taps(c1 - c0, size[1]))
         torch.testing.assert_close(got, expected, rtol=0, atol=3e-7)
     with pytest.raises(ValueError, match="outside"):
-        kernels.resize_image(image, (0, 301, 0, 10), _linear_taps(301, 4), _linear_taps(10, 4))
+        kernels_image.resize_image(image, (0, 301, 0, 10), linear_taps(301, 4),
+                                   linear_taps(10, 4))
 
 
 def test_compiled_kernels_use_as_many_threads_as_torch():
     """The parallel kernels follow `torch.set_num_threads` (a benchmark's `--threads`)."""
-    from isegm.inference import kernels
-    if not kernels.ENABLED:
-        pytest.skip(f"numba kernels disabled: {kernels.DISABLED_REASON}")
+    from isegm.inference.kernels import maps
+    if not jit.ENABLED:
+        pytest.skip(f"numba kernels disabled: {jit.DISABLED_REASON}")
     import numba
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
         values = np.ones((8, 8), np.float32)
-        assert kernels.threshold_with_bbox(values, (0, 8, 0, 8), 0.5)[1] == 64
+        assert maps.threshold_with_bbox(values, (0, 8, 0, 8), 0.5)[1] == 64
         assert numba.get_num_threads() == 1
         torch.set_num_threads(max(1, before))
-        kernels.threshold_with_bbox(values, (0, 8, 0, 8), 0.5)
+        maps.threshold_with_bbox(values, (0, 8, 0, 8), 0.5)
         assert numba.get_num_threads() == min(before, numba.config.NUMBA_NUM_THREADS)
     finally:
         torch.set_num_threads(before)
 
 
-def test_map_and_window_finds_the_window_of_a_map():
-    """The separable resize hands the row blend the whole C-contiguous map and the window when
-    its output is a window of one, and the output itself otherwise."""
-    from isegm.inference.transforms import _map_and_window
-    full = torch.zeros(30, 40)
-    base, window = _map_and_window(full[5:17, 9:31])
-    assert base.shape == (30, 40) and window == (5, 17, 9, 31)
-    base, window = _map_and_window(full[5:17, 9:31][None, None][0, 0])
-    assert base.shape == (30, 40) and window == (5, 17, 9, 31)
-    alone = torch.zeros(6, 7)
-    base, window = _map_and_window(alone)
-    assert base.shape == (6, 7) and window == (0, 6, 0, 7)
-    strided = full[::2, 9:31]  # rows not those of the map: used as it is
-    base, window = _map_and_window(strided)
-    assert base.shape == (15, 22) and window == (0, 15, 0, 22)
+def test_backend_is_chosen_once_numba_on_the_cpu_torch_otherwise():
+    """The predictor's backend: numba on the CPU where numba is present, torch on CUDA and with
+    IGLR_NUMBA=0 (checked in a fresh process, where the variable is read); a wrong name or the
+    numba backend off the CPU is refused with the reason."""
+    import subprocess
+    import sys
+    from isegm.inference.backends import NumbaBackend, TorchBackend, select_backend
+    cpu = torch.device("cpu")
+    assert type(select_backend(cpu)) is (NumbaBackend if jit.ENABLED else TorchBackend)
+    assert type(select_backend(torch.device("cuda"))) is TorchBackend
+    assert type(select_backend(cpu, "torch")) is TorchBackend
+    with pytest.raises(KeyError, match="unknown predictor backend 'jax'"):
+        select_backend(cpu, "jax")
+    with pytest.raises(ValueError, match="runs on the CPU"):
+        select_backend(torch.device("cuda"), "numba")
+    code = ("from isegm.inference.backends import select_backend; import torch; "
+            "print(select_backend(torch.device('cpu')).name)")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
+                          check=True, env={**os.environ, "IGLR_NUMBA": "0"})
+    assert done.stdout.strip() == "torch"
+
+
+def test_backends_give_the_same_clicks(tiny_model):
+    """The numba and torch backends (in place on the CPU, and copied as on CUDA) chain the same
+    outputs over clicks on their own previous outputs (the evaluator's pattern)."""
+    from isegm.inference.clicker import Clicker
+    rng = np.random.default_rng(7)
+    h, w = 72, 100
+    image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    gt = np.zeros((h, w), np.int32)
+    gt[12:60, 25:85] = 1
+    outputs = {}
+    for backend in BACKENDS:
+        pred = _predictor("iglr", tiny_model, backend, with_flip=True, refine_after_clicks=4)
+        pred.set_image(image)
+        clicker = Clicker(gt_mask=gt)
+        out, outs = np.zeros((h, w), np.float32), []
+        for _ in range(6):
+            clicker.make_next_click(out > 0.49)
+            out = pred.get_prediction(clicker)
+            outs.append(out.copy())
+        outputs[backend] = outs
+    for backend in BACKENDS[1:]:
+        for a, b in zip(outputs[BACKENDS[0]], outputs[backend]):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)

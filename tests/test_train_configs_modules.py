@@ -48,15 +48,49 @@ def test_reference_schedules_and_ablation_arguments():
         "instances", "instances", "instances_crop", "boundary_crop"]
 
 
-def test_missing_imagenet_weights_warn_and_train_from_scratch(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("IMAGENET_PRETRAINED_MODELS__SEGFORMER_B0", str(tmp_path / "none.pth"))
+def _configs_with_b0(tmp_path, value):
+    """A configs.yml in tmp_path whose SEGFORMER_B0 is `value` (relative to tmp_path)."""
+    path = tmp_path / "configs.yml"
+    path.write_text(f'EXPS_PATH: "./exps"\nIMAGENET_PRETRAINED_MODELS:\n  SEGFORMER_B0: "{value}"\n')
+    return load_config(path)
+
+
+def test_missing_default_imagenet_weights_warn_and_train_from_scratch(tmp_path, monkeypatch, capsys):
+    from isegm.model.pretrained import DEFAULT_PRETRAINED_FILES
+    monkeypatch.delenv("IMAGENET_PRETRAINED_MODELS__SEGFORMER_B0", raising=False)
     setup_logging(None)
     module = load_config_module(REPO / "models" / "iglr_ablations" / "segformerB0_S2_sbd_noiga_nolrr.py")
-    cfg = RunConfig(config_path=Path(module.__file__), paths=load_config(), cpu=True, dist=DistInfo())
+    paths = _configs_with_b0(tmp_path, DEFAULT_PRETRAINED_FILES["SEGFORMER_B0"])
+    cfg = RunConfig(config_path=Path(module.__file__), paths=paths, cpu=True, dist=DistInfo())
     model, model_cfg = module.init_model(cfg)
     err = capsys.readouterr().err
-    assert "none.pth" in err and "FROM SCRATCH" in err
+    assert "mit_b0.pth" in err and "FROM SCRATCH" in err and "default" in err
     assert model.refiner is None and model_cfg["num_max_points"] == 24
+
+
+def test_shipped_configs_name_the_default_imagenet_weights():
+    from isegm.model.pretrained import DEFAULT_PRETRAINED_FILES
+    shipped = load_config(REPO / "configs.yml")
+    assert {k: shipped._data["IMAGENET_PRETRAINED_MODELS"][k]
+            for k in DEFAULT_PRETRAINED_FILES} == DEFAULT_PRETRAINED_FILES
+
+
+def test_explicit_missing_imagenet_weights_are_an_error_naming_their_origin(tmp_path, monkeypatch):
+    from isegm.utils.config import ConfigPathError
+    module = load_config_module(REPO / "models" / "iglr_ablations" / "segformerB0_S2_sbd_noiga_nolrr.py")
+    monkeypatch.setenv("IMAGENET_PRETRAINED_MODELS__SEGFORMER_B0", "/nope")
+    cfg = RunConfig(config_path=Path(module.__file__), paths=load_config(), cpu=True, dist=DistInfo())
+    with pytest.raises(ConfigPathError, match=r"'/nope' \(set by the environment variable "
+                                              r"IMAGENET_PRETRAINED_MODELS__SEGFORMER_B0\)"):
+        module.init_model(cfg)
+    monkeypatch.delenv("IMAGENET_PRETRAINED_MODELS__SEGFORMER_B0")
+    paths = _configs_with_b0(tmp_path, "./elsewhere/b0.pth")
+    cfg = RunConfig(config_path=Path(module.__file__), paths=paths, cpu=True, dist=DistInfo())
+    with pytest.raises(ConfigPathError) as err:
+        module.init_model(cfg)
+    message = str(err.value)
+    assert "elsewhere/b0.pth" in message and "'IMAGENET_PRETRAINED_MODELS.SEGFORMER_B0' in" in message
+    assert str(tmp_path / "configs.yml") in message
 
 
 def test_configured_imagenet_weights_are_loaded(tmp_path, monkeypatch):

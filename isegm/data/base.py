@@ -12,6 +12,7 @@ workers (which torch seeds differently) draw different streams.
 from __future__ import annotations
 
 import abc
+import multiprocessing
 import pickle
 import random
 from pathlib import Path
@@ -24,6 +25,31 @@ from isegm.data.io import DatasetError
 from isegm.data.points_sampler import MultiPointSampler
 from isegm.data.sample import DSample
 from isegm.utils.log import logger
+
+
+class SharedOnceFlag:
+    """A flag shared by a process and the DataLoader workers it starts (forked or spawned), so
+    that a message is logged once per training process, not once per worker and epoch.
+
+    Pickled other than for starting a process (a copy of the dataset), it becomes a fresh flag.
+    """
+
+    def __init__(self) -> None:
+        self._value = multiprocessing.Value("b", 0)
+
+    def claim(self) -> bool:
+        """True for the first caller only (in any process sharing the flag)."""
+        with self._value.get_lock():
+            first = not self._value.value
+            self._value.value = 1
+        return first
+
+    def __getstate__(self) -> dict[str, Any]:
+        from multiprocessing.context import get_spawning_popen
+        return {"_value": self._value if get_spawning_popen() is not None else None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._value = state["_value"] if state["_value"] is not None else multiprocessing.Value("b", 0)
 
 
 def image_to_chw_float(image: np.ndarray) -> np.ndarray:
@@ -70,6 +96,7 @@ class ISDataset(torch.utils.data.Dataset, abc.ABC):
                                if samples_scores_path else None)
         self.dataset_samples: list[Any] = []
         self.stats = {'small_objects_dropped': 0, 'background_only_items': 0}
+        self._drop_logged = SharedOnceFlag()
         self._rng: Optional[np.random.Generator] = None
 
     # --- to implement --------------------------------------------------------------------------
@@ -128,7 +155,7 @@ class ISDataset(torch.utils.data.Dataset, abc.ABC):
         return sample
 
     def _log_dropped(self, sample: DSample, dropped: int) -> None:
-        first = self.stats['small_objects_dropped'] == 0
+        first = self._drop_logged.claim()
         self.stats['small_objects_dropped'] += dropped
         message = (f"{self.name}: dropped {dropped} object(s) under min_object_area="
                    f"{self.min_object_area} px in sample '{sample.sample_id}' "
@@ -149,7 +176,7 @@ class ISDataset(torch.utils.data.Dataset, abc.ABC):
         path = Path(path)
         if not path.is_file():
             raise DatasetError(f"samples_scores_path '{path}' does not exist")
-        with open(path, 'rb') as f:
+        with open(path, 'rb') as f:  # RITM's pickled scores: trusted input, as a dataset is
             scores = pickle.load(f)
         probs = np.array([(1.0 - x[2]) ** gamma for x in scores], dtype=np.float64)
         return {'indices': [x[0] for x in scores], 'probs': probs / probs.sum()}

@@ -65,9 +65,11 @@ def save_checkpoint(path: Path, model: nn.Module, **extras: Any) -> Path:
     return Path(path)
 
 
-def read_checkpoint(path: Path) -> dict[str, Any]:
-    """Load a checkpoint written by `save_checkpoint` (raises CheckpointError naming the file)."""
-    state = load_torch_file(path)
+def read_checkpoint(path: Path, trust: bool = False) -> dict[str, Any]:
+    """Load a checkpoint written by `save_checkpoint` (raises CheckpointError naming the file).
+
+    `trust=True` (--trust-checkpoint) also accepts a file that needs full unpickling."""
+    state = load_torch_file(path, trust=trust)
     if not isinstance(state, dict) or "state_dict" not in state:
         raise CheckpointError(f"checkpoint '{path}' holds no 'state_dict' (not an IGLR checkpoint)")
     if state.get("arch", ARCH) != ARCH:
@@ -76,11 +78,39 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     return state
 
 
+def _listed(keys: list[str], limit: int = 8) -> str:
+    return f"{keys[:limit]}{'...' if len(keys) > limit else ''}"
+
+
+def check_weights_fit(model: nn.Module, state_dict: dict[str, Any], source: str) -> None:
+    """Raise CheckpointError naming `source` unless `state_dict` has exactly the keys of `model`
+    with the same shapes (what a strict `load_state_dict` needs)."""
+    own = unwrap(model).state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    if missing or unexpected:
+        raise CheckpointError(f"weights in '{source}' do not fit this model: missing "
+                              f"{_listed(missing)}, unexpected {_listed(unexpected)}")
+    shapes = [f"{k} {tuple(v.shape)} (model: {tuple(own[k].shape)})"
+              for k, v in state_dict.items() if tuple(v.shape) != tuple(own[k].shape)]
+    if shapes:
+        raise CheckpointError(f"weights in '{source}' do not fit this model: {len(shapes)} "
+                              f"tensor(s) differ in shape, e.g. {_listed(shapes, 3)} "
+                              f"(another backbone or head configuration?)")
+
+
 def load_model_weights(model: nn.Module, state: dict[str, Any], source: str) -> None:
     """Load `state['state_dict']` strictly into `model`; mismatches raise naming the file."""
-    result = unwrap(model).load_state_dict(state["state_dict"], strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise CheckpointError(
-            f"weights in '{source}' do not fit this model: missing {result.missing_keys[:8]}"
-            f"{'...' if len(result.missing_keys) > 8 else ''}, unexpected "
-            f"{result.unexpected_keys[:8]}{'...' if len(result.unexpected_keys) > 8 else ''}")
+    check_weights_fit(model, state["state_dict"], source)
+    unwrap(model).load_state_dict(state["state_dict"], strict=True)
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete the temporary files `.<name>.*.tmp` that an interrupted atomic write (a killed
+    process) left in `folder`; returns them. Call it only where no other process writes."""
+    removed = []
+    for path in sorted(Path(folder).glob(".*.tmp")):
+        if path.is_file():
+            path.unlink()
+            removed.append(path)
+    return removed

@@ -98,11 +98,26 @@ def _spawn_entry(local_rank: int, fn: Callable, world_size: int, port: int, args
     fn(*args)
 
 
+class SpawnedProcessFailed(RuntimeError):
+    """A spawned process exited with a non-zero status (it reported its error itself)."""
+
+    def __init__(self, rank: int, exit_code: int):
+        super().__init__(f"process {rank} exited with status {exit_code}")
+        self.rank, self.exit_code = rank, exit_code
+
+
 def spawn(fn: Callable, nprocs: int, args: tuple = ()) -> None:
-    """Run `fn(*args)` in `nprocs` fresh processes forming one group on this node."""
+    """Run `fn(*args)` in `nprocs` fresh processes forming one group on this node.
+
+    A process that exits with a non-zero status (e.g. `SystemExit(2)` after logging a user
+    error) raises `SpawnedProcessFailed`; an uncaught exception keeps torch's report (its
+    traceback: a bug)."""
     import torch.multiprocessing as mp
     port = find_free_port()
-    mp.spawn(_spawn_entry, args=(fn, nprocs, port, args), nprocs=nprocs, join=True)
+    try:
+        mp.spawn(_spawn_entry, args=(fn, nprocs, port, args), nprocs=nprocs, join=True)
+    except mp.ProcessExitedException as e:
+        raise SpawnedProcessFailed(e.error_index, e.exit_code) from None
 
 
 # --- reductions -------------------------------------------------------------------------------

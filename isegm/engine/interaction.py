@@ -138,7 +138,7 @@ def crop_refine_targets(gt: torch.Tensor, boxes: torch.Tensor, size: int,
     Returns (instances_crop, boundary_crop), both (B, 1, S, S) with 1/0/-1: the object mask and the
     band dilate(gt) XOR erode(gt) of half-width max(1, round(band_ratio * S)); ignore stays -1.
     """
-    from isegm.model.ops import roi_align
+    from isegm.model.roi_sampling import roi_align
     rois = torch.cat([torch.arange(len(boxes), dtype=boxes.dtype, device=boxes.device)[:, None],
                       boxes.to(gt.dtype)], dim=1)
     planes = torch.cat([(gt > 0.5).to(gt.dtype), (gt == -1).to(gt.dtype)], dim=1)

@@ -25,16 +25,23 @@ from isegm.engine import distributed as du
 from isegm.engine.experiment import ExperimentError, find_checkpoint, find_resume_exp, model_exp_dir
 from isegm.engine.runconfig import RunConfig
 from isegm.data.io import DatasetError
+from isegm.model.pretrained import PretrainedLoadError
 from isegm.utils.config import ConfigPathError, load_config
 from isegm.utils.device import parse_gpus
 from isegm.utils.log import logger, setup_logging
 from isegm.utils.serialization import CheckpointError
 
 REQUIRED_ATTRIBUTES = ("main", "init_model")
+DEFAULT_WORKERS = 4
 
 
 class LaunchError(Exception):
     """A command-line argument or the config module is unusable; nothing was started."""
+
+
+# User errors (missing data, a bad checkpoint, ...): reported as one line, not a traceback.
+EXPECTED_ERRORS = (LaunchError, ConfigPathError, DatasetError, CheckpointError, ExperimentError,
+                   PretrainedLoadError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,7 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model_path", type=str, help="path to the config module, e.g. "
                    "models/iglr/segformerB0_S2_sbd.py")
     p.add_argument("--exp-name", type=str, default="", help="suffix of the experiment folder name")
-    p.add_argument("--workers", type=int, default=4, help="data-loading processes per training process")
+    p.add_argument("--workers", type=int, default=None,
+                   help=f"data-loading processes per training process (default "
+                        f"{DEFAULT_WORKERS}; capped at the CPU cores available to this process, "
+                        f"{available_cpus()} here)")
     p.add_argument("--batch-size", type=int, default=-1,
                    help="global batch size over all processes (default: the config module's)")
     p.add_argument("--ngpus", type=int, default=1,
@@ -60,12 +70,37 @@ def build_parser() -> argparse.ArgumentParser:
                    help="epoch to start from (default 0, or the one after the resumed checkpoint)")
     p.add_argument("--weights", type=str, default=None,
                    help="initial model weights (an IGLR checkpoint); optimizer state is not loaded")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="accept checkpoints (--weights, --resume-exp, the ImageNet weights) that "
+                        "need full unpickling, which can run code stored in the file: only for "
+                        "files from a trusted source (a warning names each such file)")
     p.add_argument("--seed", type=int, default=0, help="random seed (each process adds its rank)")
     p.add_argument("--epochs", type=int, default=None,
                    help="number of epochs, overriding the config module's schedule")
     p.add_argument("--config", type=str, default=None,
                    help="another configs.yml (dataset and experiment paths)")
     return p
+
+
+def available_cpus() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def resolve_workers(requested: Optional[int]) -> int:
+    """Data-loading workers per process: `requested` (default DEFAULT_WORKERS) capped at the
+    cores available; more workers than cores only compete with the training process."""
+    if requested is not None and requested < 0:
+        raise LaunchError(f"--workers must be >= 0, got {requested}")
+    cores = available_cpus()
+    workers = DEFAULT_WORKERS if requested is None else requested
+    if workers > cores:
+        if requested is not None:
+            logger.info(f"--workers={requested} capped at the {cores} CPU core(s) available")
+        workers = cores
+    return workers
 
 
 def load_config_module(path: Path) -> ModuleType:
@@ -105,8 +140,7 @@ def make_run_config(argv: Optional[Sequence[str]] = None) -> tuple[RunConfig, Mo
         paths = load_config(args.config)
     except Exception as e:
         raise LaunchError(f"--config: {e}") from e
-    if args.workers < 0:
-        raise LaunchError(f"--workers must be >= 0, got {args.workers}")
+    workers = resolve_workers(args.workers)
     if args.epochs is not None and args.epochs <= 0:
         raise LaunchError(f"--epochs must be > 0, got {args.epochs}")
     if args.start_epoch is not None and args.start_epoch < 0:
@@ -144,7 +178,6 @@ def make_run_config(argv: Optional[Sequence[str]] = None) -> tuple[RunConfig, Mo
     weights = None
     if args.weights:
         weights = Path(args.weights)
-        _check_checkpoint(weights, "--weights")
     resume_checkpoint = None
     if args.resume_exp:
         if args.weights:
@@ -156,25 +189,87 @@ def make_run_config(argv: Optional[Sequence[str]] = None) -> tuple[RunConfig, Mo
             resume_checkpoint = find_checkpoint(exp.checkpoints, args.resume_prefix)
         except ExperimentError as e:
             raise LaunchError(str(e)) from None
-        _check_checkpoint(resume_checkpoint, "--resume-exp")
     cfg = RunConfig(config_path=module_path, paths=paths, batch_size=batch_size,
-                    workers=args.workers, seed=args.seed, exp_name=args.exp_name,
+                    workers=workers, seed=args.seed, exp_name=args.exp_name,
                     epochs=args.epochs, start_epoch=args.start_epoch, resume_exp=args.resume_exp,
                     resume_prefix=args.resume_prefix, resume_checkpoint=resume_checkpoint,
-                    weights=weights, cpu=args.cpu, gpu_ids=gpu_ids, ngpus=ngpus)
+                    weights=weights, trust_checkpoint=args.trust_checkpoint, cpu=args.cpu,
+                    gpu_ids=gpu_ids, ngpus=ngpus)
+    if weights is not None:
+        _check_weights_fit(module, cfg, weights, "--weights")
+    elif resume_checkpoint is not None:
+        _check_weights_fit(module, cfg, resume_checkpoint, "--resume-exp")
     return cfg, module
 
 
-def _check_checkpoint(path: Path, flag: str) -> None:
+def _read_checkpoint(path: Path, flag: str, trust: bool) -> dict:
     from isegm.engine.checkpoint import read_checkpoint
     try:
-        read_checkpoint(path)
+        return read_checkpoint(path, trust=trust)
     except CheckpointError as e:
         raise LaunchError(f"{flag}: {e}") from None
 
 
+def _check_weights_fit(module: ModuleType, cfg: RunConfig, path: Path, flag: str) -> None:
+    """Build the config module's model (on the CPU, without pretrained weights: `cfg.weights` or
+    `cfg.resume_checkpoint` is set) and check that the checkpoint's weights fit it key by key
+    and shape by shape, so a mismatch fails here and not after the run folder exists."""
+    from isegm.engine.checkpoint import check_weights_fit
+    state = _read_checkpoint(path, flag, cfg.trust_checkpoint)
+    try:
+        model, _ = module.init_model(cfg)
+    except Exception as e:
+        raise LaunchError(f"{flag}: init_model of '{cfg.config_path}' failed while checking "
+                          f"the checkpoint: {type(e).__name__}: {e}") from e
+    try:
+        check_weights_fit(model, state["state_dict"], str(path))
+    except CheckpointError as e:
+        raise LaunchError(f"{flag}: {e}") from None
+
+
+def preflight(module: ModuleType, cfg: RunConfig) -> None:
+    """Checks a config module's `main` would make first, run in the parent before spawning
+    processes, so that a missing dataset is one line here instead of one traceback per process.
+
+    A module may define `check(cfg)`; modules built on a `Recipe` (a `RECIPE` attribute) get
+    their datasets built once (what `recipe.main` does first in each process).
+    """
+    check = getattr(module, "check", None)
+    if callable(check):
+        check(cfg)
+        return
+    from isegm.engine import recipe
+    if isinstance(getattr(module, "RECIPE", None), recipe.Recipe):
+        recipe.build_datasets(cfg, module.RECIPE)
+
+
+def one_line(error: BaseException) -> str:
+    """`Type: message` of an expected error; an error re-raised by a DataLoader worker carries
+    the worker's traceback in its message, of which only the final message is kept."""
+    text = str(error)
+    if text.startswith("Caught ") and "Original Traceback" in text:
+        marker = f"{type(error).__name__}: "
+        qualified = f"{type(error).__module__}.{marker}"
+        tail = text.rsplit(qualified, 1) if qualified in text else text.rsplit(marker, 1)
+        text = tail[-1].strip() + " (in a data-loading worker)"
+    return f"{type(error).__name__}: {text}"
+
+
 def _worker(cfg: RunConfig) -> None:
     """Body of each training process (the only one, a spawned one or a torchrun one)."""
+    if du.launched_by_torchrun() or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        try:
+            _run_worker(cfg)
+        except EXPECTED_ERRORS as e:
+            # One line from the first process; the others exit quietly with the same status.
+            if int(os.environ.get("RANK", "0")) == 0:
+                logger.error(one_line(e))
+            raise SystemExit(2) from None
+    else:
+        _run_worker(cfg)
+
+
+def _run_worker(cfg: RunConfig) -> None:
     cfg.dist = du.init_distributed(cfg.cpu, cfg.gpu_ids)
     setup_logging(None, enabled=cfg.dist.is_main)
     if cfg.dist.device.type == "cpu" and cfg.dist.distributed:
@@ -197,13 +292,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     try:
         if cfg.ngpus > 1 and not du.launched_by_torchrun():
+            preflight(load_config_module(cfg.config_path), cfg)
             du.spawn(_worker, cfg.ngpus, (cfg,))
         else:
             _worker(cfg)
-    except (LaunchError, ConfigPathError, DatasetError, CheckpointError, ExperimentError) as e:
+    except EXPECTED_ERRORS as e:
         # Expected user errors (missing data, bad checkpoint): a message, not a traceback.
-        logger.error(f"{type(e).__name__}: {e}")
+        logger.error(one_line(e))
         return 2
+    except du.SpawnedProcessFailed as e:
+        # Status 2: the process logged its one-line error already.
+        if e.exit_code != 2:
+            logger.error(str(e))
+        return e.exit_code if e.exit_code > 0 else 1
     return 0
 
 

@@ -23,7 +23,7 @@ class IoUMetric:
         self.reset()
 
     def reset(self) -> None:
-        self._sum = 0.0
+        self._sum: torch.Tensor | float = 0.0   # a tensor on the predictions' device once updated
         self._count = 0
 
     @torch.no_grad()
@@ -41,15 +41,18 @@ class IoUMetric:
         return torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))
 
     def update(self, pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+        """Accumulate the batch's IoUs on their device (no value is read back per batch)."""
         ious = self.batch_ious(pred, gt)
-        self._sum += float(ious.sum())
+        self._sum = self._sum + ious.sum(dtype=torch.float64)
         self._count += int(ious.numel())
         return ious
 
     def local_value(self) -> float:
-        return self._sum / max(self._count, 1)
+        return float(self._sum) / max(self._count, 1)
 
     def compute(self) -> float:
         """Mean IoU over every sample seen by every process."""
-        totals = all_reduce_sum(torch.tensor([self._sum, float(self._count)], dtype=torch.float64))
+        total = torch.as_tensor(self._sum, dtype=torch.float64)
+        count = torch.tensor(float(self._count), dtype=torch.float64, device=total.device)
+        totals = all_reduce_sum(torch.stack([total, count]))
         return float(totals[0] / totals[1].clamp_min(1))

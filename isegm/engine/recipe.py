@@ -122,25 +122,17 @@ COCO_MVAL_CPU = SYNTHETIC_CPU.replace(train_dataset="COCO_MVal", train_dataset_k
 
 
 def pretrained_path(cfg: RunConfig, backbone: str) -> Optional[str]:
-    """configs.yml IMAGENET_PRETRAINED_MODELS.SEGFORMER_B* if the file exists, else None
-    (with a logged warning: training starts from scratch)."""
+    """configs.yml IMAGENET_PRETRAINED_MODELS.SEGFORMER_B* if the file exists; None (with a
+    logged warning: training from scratch) when only the built-in default is absent; an
+    explicitly given path that is absent raises (`resolve_pretrained_path`)."""
+    from isegm.model.pretrained import resolve_pretrained_path
     key = PRETRAINED_KEYS.get(backbone)
     if key is None:
         logger.warning(f"no ImageNet weights are known for backbone '{backbone}': training it "
                        f"from scratch")
         return None
-    try:
-        path = cfg.paths.resolve(f"IMAGENET_PRETRAINED_MODELS.{key}")
-    except Exception as e:  # key absent from configs.yml
-        logger.warning(f"IMAGENET_PRETRAINED_MODELS.{key} is not configured ({e}): training "
-                       f"{backbone} from scratch")
-        return None
-    if not path.is_file():
-        logger.warning(f"ImageNet weights for {backbone} not found at '{path}' "
-                       f"(IMAGENET_PRETRAINED_MODELS.{key} in {cfg.paths.source}): training the "
-                       f"backbone FROM SCRATCH, which needs far longer schedules")
-        return None
-    return str(path)
+    path = resolve_pretrained_path(cfg.paths, key)
+    return str(path) if path is not None else None
 
 
 def init_model(cfg: RunConfig, recipe: Recipe) -> tuple[nn.Module, dict[str, Any]]:
@@ -150,7 +142,7 @@ def init_model(cfg: RunConfig, recipe: Recipe) -> tuple[nn.Module, dict[str, Any
     if recipe.pretrained and cfg.resume_checkpoint is None and cfg.weights is None:
         path = pretrained_path(cfg, recipe.backbone)
         if path is not None:
-            report = load_pretrained_mit(model.backbone, path)
+            report = load_pretrained_mit(model.backbone, path, trust=cfg.trust_checkpoint)
             logger.info(f"ImageNet weights loaded from {path}: {report}")
     model_cfg = {"crop_size": tuple(recipe.crop_size), "num_max_points": recipe.num_max_points,
                  "model": recipe.model_params()}

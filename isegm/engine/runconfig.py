@@ -33,6 +33,7 @@ class RunConfig:
     resume_prefix: str = "last"
     resume_checkpoint: Optional[Path] = None  # resolved from resume_exp / resume_prefix
     weights: Optional[Path] = None
+    trust_checkpoint: bool = False       # --trust-checkpoint: unpickle checkpoints in full
     cpu: bool = False
     gpu_ids: list[int] = field(default_factory=list)
     ngpus: int = 1
@@ -65,7 +66,8 @@ class RunConfig:
             "exp_name": self.exp_name, "epochs": self.epochs, "start_epoch": self.start_epoch,
             "resume_exp": self.resume_exp, "resume_prefix": self.resume_prefix,
             "resume_checkpoint": str(self.resume_checkpoint) if self.resume_checkpoint else None,
-            "weights": str(self.weights) if self.weights else None, "cpu": self.cpu,
+            "weights": str(self.weights) if self.weights else None,
+            "trust_checkpoint": self.trust_checkpoint, "cpu": self.cpu,
             "gpu_ids": list(self.gpu_ids), "world_size": self.dist.world_size,
             "backend": self.dist.backend, "device": str(self.dist.device),
             "exp_path": str(self.exp.root) if self.exp else None,

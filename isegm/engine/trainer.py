@@ -23,7 +23,8 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from isegm.engine import distributed as du
 from isegm.engine.checkpoint import (get_rng_states, load_model_weights, read_checkpoint,
-                                     save_checkpoint, set_rng_states, unwrap)
+                                     remove_stale_temporaries, save_checkpoint, set_rng_states,
+                                     unwrap)
 from isegm.engine.experiment import (ExperimentPaths, copy_config_module, create_exp_dir,
                                      find_resume_exp, model_exp_dir, write_resolved_config)
 from isegm.engine.interaction import FocusBoxSampler, add_training_clicks, crop_refine_targets
@@ -31,10 +32,15 @@ from isegm.engine.losses import LossSpec, check_loss_specs, compute_losses
 from isegm.engine.metrics import IoUMetric
 from isegm.engine.optim import build_multistep_scheduler, build_optimizer, clip_gradients
 from isegm.engine.runconfig import RunConfig
-from isegm.engine.vis import training_visualization
+from isegm.utils.vis import training_visualization
 from isegm.utils.log import logger, progress, setup_logging
 
 FocusSampler = Callable[[torch.Tensor, torch.Tensor, np.random.Generator], torch.Tensor]
+
+# Mixed precision: a non-finite loss is normal while GradScaler searches its scale (fp16
+# overflow in the first steps): the step is skipped and counted. This many skipped steps in a
+# row mean the run diverged and stop it.
+MAX_CONSECUTIVE_NONFINITE_STEPS = 50
 
 
 class ShardSampler(Sampler[int]):
@@ -117,7 +123,7 @@ class ISTrainer:
                  prev_mask_drop_prob: float = 0.0, focus_sampler: Optional[FocusSampler] = None,
                  refine_band_ratio: float = 0.02, clip_grad_norm: Optional[float] = None,
                  use_amp: bool = True, sync_bn: bool = True,
-                 find_unused_parameters: bool = True,
+                 find_unused_parameters: bool = False,
                  extra_settings: Optional[dict[str, Any]] = None):
         self.cfg = cfg
         self.model_cfg = dict(model_cfg)
@@ -167,11 +173,15 @@ class ISTrainer:
         logger.info(f"{self.dist.world_size} process(es), backend {self.dist.backend or 'none'}, "
                     f"device {self.device}, global batch {cfg.batch_size} = "
                     f"{cfg.per_process_batch} per process")
+        if cfg.resume_checkpoint is not None and self.is_main:
+            for path in remove_stale_temporaries(self.exp.checkpoints):
+                logger.warning(f"removed '{path}', left by an interrupted checkpoint write")
 
         # Model, weights, distributed wrapping.
         model = model.to(self.device)
         if cfg.weights is not None and cfg.resume_checkpoint is None:
-            load_model_weights(model, read_checkpoint(cfg.weights), str(cfg.weights))
+            load_model_weights(model, read_checkpoint(cfg.weights, trust=cfg.trust_checkpoint),
+                               str(cfg.weights))
             logger.info(f"initial weights loaded from {cfg.weights}")
         if self.dist.distributed and sync_bn:
             model = du.convert_sync_batchnorm(model, self.device)
@@ -187,6 +197,8 @@ class ISTrainer:
                                      iga_lr_mult=iga_lr_mult)
         self.lr_scheduler = build_multistep_scheduler(self.optim, lr_milestones, lr_gamma)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.use_amp)
+        self._nonfinite_run = torch.zeros((), dtype=torch.int64, device=self.device)
+        self._nonfinite_total = torch.zeros((), dtype=torch.int64, device=self.device)
         self.metrics = list(metrics) if metrics is not None else self._default_metrics()
         self.rng = np.random.default_rng(du.process_seed(cfg.seed, self.dist.rank))
         self.start_epoch = 0
@@ -230,7 +242,7 @@ class ISTrainer:
                 drop_last=False, worker_init_fn=du.worker_init_fn)
 
     def _resume(self, path: Path) -> None:
-        state = read_checkpoint(path)
+        state = read_checkpoint(path, trust=self.cfg.trust_checkpoint)
         missing = [k for k in ("optimizer", "lr_scheduler", "epoch", "step") if k not in state]
         if missing:
             raise ValueError(f"checkpoint '{path}' lacks training state {missing}; use --weights "
@@ -240,14 +252,16 @@ class ISTrainer:
         self.lr_scheduler.load_state_dict(state["lr_scheduler"])
         if state.get("grad_scaler"):
             self.scaler.load_state_dict(state["grad_scaler"])
-        self.start_epoch = int(state["epoch"]) + 1
+        saved_epoch = int(state["epoch"])
+        self.start_epoch = saved_epoch + 1
         self.global_step = int(state["step"])
         self.best_metric = float(state.get("best_metric", -math.inf))
         rng_states = state.get("rng_states", {})
         if isinstance(rng_states, dict) and self.dist.rank in rng_states:
             set_rng_states(rng_states[self.dist.rank], self.rng)
-        logger.info(f"resumed from {path}: epoch {self.start_epoch}, step {self.global_step}, "
-                    f"lr {self.current_lrs()}")
+        logger.info(f"resumed from epoch {saved_epoch} ({path}): training continues at epoch "
+                    f"{self.start_epoch}, step {self.global_step}, lr {self.current_lrs()}; "
+                    f"log lines of an interrupted epoch {self.start_epoch} above are superseded")
 
     def _set_epoch_schedule(self, epoch: int) -> None:
         """Start at `epoch` with that epoch's learning rate (--start-epoch)."""
@@ -296,7 +310,10 @@ class ISTrainer:
         self.net.train()
         for metric in self.metrics:
             metric.reset()
-        loss_sum = torch.zeros(1, dtype=torch.float64)
+        # Sums stay on the device: nothing below reads a value back every step.
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        finite_steps = torch.zeros((), dtype=torch.float64, device=self.device)
+        skipped_before = self.skipped_steps_total()
         steps = 0
         times = {"data": 0.0, "step": 0.0}
         tic = time.perf_counter()
@@ -309,23 +326,31 @@ class ISTrainer:
             times["step"] += time.perf_counter() - tic
             self.global_step += 1
             steps += 1
-            loss_sum += float(loss)
+            finite = torch.isfinite(loss)
+            loss_sum += torch.where(finite, loss.double(), 0.0)
+            finite_steps += finite.double()
             with torch.no_grad():
                 for metric in self.metrics:
                     if metric.pred_output in outputs and metric.gt_key in batch:
                         metric.update(outputs[metric.pred_output], batch[metric.gt_key])
-            if self.is_main and self.global_step % self.log_interval == 0:
-                self._log_step(loss, terms)
+            if self.global_step % self.log_interval == 0:
+                self._check_nonfinite_run()
+                if self.is_main:
+                    self._log_step(loss, terms)
             if self.is_main and self.image_dump_interval > 0 and \
                     self.global_step % self.image_dump_interval == 0:
                 self.dump_images(batch, outputs, f"train_epoch{epoch:03d}_step{self.global_step:06d}")
             tic = time.perf_counter()
-        totals = du.all_reduce_sum(torch.tensor([float(loss_sum), float(steps)], dtype=torch.float64))
-        summary = {"train/loss": float(totals[0] / max(float(totals[1]), 1.0))}
+        self._check_nonfinite_run()
+        totals = du.all_reduce_sum(torch.stack([loss_sum, finite_steps]))
+        summary = {"train/loss": float(totals[0] / totals[1].clamp_min(1.0))}
         for metric in self.metrics:
             summary[f"train/{metric.name}"] = metric.compute()
         summary["train/s_per_step"] = times["step"] / max(steps, 1)
         summary["train/data_s_per_step"] = times["data"] / max(steps, 1)
+        skipped = self.skipped_steps_total() - skipped_before
+        if skipped:
+            summary["train/skipped_steps"] = float(skipped)
         self._log_epoch(epoch, summary)
         return summary
 
@@ -333,44 +358,68 @@ class ISTrainer:
         return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()
                 if isinstance(v, torch.Tensor)}
 
+    @staticmethod
+    def _host_tensors(batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """The batch's tensors on the CPU (as the loader gives them: no copy), for the CPU-side
+        click rule and focus-box sampler, so that neither copies data back from the device."""
+        return {k: v.cpu() for k, v in batch.items() if isinstance(v, torch.Tensor)}
+
     def _interactive_rounds(self, images: torch.Tensor, points: torch.Tensor, gt: torch.Tensor,
                             num_rounds: Optional[int] = None
                             ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """Rule 53: prev mask and clicks after t_max ~ U{0..max} rounds without gradients
-        (`num_rounds` fixes t_max, e.g. for benchmarks)."""
+        (`num_rounds` fixes t_max, e.g. for benchmarks).
+
+        images (B,3,H,W) on the device; points (B,2M,3) and gt (B,1,H,W) anywhere (the trainer
+        passes the loader's CPU tensors). Returns (points on the device of `points`, prev mask
+        (B,1,H,W) on the device of `images`, or None without a prev-mask input). The click rule
+        runs on the CPU: each round reads its prediction back once, nothing else is copied."""
         if not self.with_prev_mask:
             return points, None
-        prev = torch.zeros_like(gt, dtype=images.dtype)
+        prev = torch.zeros(gt.shape, dtype=images.dtype, device=images.device)
         if num_rounds is None:
             num_rounds = int(self.rng.integers(0, self.max_num_next_clicks + 1))
         if num_rounds > 0:
+            points_host, gt_host = points.cpu(), gt.cpu()
             was_training = self.net_module.training
             self.net_module.eval()
             with torch.no_grad(), torch.autocast(self.device.type, enabled=self.use_amp):
                 for t in range(1, num_rounds + 1):
-                    out = self.net_module(images, points, prev)
+                    out = self.net_module(images, points_host.to(images.device), prev)
                     prev = torch.sigmoid(out["instances"].float())
-                    points = add_training_clicks(points, gt, prev, t, self.rng).to(points.device)
+                    points_host = add_training_clicks(points_host, gt_host, prev, t, self.rng)
             self.net_module.train(was_training)
+            points = points_host.to(points.device)
         if self.prev_mask_drop_prob > 0:
-            drop = torch.from_numpy(self.rng.random(len(prev)) < self.prev_mask_drop_prob)
-            prev[drop.to(prev.device)] = 0
+            keep = torch.from_numpy(self.rng.random(len(prev)) >= self.prev_mask_drop_prob)
+            prev = prev * keep.to(prev.device, prev.dtype).view(-1, 1, 1, 1)
         return points, prev
 
     def train_step(self, batch: dict[str, Any]):
-        """One optimisation step; returns (loss, terms, outputs, batch on device with targets)."""
+        """One optimisation step; returns (loss, terms, outputs, batch on device with targets).
+
+        No value is read back from the device here except by the click rounds (their CPU click
+        rule) and, without mixed precision, the finiteness check of the loss. With mixed
+        precision a non-finite loss is left to GradScaler, which skips the step; the skipped
+        steps are counted on the device and checked every `log_interval` steps."""
+        host = self._host_tensors(batch)
         batch = self._prepare_batch(batch)
         images, gt = batch["images"], batch["instances"]
-        points, prev = self._interactive_rounds(images, batch["points"], gt)
-        batch["points"] = points
-        focus_boxes = self._add_refine_targets(batch, gt, points)
+        host["points"], prev = self._interactive_rounds(images, host["points"], host["instances"])
+        points = batch["points"] = host["points"].to(self.device, non_blocking=True)
+        focus_boxes = self._add_refine_targets(batch, host)
         self.optim.zero_grad(set_to_none=True)
         with torch.autocast(self.device.type, enabled=self.use_amp):
             outputs = self.net(images, points, prev, focus_boxes)
             loss, terms = compute_losses(self.loss_cfg, outputs, batch)
-        if not torch.isfinite(loss):
-            detail = " ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
-            raise FloatingPointError(f"loss is {float(loss)} at step {self.global_step + 1}: {detail}")
+        if self.scaler.is_enabled():
+            bad = (~torch.isfinite(loss.detach())).to(torch.int64)
+            self._nonfinite_run = (self._nonfinite_run + bad) * bad
+            self._nonfinite_total = self._nonfinite_total + bad
+        elif not torch.isfinite(loss):
+            detail = " ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
+            raise FloatingPointError(f"loss is {float(loss.detach())} at step "
+                                     f"{self.global_step + 1}: {detail}")
         self.scaler.scale(loss).backward()
         if self.clip_grad_norm:
             self.scaler.unscale_(self.optim)
@@ -379,15 +428,32 @@ class ISTrainer:
         self.scaler.update()
         return loss.detach(), {k: v.detach() for k, v in terms.items()}, outputs, batch
 
-    def _add_refine_targets(self, batch: dict[str, Any], gt: torch.Tensor,
-                            points: torch.Tensor) -> Optional[torch.Tensor]:
-        """With the refiner: draw focus boxes (B,4) near the last click and add the cropped
+    def skipped_steps_total(self) -> int:
+        """Steps skipped for a non-finite loss under mixed precision so far (reads the device)."""
+        return int(self._nonfinite_total)
+
+    def _check_nonfinite_run(self) -> None:
+        """Raise FloatingPointError once MAX_CONSECUTIVE_NONFINITE_STEPS steps in a row had a
+        non-finite loss (mixed precision; reads one value back from the device)."""
+        run = int(self._nonfinite_run)
+        if run >= MAX_CONSECUTIVE_NONFINITE_STEPS:
+            raise FloatingPointError(
+                f"the loss was non-finite in the last {run} steps in a row (up to step "
+                f"{self.global_step}; limit MAX_CONSECUTIVE_NONFINITE_STEPS="
+                f"{MAX_CONSECUTIVE_NONFINITE_STEPS}): GradScaler skipped them all, the run "
+                f"diverged (lower the learning rate or use clip_grad_norm)")
+
+    def _add_refine_targets(self, batch: dict[str, Any],
+                            host: dict[str, torch.Tensor]) -> Optional[torch.Tensor]:
+        """With the refiner: draw focus boxes (B,4) near the last click (from the CPU tensors
+        `host['instances']` (B,1,H,W) and `host['points']` (B,2M,3)) and add the cropped
         'instances_crop' / 'boundary_crop' targets and 'focus_boxes' to `batch`; else None."""
         if not self.use_refiner:
             return None
-        focus_boxes = self.focus_sampler(gt, points, self.rng).to(self.device)
+        focus_boxes = self.focus_sampler(host["instances"], host["points"], self.rng)
+        focus_boxes = focus_boxes.to(self.device, non_blocking=True)
         batch["instances_crop"], batch["boundary_crop"] = crop_refine_targets(
-            gt, focus_boxes, self.refine_size, self.refine_band_ratio)
+            batch["instances"], focus_boxes, self.refine_size, self.refine_band_ratio)
         batch["focus_boxes"] = focus_boxes
         return focus_boxes
 
@@ -399,18 +465,20 @@ class ISTrainer:
             metric.reset()
         rng_backup = self.rng
         self.rng = np.random.default_rng(du.process_seed(self.cfg.seed, self.dist.rank, 10_000))
-        loss_sum, count = 0.0, 0
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        count = 0
         first = None
         for batch in progress(self.val_loader, desc=f"val {epoch}", total=len(self.val_loader),
                               disable=not self.is_main):
+            host = self._host_tensors(batch)
             batch = self._prepare_batch(batch)
             images, gt, points = batch["images"], batch["instances"], batch["points"]
             prev = torch.zeros_like(gt, dtype=images.dtype) if self.with_prev_mask else None
-            focus_boxes = self._add_refine_targets(batch, gt, points)
+            focus_boxes = self._add_refine_targets(batch, host)
             with torch.autocast(self.device.type, enabled=self.use_amp):
                 outputs = self.net_module(images, points, prev, focus_boxes)
                 loss, _ = compute_losses(self.loss_cfg, outputs, batch)
-            loss_sum += float(loss) * len(images)
+            loss_sum = loss_sum + loss.detach().double() * len(images)
             count += len(images)
             for metric in self.metrics:
                 if metric.pred_output in outputs and metric.gt_key in batch:
@@ -418,8 +486,9 @@ class ISTrainer:
             if first is None:
                 first = (batch, outputs)
         self.rng = rng_backup
-        totals = du.all_reduce_sum(torch.tensor([loss_sum, float(count)], dtype=torch.float64))
-        summary = {"val/loss": float(totals[0] / max(float(totals[1]), 1.0))}
+        totals = du.all_reduce_sum(torch.stack([
+            loss_sum, torch.tensor(float(count), dtype=torch.float64, device=self.device)]))
+        summary = {"val/loss": float(totals[0] / totals[1].clamp_min(1.0))}
         for metric in self.metrics:
             summary[f"val/{metric.name}"] = metric.compute()
         if self.is_main and first is not None and self.image_dump_interval > 0:

@@ -20,7 +20,9 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
-from . import kernels
+from ..utils import jit
+from .kernels.clicks import deepest_pixel
+from .utils import half_open_bbox
 
 PRED_THRESHOLD = 0.49  # rule 3 and rule 53
 
@@ -70,14 +72,6 @@ _CV2_EXACT_MAX_SQ = 500 * 500
 _TIE_TOLERANCE = 4e-4
 
 
-def _bbox_crop(mask: np.ndarray) -> Optional[Tuple[int, int, int, int]]:
-    rows_any = np.flatnonzero(mask.any(axis=1))
-    if len(rows_any) == 0:
-        return None
-    cols_any = np.flatnonzero(mask.any(axis=0))
-    return rows_any[0], rows_any[-1] + 1, cols_any[0], cols_any[-1] + 1
-
-
 def _squared_edt_scipy(padded: np.ndarray) -> np.ndarray:
     """Exact integer squared EDT of a padded bool mask from SciPy's feature indices."""
     indices = ndimage.distance_transform_edt(padded, return_distances=False, return_indices=True)
@@ -125,7 +119,7 @@ def squared_edt_padded(mask: np.ndarray, method: str = "auto") -> np.ndarray:
     """
     mask = np.asarray(mask, dtype=bool)
     out = np.zeros(mask.shape, dtype=np.int64)
-    box = _bbox_crop(mask)
+    box = half_open_bbox(mask)
     if method not in ("auto", "scipy"):
         raise ValueError(f"squared_edt_padded: method must be 'auto' or 'scipy', got '{method}'")
     if box is not None:
@@ -139,17 +133,17 @@ def _deepest_pixel(mask: np.ndarray, clicked: Optional[np.ndarray],
     """(squared distance, y, x) of the first (row-major) pixel of maximal padded EDT in `mask`,
     clicked pixels excluded; (0, 0, 0) when there is none. Works on the mask's bounding `box`
     only (found if not given): row-major order inside the box is row-major order in the image.
-    With numba, the compiled `kernels.deepest_pixel` (no full transform); otherwise, and as its
-    reference in the tests, `_deepest_pixel_reference`."""
+    With numba, the compiled `kernels.clicks.deepest_pixel` (no full transform); otherwise,
+    and as its reference in the tests, `_deepest_pixel_reference`."""
     if box is None:
-        box = _bbox_crop(mask)
+        box = half_open_bbox(mask)
     if box is None:
         return 0, 0, 0
-    if not kernels.ENABLED:
+    if not jit.ENABLED:
         return _deepest_pixel_reference(mask, clicked, box)
     r0, r1, c0, c1 = box
-    sq, y, x = kernels.deepest_pixel(mask[r0:r1, c0:c1],
-                                     None if clicked is None else clicked[r0:r1, c0:c1])
+    sq, y, x = deepest_pixel(mask[r0:r1, c0:c1],
+                             None if clicked is None else clicked[r0:r1, c0:c1])
     return (sq, y + r0, x + c0) if sq > 0 else (0, 0, 0)
 
 
@@ -164,7 +158,7 @@ def _deepest_pixel_reference(mask: np.ndarray, clicked: Optional[np.ndarray],
     `_TIE_TOLERANCE` of the float maximum, and the first of them is the rule's pixel.
     """
     if box is None:
-        box = _bbox_crop(mask)
+        box = half_open_bbox(mask)
     if box is None:
         return 0, 0, 0
     r0, r1, c0, c1 = box
@@ -230,7 +224,7 @@ def _error_window(region: np.ndarray, other: np.ndarray,
     error = region[r0:r1, c0:c1] & ~other[r0:r1, c0:c1]
     if valid is not None:
         error &= valid[r0:r1, c0:c1]
-    return error, _bbox_crop(error), (r0, c0)
+    return error, half_open_bbox(error), (r0, c0)
 
 
 def _next_click(gt_positive: np.ndarray, valid: Optional[np.ndarray], pred_mask: np.ndarray,
@@ -241,9 +235,9 @@ def _next_click(gt_positive: np.ndarray, valid: Optional[np.ndarray], pred_mask:
     transformed; and the second transform is skipped when the first error's depth already
     exceeds the other's upper bound (`_depth_bound_sq`), which cannot change the click."""
     if gt_box is None:
-        gt_box = _bbox_crop(gt_positive)
+        gt_box = half_open_bbox(gt_positive)
     fn, fn_box, fn_at = _error_window(gt_positive, pred_mask, gt_box, valid)
-    fp, fp_box, fp_at = _error_window(pred_mask, gt_positive, _bbox_crop(pred_mask), valid)
+    fp, fp_box, fp_at = _error_window(pred_mask, gt_positive, half_open_bbox(pred_mask), valid)
 
     def deepest(mask, box, origin):
         if box is None:
@@ -320,7 +314,7 @@ class Clicker:
                 raise ValueError(f"gt_mask must be HxW, got shape {self.gt_mask.shape}")
             # fixed per sample: computed once, not at every click
             self._gt_positive = self.gt_mask == 1
-            self._gt_box = _bbox_crop(self._gt_positive)
+            self._gt_box = half_open_bbox(self._gt_positive)
             ignore = self.gt_mask == ignore_label
             self._valid = ~ignore if ignore.any() else None
         else:

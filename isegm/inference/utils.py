@@ -111,3 +111,10 @@ def get_bbox_from_mask(mask: np.ndarray) -> Optional[Tuple[int, int, int, int]]:
         return None
     cols = np.flatnonzero(mask.any(axis=0))
     return int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
+
+
+def half_open_bbox(mask: np.ndarray) -> Optional[Tuple[int, int, int, int]]:
+    """Half-open (r0, r1, c0, c1) of a boolean HxW mask (`get_bbox_from_mask` + 1 at the
+    ends), or None if empty."""
+    bbox = get_bbox_from_mask(mask)
+    return None if bbox is None else (bbox[0], bbox[1] + 1, bbox[2], bbox[3] + 1)

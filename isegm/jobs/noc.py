@@ -4,7 +4,7 @@
     result.metrics()     # {'NoC@85': ..., 'NoC@90': ..., 'NoF@90': ..., 'mIoU@1': ..., ...}
     rows = aggregate([result, ...])                       # mean (and std over seeds) per label
     write_table(rows, folder / "noc_table")               # .md, .csv, .json
-    plot_miou_curves(rows, folder / "miou_vs_clicks.png")
+    plot_miou_curves(rows, folder / "miou_vs_clicks.png")  # isegm.utils.vis
 
 Every sample runs all `n_clicks` clicks (tau_stop = 1.01, protocol rule 15), so one pass gives
 both the NoC numbers (the first click reaching each threshold, identical to an early-stopped
@@ -12,9 +12,7 @@ run) and the exact mIoU@k curve. The loop itself is `isegm.inference.evaluation.
 """
 from __future__ import annotations
 
-import csv
 import json
-import textwrap
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,9 +22,10 @@ import cv2
 import numpy as np
 
 from isegm.inference.evaluation import PRED_THRESHOLD, evaluate_dataset
-from isegm.inference.runner import draw_prediction
+from isegm.inference.results import write_records
 from isegm.inference.utils import (NO_EARLY_STOP_IOU, get_iou, mean_iou_per_click,
                                    summarize_ious)
+from isegm.utils.vis import draw_prediction
 
 NOC_THRESHOLDS = (0.80, 0.85, 0.90)
 MIOU_CLICKS = (1, 3, 5)
@@ -377,66 +376,15 @@ def write_table(rows: Sequence[dict[str, Any]], stem: Path, title: str = "",
                 metrics: Sequence[str] = TABLE_METRICS) -> dict[str, Path]:
     """Write `<stem>.md` (markdown table), `<stem>.csv` (means and stds, one row per model and
     dataset) and `<stem>.json` (rows with curves); returns {'md', 'csv', 'json'} -> path."""
-    stem = Path(stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = {"md": stem.with_suffix(".md"), "csv": stem.with_suffix(".csv"),
-             "json": stem.with_suffix(".json")}
-    text = (f"# {title}\n\n" if title else "") + markdown_table(rows, metrics) + "\n"
-    paths["md"].write_text(text, encoding="utf-8")
     scalar_keys = ["model", "dataset", "num_samples", "seeds"]
     for key in ("NoC@80", "NoC@85", "NoC@90", "NoF@85", "NoF@90", "mIoU@1", "mIoU@3", "mIoU@5",
                 "s_per_click"):
         if any(key in r for r in rows):
             scalar_keys += [key, f"{key}_std"]
-    with open(paths["csv"], "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=scalar_keys, extrasaction="ignore")
-        writer.writeheader()
-        for r in rows:
-            writer.writerow({k: (round(v, 6) if isinstance(v, float) else v)
-                             for k, v in r.items() if k in scalar_keys})
-    paths["json"].write_text(json.dumps(list(rows), indent=2), encoding="utf-8")
+    text = (f"# {title}\n\n" if title else "") + markdown_table(rows, metrics) + "\n"
+    paths = write_records(Path(stem), rows, scalar_keys, text, text_suffix=".md", csv_digits=6)
+    paths["md"] = paths.pop("text")
     return paths
-
-
-def plot_miou_curves(rows: Sequence[dict[str, Any]], output: Path,
-                     title: str = "mIoU vs. number of clicks") -> Path:
-    """One subplot per dataset, one curve per model (mean over seeds, ± std band when several).
-    The PNG is (500 x n_datasets) x 400 pixels."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
-    datasets = list(OrderedDict.fromkeys(r["dataset"] for r in rows))
-    if not datasets:
-        raise ValueError("no results to plot")
-    fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 4), dpi=100,
-                             squeeze=False)
-    for ax, dataset in zip(axes[0], datasets):
-        for r in (r for r in rows if r["dataset"] == dataset):
-            mean = np.asarray(r["mIoU_curve"], dtype=np.float64)
-            x = np.arange(1, len(mean) + 1)
-            label = r["model"] + (f" ({r['seeds']} seeds)" if r.get("seeds", 1) > 1 else "")
-            line, = ax.plot(x, mean, marker="o", markersize=3, label=label)
-            std = np.asarray(r.get("mIoU_curve_std") or [], dtype=np.float64)
-            if r.get("seeds", 1) > 1 and len(std) == len(mean):
-                ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2)
-        samples = next(r["num_samples"] for r in rows if r["dataset"] == dataset)
-        ax.set_title(f"{dataset} ({samples} samples)")
-        ax.set_xlabel("number of clicks")
-        ax.set_ylabel("mIoU")
-        ax.set_ylim(0, 1)
-        ax.set_xlim(1, max(len(r["mIoU_curve"]) for r in rows))
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right")
-    fig.suptitle(textwrap.fill(title, width=60 * len(datasets)), fontsize=10)
-    fig.tight_layout()
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(output, dpi=100)
-    plt.close(fig)
-    return output
 
 
 def build_eval_dataset(name: str, paths, synthetic_size: tuple[int, int] = (128, 128),

@@ -120,7 +120,7 @@ def budgeted_recipe(rec: Recipe, budget: Budget, batch_size: int) -> Recipe:
 
 def _set_up(config_path: Path, paths: Config, budget: Budget, seed: int, exp_name: str,
             workers: int, batch_size: Optional[int],
-            recipe_changes: Optional[dict[str, Any]]):
+            recipe_changes: Optional[dict[str, Any]], trust_checkpoint: bool = False):
     """(run config, budgeted recipe, datasets, model, model config), seeded as a run starts."""
     rec = load_recipe(config_path)
     if recipe_changes:
@@ -128,7 +128,7 @@ def _set_up(config_path: Path, paths: Config, budget: Budget, seed: int, exp_nam
     batch_size = int(batch_size or rec.batch_size)
     rec = budgeted_recipe(rec, budget, batch_size)
     cfg = RunConfig(config_path=config_path, paths=paths, batch_size=batch_size, workers=workers,
-                    seed=seed, exp_name=exp_name, cpu=True)
+                    seed=seed, exp_name=exp_name, trust_checkpoint=trust_checkpoint, cpu=True)
     du.seed_everything(du.process_seed(seed, 0))
     datasets = recipes.build_datasets(cfg, rec)
     model, model_cfg = recipes.init_model(cfg, rec)
@@ -137,26 +137,30 @@ def _set_up(config_path: Path, paths: Config, budget: Budget, seed: int, exp_nam
 
 def initial_model(config_path: Path, paths: Config, *, seed: int = 0,
                   batch_size: Optional[int] = None,
-                  recipe_changes: Optional[dict[str, Any]] = None) -> nn.Module:
+                  recipe_changes: Optional[dict[str, Any]] = None,
+                  trust_checkpoint: bool = False) -> nn.Module:
     """The network `train_config` starts from with this seed (eval mode), rebuilt without
     training: the "untrained" reference of an earlier run. Needs the recipe's datasets, as
     training does (they are built first there, so the random state matches)."""
     _, _, _, model, _ = _set_up(Path(config_path), paths, Budget(steps=1), seed, "", 0,
-                                batch_size, recipe_changes)
+                                batch_size, recipe_changes, trust_checkpoint)
     return model.eval()
 
 
 def train_config(config_path: Path, paths: Config, budget: Budget, *, seed: int = 0,
                  exp_name: str = "", workers: int = 0, batch_size: Optional[int] = None,
-                 recipe_changes: Optional[dict[str, Any]] = None) -> TrainedRun:
+                 recipe_changes: Optional[dict[str, Any]] = None,
+                 trust_checkpoint: bool = False) -> TrainedRun:
     """Train the config module's recipe on the CPU under `budget` in a new experiment folder.
 
     recipe_changes: fields of the recipe to replace first (e.g. a smaller crop for tests).
+    trust_checkpoint: accept ImageNet weights that need full unpickling (--trust-checkpoint).
     Datasets are built first, so a missing dataset path fails before any folder is created.
     """
     config_path = Path(config_path)
     cfg, rec, datasets, model, model_cfg = _set_up(config_path, paths, budget, seed, exp_name,
-                                                   workers, batch_size, recipe_changes)
+                                                   workers, batch_size, recipe_changes,
+                                                   trust_checkpoint)
     batch_size = cfg.batch_size
     untrained = copy.deepcopy(model).eval()
     trainer = recipes.make_trainer(
@@ -212,8 +216,8 @@ def add_budget_arguments(parser) -> None:
 
 
 def add_run_arguments(parser) -> None:
-    """--batch-size, --workers, --threads, --config and --recipe-override, shared by the job
-    scripts."""
+    """--batch-size, --workers, --threads, --config, --recipe-override and --trust-checkpoint,
+    shared by the job scripts."""
     parser.add_argument("--batch-size", type=int, default=None, help="default: the recipe's")
     parser.add_argument("--workers", type=int, default=0, help="data-loading processes")
     parser.add_argument("--threads", type=int, default=None,
@@ -222,6 +226,10 @@ def add_run_arguments(parser) -> None:
     parser.add_argument("--recipe-override", type=str, default=None,
                         help="JSON object of recipe fields to change for every run, e.g. "
                              "'{\"lr\": 5e-4}' or '{\"crop_size\": [64, 64]}'")
+    parser.add_argument("--trust-checkpoint", action="store_true",
+                        help="accept checkpoints (the ImageNet weights of configs.yml, "
+                             "--reevaluate's) that need full unpickling, which can run code "
+                             "stored in the file: only for files from a trusted source")
 
 
 def budget_from_args(args, default_steps: int) -> Budget:

@@ -4,7 +4,8 @@ from .heads import SegFormerHead
 from .is_model import IGLRModel, load_is_model, save_is_model, with_autocast_weights
 from .layers import IGA_TERMS
 from .mit import BACKBONES, MIT_CONFIGS, MixVisionTransformer
-from .ops import click_maps, points_to_crop, roi_align
+from .ops import click_maps, points_to_crop
+from .roi_sampling import roi_align
 from .pretrained import LoadReport, PretrainedLoadError, convert_mit_state_dict, load_pretrained_mit
 from .refiner import LocalRefiner
 

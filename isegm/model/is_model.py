@@ -26,7 +26,8 @@ from isegm.utils.serialization import CheckpointError, atomic_save, build_from_c
 from .heads import SegFormerHead
 from .layers import IGA_TERMS
 from .mit import BACKBONES
-from .ops import click_maps, points_to_crop, roi_align
+from .ops import click_maps, points_to_crop
+from .roi_sampling import roi_align
 from .refiner import LocalRefiner
 
 ARCH = "iglr"
@@ -206,15 +207,16 @@ def save_is_model(model: nn.Module, path: Union[str, os.PathLike], **extras: Any
 
 
 def load_is_model(checkpoint_or_path: Union[str, os.PathLike, Mapping[str, Any]],
-                  device: Union[str, torch.device] = "cpu") -> IGLRModel:
+                  device: Union[str, torch.device] = "cpu", trust: bool = False) -> IGLRModel:
     """Rebuild the exact model stored by `save_is_model` (from a path or a loaded dict) on
     `device`, in eval mode. Raises `CheckpointError` naming the file for foreign or corrupt
-    checkpoints."""
+    checkpoints, `UntrustedCheckpointError` for a file that needs full unpickling unless
+    `trust=True` (then it is unpickled in full after a logged warning naming the file)."""
     if isinstance(checkpoint_or_path, Mapping):
         checkpoint, name = checkpoint_or_path, "<checkpoint dict>"
     else:
         name = str(checkpoint_or_path)
-        checkpoint = load_torch_file(checkpoint_or_path, map_location="cpu")
+        checkpoint = load_torch_file(checkpoint_or_path, map_location="cpu", trust=trust)
     if not isinstance(checkpoint, Mapping):
         raise CheckpointError(f"checkpoint '{name}' holds a {type(checkpoint).__name__}, "
                               f"not an IGLR checkpoint dict")

@@ -4,8 +4,10 @@ Accepted files (always read on CPU):
 - official NVlabs `mit_b*.pth`: keys as in `MixVisionTransformer` (`patch_embed1.proj.weight`,
   `block1.0.attn.kv.weight`, ...); the classifier `head.*` is ignored;
 - Hugging Face `nvidia/mit-b*` (`pytorch_model.bin` or `model.safetensors`):
-  `segformer.encoder.{patch_embeddings,block,layer_norm}.*`, with attention key and value
-  weights concatenated into `kv`;
+  `segformer.encoder.{patch_embeddings,block,layer_norm}.*` (transformers 4.x, the hub files),
+  with attention key and value weights concatenated into `kv`; also the per-stage layout of
+  transformers 5.x (`segformer[.encoder].stages.N.{patch_embeddings,blocks.M,layer_norm}`,
+  `layernorm_before/after`, `q_proj/k_proj/v_proj/o_proj` or the 4.x attention names);
 - mmcv/mmseg-style wrappers: the state dict under 'state_dict' or 'model', keys prefixed with
   'backbone.' (or 'module.').
 
@@ -20,7 +22,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -50,9 +52,88 @@ _HF_RULES: List[Tuple[re.Pattern, str]] = [
 ]
 _HF_KEY_VALUE = re.compile(r"^block\.(\d+)\.(\d+)\.attention\.self\.(key|value)\.(.+)$")
 
+# Hugging Face transformers 5.x groups the encoder by stage (`stages.N.patch_embeddings`,
+# `stages.N.blocks.M`, `stages.N.layer_norm`) and renames block parts ViT-style
+# (`layernorm_before` / `layernorm_after`, and `q_proj` / `k_proj` / `v_proj` / `o_proj`
+# beside the 4.x attention names). These rules bring such a key to its 4.x name first.
+_HF5_STAGE = re.compile(r"^stages\.(\d+)\.(patch_embeddings|blocks|layer_norm|layernorm|norm)"
+                        r"\.(.+)$")
+_HF5_BLOCK_PARTS: List[Tuple[re.Pattern, str]] = [
+    (re.compile(r"^(\d+)\.layernorm_before\.(.+)$"), "{0}.layer_norm_1.{1}"),
+    (re.compile(r"^(\d+)\.layernorm_after\.(.+)$"), "{0}.layer_norm_2.{1}"),
+    (re.compile(r"^(\d+)\.attention\.(?:self\.)?(?:query|q_proj)\.(.+)$"),
+     "{0}.attention.self.query.{1}"),
+    (re.compile(r"^(\d+)\.attention\.(?:self\.)?(?:key|k_proj)\.(.+)$"),
+     "{0}.attention.self.key.{1}"),
+    (re.compile(r"^(\d+)\.attention\.(?:self\.)?(?:value|v_proj)\.(.+)$"),
+     "{0}.attention.self.value.{1}"),
+    (re.compile(r"^(\d+)\.attention\.(?:self\.)?sr\.(.+)$"), "{0}.attention.self.sr.{1}"),
+    (re.compile(r"^(\d+)\.attention\.(?:self\.)?layer_norm\.(.+)$"),
+     "{0}.attention.self.layer_norm.{1}"),
+    (re.compile(r"^(\d+)\.attention\.(?:output\.dense|o_proj|out_proj)\.(.+)$"),
+     "{0}.attention.output.dense.{1}"),
+    (re.compile(r"^(\d+)\.mlp\.(?:dense1|fc1)\.(.+)$"), "{0}.mlp.dense1.{1}"),
+    (re.compile(r"^(\d+)\.mlp\.dwconv\.(?:dwconv\.)?(weight|bias)$"), "{0}.mlp.dwconv.dwconv.{1}"),
+    (re.compile(r"^(\d+)\.mlp\.(?:dense2|fc2)\.(.+)$"), "{0}.mlp.dense2.{1}"),
+]
+
+
+def _hf5_to_hf4(key: str) -> str:
+    """A transformers 5.x Segformer encoder key (prefixes stripped) in 4.x naming; other keys
+    unchanged."""
+    match = _HF5_STAGE.match(key)
+    if not match:
+        return key
+    stage, part, rest = match.groups()
+    if part == "patch_embeddings":
+        return f"patch_embeddings.{stage}.{rest}"
+    if part != "blocks":
+        return f"layer_norm.{stage}.{rest}"
+    for pattern, template in _HF5_BLOCK_PARTS:
+        inner = pattern.match(rest)
+        if inner:
+            return f"block.{stage}." + template.format(*inner.groups())
+    return f"block.{stage}.{rest}"
+
+
+# The ImageNet weights `configs.yml` points to as shipped. Only these may be absent (training
+# then starts from scratch with a warning); a path a user gave explicitly must exist.
+PRETRAINED_CONFIG_KEY = "IMAGENET_PRETRAINED_MODELS"
+DEFAULT_PRETRAINED_FILES = {f"SEGFORMER_B{i}": f"./weights/pretrained/mit_b{i}.pth"
+                            for i in range(6)}
+
 
 class PretrainedLoadError(RuntimeError):
     """Pretrained weights could not be loaded completely into the backbone."""
+
+
+def resolve_pretrained_path(paths: Any, key: str) -> Optional[Path]:
+    """The ImageNet MiT file configured as `IMAGENET_PRETRAINED_MODELS.<key>` (e.g. SEGFORMER_B0)
+    in `paths` (an `isegm.utils.config.Config`), or None with a logged warning when the built-in
+    default (`DEFAULT_PRETRAINED_FILES`, or the key left out) is absent.
+
+    A path given explicitly (an environment variable, or a value other than the default in the
+    configuration file) that does not exist raises `ConfigPathError` naming where it came from.
+    """
+    from isegm.utils.config import ConfigError, ConfigPathError
+    dotted = f"{PRETRAINED_CONFIG_KEY}.{key}"
+    try:
+        path = paths.resolve(dotted)
+    except ConfigError as e:
+        logger.warning(f"{dotted} is not configured ({e}): training the backbone FROM SCRATCH")
+        return None
+    if path.is_file():
+        return path
+    origin = paths.origin(dotted)
+    explicit = paths.from_environment(dotted) or \
+        str(paths[PRETRAINED_CONFIG_KEY][key]) != DEFAULT_PRETRAINED_FILES.get(key)
+    if explicit:
+        raise ConfigPathError(f"ImageNet weights {dotted} = '{path}' (set by {origin}) do not "
+                              f"exist; expected an MiT checkpoint there (official mit_b*.pth, "
+                              f"Hugging Face .safetensors/.bin)")
+    logger.warning(f"ImageNet weights not found at the default '{path}' ({origin}): training "
+                   f"the backbone FROM SCRATCH, which needs far longer schedules")
+    return None
 
 
 @dataclass
@@ -104,7 +185,7 @@ def convert_mit_state_dict(state: Mapping[str, torch.Tensor]) -> Tuple[Dict[str,
         k = key
         if k.startswith("segformer."):
             k = k[len("segformer."):]
-        k = _strip_prefixes(k)
+        k = _hf5_to_hf4(_strip_prefixes(k))
         hf = _HF_KEY_VALUE.match(k)
         if hf:
             s, j, which, suffix = hf.groups()
@@ -133,8 +214,9 @@ def convert_mit_state_dict(state: Mapping[str, torch.Tensor]) -> Tuple[Dict[str,
     return out, unused
 
 
-def read_weights(path: Union[str, os.PathLike]) -> Dict[str, torch.Tensor]:
-    """Read a .pth/.pt/.bin (torch) or .safetensors file on CPU and unwrap it."""
+def read_weights(path: Union[str, os.PathLike], trust: bool = False) -> Dict[str, torch.Tensor]:
+    """Read a .pth/.pt/.bin (torch, `weights_only` unless `trust`) or .safetensors file on CPU
+    and unwrap it."""
     path = Path(path)
     if not path.is_file():
         raise PretrainedLoadError(f"pretrained weights '{path}' do not exist")
@@ -145,15 +227,18 @@ def read_weights(path: Union[str, os.PathLike]) -> Dict[str, torch.Tensor]:
         except Exception as e:  # safetensors raises its own error types
             raise PretrainedLoadError(f"pretrained weights '{path}' could not be read: {e}") from e
     try:
-        return unwrap_state_dict(load_torch_file(path, map_location="cpu"))
+        return unwrap_state_dict(load_torch_file(path, map_location="cpu", trust=trust))
     except PretrainedLoadError as e:
         raise PretrainedLoadError(f"pretrained weights '{path}': {e}") from e
 
 
 def load_pretrained_mit(backbone: nn.Module,
                         path_or_state: Union[str, os.PathLike, Mapping[str, Any]],
-                        ) -> LoadReport:
+                        trust: bool = False) -> LoadReport:
     """Load ImageNet MiT weights into `backbone` (a `MixVisionTransformer`) in place.
+
+    A torch file loads with `weights_only=True`; one that needs full unpickling raises
+    `UntrustedCheckpointError` unless `trust=True` (--trust-checkpoint).
 
     Raises `PretrainedLoadError` when nothing matches, when a shape differs, or when any
     backbone weight other than IGLR's new parameters is left uninitialised.
@@ -161,7 +246,7 @@ def load_pretrained_mit(backbone: nn.Module,
     if isinstance(path_or_state, Mapping):
         source, state = "<state dict>", unwrap_state_dict(path_or_state)
     else:
-        source, state = str(path_or_state), read_weights(path_or_state)
+        source, state = str(path_or_state), read_weights(path_or_state, trust=trust)
     converted, unused = convert_mit_state_dict(state)
     report = LoadReport(source=source)
     own = backbone.state_dict()

@@ -107,6 +107,18 @@ class Config(Mapping[str, Any]):
             path = self._base_dir / path
         return path.resolve()
 
+    def origin(self, key: str) -> str:
+        """Where the value of `key` (dotted for nested keys) comes from: 'the environment
+        variable NAME' or "'KEY' in FILE"."""
+        env = _env_name(self._key_path + tuple(key.split(".")))
+        if os.environ.get(env):
+            return f"the environment variable {env}"
+        return f"'{'.'.join(self._key_path + (key,))}' in {self._source}"
+
+    def from_environment(self, key: str) -> bool:
+        """True if an environment variable sets `key` (dotted for nested keys)."""
+        return bool(os.environ.get(_env_name(self._key_path + tuple(key.split(".")))))
+
     def get_path(self, key: str, must_exist: bool = True) -> Path:
         """Resolved path of `key`; raises ConfigPathError naming key, path and layout if absent."""
         path = self.resolve(key)

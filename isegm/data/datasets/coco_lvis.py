@@ -41,7 +41,7 @@ class CocoLvisDataset(ISDataset):
         anno_path = self._split_path / anno_file
         if not anno_path.is_file():
             raise DatasetError(f"COCO+LVIS annotation file '{anno_path}' does not exist")
-        with open(anno_path, 'rb') as f:
+        with open(anno_path, 'rb') as f:  # a pickle by RITM's design: the dataset is trusted
             annotation = pickle.load(f)
         if allow_list_name is not None:
             allow_path = self._split_path / allow_list_name
@@ -59,7 +59,7 @@ class CocoLvisDataset(ISDataset):
         image = read_image(image_path)
         if not masks_path.is_file():
             raise DatasetError(f"COCO+LVIS mask file '{masks_path}' does not exist")
-        with open(masks_path, 'rb') as f:
+        with open(masks_path, 'rb') as f:  # RITM's format (trusted dataset folder)
             encoded_layers, objs_mapping = pickle.load(f)
         layers = []
         for k, data in enumerate(encoded_layers):

@@ -35,7 +35,7 @@ class PascalVocDataset(ISDataset):
             path = sets / 'test.pickle'
             if not path.is_file():
                 raise DatasetError(f"PascalVOC split file '{path}' does not exist")
-            with open(path, 'rb') as f:
+            with open(path, 'rb') as f:  # RITM's split file (trusted dataset folder)
                 ids, gray_ids = pickle.load(f)
             self.dataset_samples = [(str(a), int(b)) for a, b in zip(ids, gray_ids)]
         else:

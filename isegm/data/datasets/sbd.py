@@ -1,8 +1,8 @@
 """SBD (protocol rule 45): `img/<id>.jpg`, `inst/<id>.mat` (GTinst), `train.txt`, `val.txt`."""
 from __future__ import annotations
 
+import json
 import os
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,7 @@ from isegm.data.base import ISDataset
 from isegm.data.io import DatasetError, check_same_size, read_image
 from isegm.data.sample import DSample
 from isegm.utils.log import logger
+from isegm.utils.serialization import atomic_write
 
 
 def load_sbd_instances(path: Path) -> np.ndarray:
@@ -91,11 +92,22 @@ class SBDDataset(ISDataset):
         return inst
 
 
+def _read_samples_cache(path: Path) -> list[tuple[str, int]]:
+    """The [[image id, instance id], ...] JSON list written by `SBDEvaluationDataset`."""
+    try:
+        items = json.loads(path.read_text(encoding='utf-8'))
+        return [(str(a), int(b)) for a, b in items]
+    except (OSError, ValueError, TypeError) as e:
+        raise DatasetError(f"SBD sample list cache '{path}' is unreadable ({e}): expected a JSON "
+                           f"list of [image id, instance id] pairs; delete it to rebuild it") from e
+
+
 class SBDEvaluationDataset(ISDataset):
     """SBD for evaluation: one sample per (image id in `<split>.txt` order, label ascending).
 
-    The list is cached as `<split>_images_and_ids_list.pkl` in the dataset folder when writable
-    (`val_images_and_ids_list.pkl` as RITM names it).
+    The list is cached as JSON, `<split>_images_and_ids_list.json` in the dataset folder when
+    writable (RITM's pickled `.pkl` cache of the same name is not read: a cache is never
+    unpickled).
     """
 
     name = "SBD"
@@ -107,17 +119,15 @@ class SBDEvaluationDataset(ISDataset):
         self.dataset_samples = self._load_list()
 
     def _load_list(self) -> list[tuple[str, int]]:
-        cache = self.dataset_path / f'{self.split}_images_and_ids_list.pkl'
+        cache = self.dataset_path / f'{self.split}_images_and_ids_list.json'
         if cache.is_file():
-            with open(cache, 'rb') as f:
-                return [(str(a), int(b)) for a, b in pickle.load(f)]
+            return _read_samples_cache(cache)
         samples = []
         for image_id in read_split(self.dataset_path, self.split):
             inst = load_sbd_instances(self.dataset_path / 'inst' / f'{image_id}.mat')
             samples.extend((image_id, int(v)) for v in np.unique(inst) if v > 0)
         try:
-            with open(cache, 'wb') as f:
-                pickle.dump(samples, f)
+            atomic_write(cache, lambda f: f.write(json.dumps(samples).encode('utf-8')))
         except OSError as e:
             logger.warning(f"SBD: could not write the sample list cache '{cache}': {e}")
         return samples

@@ -18,7 +18,7 @@ import torch
 from ...utils.registry import Registry
 from .base import BasePredictor, clicks_to_points, flip_clicks
 from .classical import GrabCutPredictor
-from .iglr import CROP_MODES, CoarsePredictor, IGLRPredictor
+from .iglr import CROP_MODES, EMPTY_MASK_ROIS, CoarsePredictor, IGLRPredictor
 from .reference import EmptyPredictor, OraclePredictor
 
 PREDICTORS: Registry = Registry("predictor")
@@ -55,6 +55,6 @@ def predictor_name_for_mode(mode: str, model: Optional[torch.nn.Module] = None) 
     return mode
 
 
-__all__ = ["BasePredictor", "CROP_MODES", "CoarsePredictor", "EmptyPredictor", "GrabCutPredictor",
-           "IGLRPredictor", "MODES", "OraclePredictor", "PREDICTORS", "clicks_to_points",
-           "flip_clicks", "get_predictor", "predictor_name_for_mode"]
+__all__ = ["BasePredictor", "CROP_MODES", "CoarsePredictor", "EMPTY_MASK_ROIS", "EmptyPredictor",
+           "GrabCutPredictor", "IGLRPredictor", "MODES", "OraclePredictor", "PREDICTORS",
+           "clicks_to_points", "flip_clicks", "get_predictor", "predictor_name_for_mode"]

@@ -53,7 +53,7 @@ class BasePredictor(abc.ABC):
             raise RuntimeError(f"{type(self).__name__}.get_prediction called before set_image")
         clicks = clicker.get_clicks(self.clicks_limit)
         if prev_mask is not None:
-            self.prev_prediction = np.asarray(prev_mask, dtype=np.float32)
+            self.prev_prediction = np.ascontiguousarray(prev_mask, dtype=np.float32)
         prob = np.asarray(self._predict(clicks, clicker), dtype=np.float32)
         self.prev_prediction = prob
         return prob

@@ -1,34 +1,28 @@
 """Network predictors (NoBRS): the IGLR two-stage predictor and the coarse-only predictor.
 
-Coarse stage (both): the FocalClick/IGLR target crop (protocol rules 31-32; `crop_mode='target'`)
-or RITM's ZoomIn (rules 28-29; `crop_mode='zoom_in'`, coarse predictor), optional horizontal
-flip averaging of logits (rule 27), the previous returned probabilities as the fourth input
-(rule 26), probabilities pasted into a zero map (0 outside the crop).
+One click (`CoarsePredictor._predict`, the same flow for both; the coarse predictor stops
+after step 2):
 
-Refinement (IGLR, rules 34-36): the coarse logits l = log(p / (1 - p)), the focus box of the
-chosen strategy, the refiner on ROI-sampled crops (image from full resolution; coarse logits
-and decoder feature from the network's target-crop frame), its logits resized into the box and
-pasted into l (into logit(previous final) after more than 10 clicks); final = sigmoid.
+1. the target crop (rules 31-32: the previous mask's box with the positive clicks, expanded;
+   after an empty previous mask the whole image, its output squeezed into the stored ROI,
+   rule 28f) resized to S x S with the previous probabilities as the fourth input (rule 26),
+   the network on it, with horizontal flip averaging of the logits (rule 27);
+2. the coarse probabilities resized to the crop (0 outside it, rule 34);
+3. the focus box around the latest click (rule 35, `inference/focus.py`);
+4. the refiner on RoIAlign crops of the box (image from full resolution; coarse logits and
+   decoder feature from the network's target-crop frame);
+5. its logits resized into the box and pasted (rule 36): sigmoid over the coarse map, or over
+   the previous final map after more than `refine_after_clicks` clicks.
 
-Speed (scripts/benchmark.py; tests/test_speed_equivalence.py checks every point against the
-straightforward full-image computation): per click, only the target crop is touched at full
-resolution (ROI from the previous mask's known support, thresholded once per previous map
-for both the target crop and the focus rule; logits, focus rule and paste-back on the crop).
-The coarse crop is interpolated straight into the HxW output map, whose memory is that of an
-earlier output nobody holds any more (only its stale support outside the crop is cleared;
-`reused_outputs` counts them) or a new zero map; the refiner's crops come from
-`roi_align_box` (window only, no device synchronisation), the network runs under
-`torch.inference_mode()`, optionally in `autocast_dtype` (bf16 on CPU, fp16/bf16 on CUDA) and
-with `compile_model` (torch.compile of backbone, head and refiner, whose input shapes are fixed).
-Only the thresholded coarse crop (for the host-side connected components of the focus rule) and
-the final crop cross from the device to the host. `timer` (default: a no-op) records stages.
+`crop_mode='zoom_in'` (coarse predictor only) replaces 1-2 by RITM's ZoomIn (rules 28-29).
 
-On the CPU with numba (`kernels.ENABLED`), the IGLR predictor takes `_predict_compiled`: the
-previous mask thresholded with its bbox in one pass, the focus rule's masks computed from the
-coarse crop's row-resized form without writing the coarse map, the coarse values written only
-outside the refined box, and large crops sampled from the uint8 image (the network's target
-crop from 1 MP, the refiner's focus box from 0.26 MP). The straightforward path above stays for
-CUDA, for runs without numba (`IGLR_NUMBA=0`) and as the tests' reference.
+Each operation runs in the backend chosen at construction (`inference/backends.py`: the
+compiled numba kernels on the CPU, PyTorch on CUDA or with `IGLR_NUMBA=0`). Per click only the
+target crop is touched at full resolution: the previous mask is thresholded once per previous
+map over its known support (for both the target crop and the focus rule), and the output map
+reuses the memory of an earlier output nobody holds any more (`reused_outputs` counts them).
+The network runs under `torch.inference_mode()`, optionally in `autocast_dtype` and with
+`compile_model`. `timer` (default: a no-op) records the stages.
 """
 from __future__ import annotations
 
@@ -40,20 +34,23 @@ import numpy as np
 import torch
 
 from ...model.is_model import with_autocast_weights
-from ...model.ops import roi_align_box
+from ...model.roi_sampling import roi_align_box
 from ...utils.timing import NULL_TIMER
+from ..backends import MaskWithBox, select_backend
 from ..clicker import Click, Clicker
-from .. import kernels
-from ..transforms import (FOCUS_STRATEGIES, ZoomIn, _linear_taps, clamp_bbox, expand_bbox,
-                          focus_box, focus_crop, map_clicks, resize_bilinear, resize_rows)
-from ..utils import get_bbox_from_mask
+from ..crops import ZoomIn, map_clicks, target_crop_roi
+from ..focus import FOCUS_STRATEGIES, PREV_MASK_THRESHOLD, focus_box
+from ..resize import resize_bilinear
+from ..utils import get_bbox_from_mask, half_open_bbox
 from .base import BasePredictor, clicks_to_points, flip_clicks
 
 Box = Tuple[int, int, int, int]
-# the focus rule thresholds logits at 0.49 (rule 35a), i.e. probabilities at sigmoid(0.49)
-LOGIT_049_AS_PROB = float(torch.sigmoid(torch.tensor(0.49, dtype=torch.float32)))
 
 CROP_MODES = ("target", "zoom_in")
+# the target crop when the previous mask (> 0.49) is empty from click 2 on: 'stored', the ROI an
+# earlier click stored (the released predictors, rule 28f: the network sees the whole image and
+# its output is squeezed into that ROI, the focus box clamped to it); 'full', the whole image
+EMPTY_MASK_ROIS = ("stored", "full")
 
 
 class CoarsePredictor(BasePredictor):
@@ -62,22 +59,32 @@ class CoarsePredictor(BasePredictor):
     infer_size / target_crop_r default to the model's stored values; `min_crop_size` 10 and
     threshold 0.49 as in FocalClick. `zoom_in`: a `ZoomIn` used when crop_mode='zoom_in'.
     `autocast_dtype`: run the network under `torch.autocast` in this dtype (None: fp32);
-    `compile_model`: `torch.compile` the backbone, head and refiner (in place, same weights).
+    `compile_model`: `torch.compile` the backbone, head and refiner (in place, same weights);
+    `empty_mask_roi`: the target crop after an empty previous mask (`EMPTY_MASK_ROIS`;
+    'stored' as released, rule 28f; 'full' the whole image, output unsqueezed);
+    `backend`: 'numba' or 'torch' (default: numba on the CPU where present, else torch).
     """
 
     requires_model = True
+    refines = False
 
     def __init__(self, model: torch.nn.Module, device: Union[torch.device, str] = "cpu",
                  clicks_limit: Optional[int] = None, with_flip: bool = True,
                  infer_size: Optional[int] = None, target_crop_r: Optional[float] = None,
                  min_crop_size: int = 10, crop_mode: str = "target",
                  zoom_in: Optional[ZoomIn] = None, autocast_dtype: Optional[torch.dtype] = None,
-                 compile_model: bool = False):
+                 compile_model: bool = False, empty_mask_roi: str = "stored",
+                 backend: Optional[str] = None):
         if model is None:
             raise ValueError(f"{type(self).__name__} needs a model")
         if crop_mode not in CROP_MODES:
             raise KeyError(f"unknown crop mode '{crop_mode}'; known: {', '.join(CROP_MODES)}")
+        if empty_mask_roi not in EMPTY_MASK_ROIS:
+            raise KeyError(f"unknown empty_mask_roi '{empty_mask_roi}'; known: "
+                           f"{', '.join(EMPTY_MASK_ROIS)}")
+        self.empty_mask_roi = empty_mask_roi
         super().__init__(model.to(device).eval(), device, clicks_limit)
+        self.backend = select_backend(self.device, backend)
         self.with_flip = with_flip
         self.infer_size = int(infer_size or getattr(model, "infer_size", 256))
         self.target_crop_r = float(target_crop_r or getattr(model, "target_crop_r", 1.4))
@@ -103,10 +110,100 @@ class CoarsePredictor(BasePredictor):
         self._pool_refs = sys.getrefcount(probe[0][0])  # references of an unheld pool entry
         self.reused_outputs = 0  # how many outputs were built in recycled memory
 
+    # ---------------------------------------------------------------------------------------
+    # one click
+
+    @torch.inference_mode()
+    def _predict(self, clicks: List[Click], clicker: Clicker) -> np.ndarray:
+        if self.crop_mode == "zoom_in":
+            return self._predict_zoom_in(clicks)
+        backend, timer = self.backend, self.timer
+        # 1. the network on the target crop
+        roi, logits, feature, probs = self._coarse_network(clicks)
+        r0, r1, c0, c1 = roi
+        window = (r0, r1 + 1, c0, c1 + 1)
+        # 2. the coarse probabilities over the crop, in an output map that is 0 outside it
+        with timer.stage("coarse_paste"):
+            out = self._output(window)
+            coarse = backend.coarse(probs, out, window)
+        box = None
+        if self.refines and feature is not None:
+            # 3. the focus box (rule 35) from the coarse and previous masks over the crop
+            with timer.stage("focus_crop"):
+                prev_mask, (py, _, px, _), prev_bbox = self._prev_mask()
+                xor, count, bbox, runs = backend.focus_masks(coarse, prev_mask,
+                                                             (py - r0, px - c0))
+                box = focus_box(self.focus_strategy, count, bbox, prev_bbox is not None, xor,
+                                window, clicks[-1].coords, self.focus_crop_r, (r0, c0),
+                                self.prev_prediction.shape, runs)
+                self.last_focus_box = box
+        if box is None:
+            with timer.stage("paste_back"):
+                return self._pending(out, window, backend.paste(out, coarse, window))
+        # 4. the refiner on the box
+        refined = self._refine(box, roi, clicks, logits, feature)
+        # 5. its logits pasted into the coarse map (or, late, into the previous final map)
+        with timer.stage("paste_back"):
+            if len(clicks) > self.refine_after_clicks:
+                return self._paste_on_previous(out, window, refined, box)
+            return self._pending(out, window, backend.paste(out, coarse, window, box, refined))
+
+    def _coarse_network(self, clicks: List[Click]
+                        ) -> Tuple[Box, torch.Tensor, Optional[torch.Tensor], torch.Tensor]:
+        """The network on the target crop: (inclusive roi of the output, logits (1,1,S,S),
+        feature, the probabilities to resize into the roi: sigmoid(logits), or after rule 28f's
+        whole-image pass their resize to the image first, as released)."""
+        with self.timer.stage("target_crop"):
+            roi, out_roi = self._target_roi(clicks)
+            self.last_target_roi = out_roi
+            r0, r1, c0, c1 = roi
+            s = (self.infer_size, self.infer_size)
+            image = self.backend.resize_image(self.image_nd, self._image_u8,
+                                              (r0, r1 + 1, c0, c1 + 1), s)
+            prev = resize_bilinear(self._prev_window(roi), s)
+            roi_clicks = map_clicks(clicks, roi, s)
+        logits, feature = self._network_coarse(image, prev, roi_clicks)
+        probs = torch.sigmoid(logits)
+        if out_roi != roi:  # squeezed: the whole-image map resized into the stored roi
+            probs = resize_bilinear(probs, (r1 - r0 + 1, c1 - c0 + 1))
+        return out_roi, logits, feature, probs
+
+    def _network_coarse(self, image: torch.Tensor, prev: Optional[torch.Tensor],
+                        clicks: List[Click]) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """image (1,3,h,w), prev (1,1,h,w), clicks in its frame -> (logits (1,1,h,w) averaged
+        over the flip, feature (1,C,h/4,w/4) of the unflipped pass)."""
+        h, w = image.shape[-2:]
+        clicks_lists = [clicks]
+        if self.with_flip:
+            image = torch.cat((image, torch.flip(image, dims=[3])), dim=0)
+            if prev is not None:
+                prev = torch.cat((prev, torch.flip(prev, dims=[3])), dim=0)
+            clicks_lists.append(flip_clicks(clicks, w))
+        points = clicks_to_points(clicks_lists, device=self.device)
+        with self.timed_model(), self.timer.stage("coarse_net"), self._autocast():
+            out = self.model.forward_coarse(image, points, prev if self.with_prev_mask else None)
+        logits = resize_bilinear(out["instances"].float(), (h, w))
+        if self.with_flip:
+            logits = 0.5 * (logits[:1] + torch.flip(logits[1:], dims=[3]))
+        feature = out.get("feature")
+        return logits, (feature[:1].float() if feature is not None else None)
+
+    def _predict_zoom_in(self, clicks: List[Click]) -> np.ndarray:
+        """RITM's ZoomIn crop (rules 28-29) instead of the target crop, no refinement."""
+        full_size = tuple(self.image_nd.shape[-2:])
+        inputs = torch.cat((self.image_nd, self._prev_nd()), dim=1)
+        roi_inputs, tclicks = self.zoom_in.transform(inputs, clicks)
+        logits, _ = self._network_coarse(roi_inputs[:, :3], roi_inputs[:, 3:], tclicks)
+        probs = self.zoom_in.inv_transform(torch.sigmoid(logits), full_size)
+        return probs[0, 0].cpu().numpy()
+
+    # ---------------------------------------------------------------------------------------
+    # state across clicks: the image, the previous prediction, its support and its mask
+
     def set_image(self, image: np.ndarray) -> None:
         super().set_image(image)
         image_u8 = np.ascontiguousarray(self.image)
-        # for the compiled ROI sampling of large focus boxes (uint8 HxWx3 only)
+        # for the compiled sampling of large crops (uint8 HxWx3 only)
         self._image_u8 = image_u8 if image_u8.dtype == np.uint8 and image_u8.ndim == 3 else None
         tensor = torch.from_numpy(image_u8).to(self.device)
         self.image_nd = tensor.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
@@ -114,6 +211,8 @@ class CoarsePredictor(BasePredictor):
         self._set_support(self.prev_prediction, (0, 0, 0, 0))
         h, w = self.prev_prediction.shape
         self.last_target_roi: Box = (0, h - 1, 0, w - 1)  # inclusive; for inspection
+        self.last_focus_box: Optional[Box] = None  # half-open, None if empty; for inspection
+        self._stored_roi: Optional[Box] = None  # the last ROI from a non-empty mask (rule 28f)
 
     def set_prev_prediction(self, prob: np.ndarray, support: Optional[Box] = None,
                             above: Optional[np.ndarray] = None) -> None:
@@ -121,7 +220,7 @@ class CoarsePredictor(BasePredictor):
         (y1, y2, x1, x2) outside which it is 0, if known (else found by one scan); `above`:
         `prob > 0.49` over that box (bool), if known — what the predictor keeps of its own
         outputs (else thresholded when a click needs it)."""
-        self.prev_prediction = np.asarray(prob, dtype=np.float32)
+        self.prev_prediction = np.ascontiguousarray(prob, dtype=np.float32)
         self._set_support(self.prev_prediction, support)
         if above is None:
             return
@@ -135,12 +234,29 @@ class CoarsePredictor(BasePredictor):
         self._prev_mask_cache = (self.prev_prediction, above, tuple(support),
                                  get_bbox_from_mask(above))
 
+    def get_prediction(self, clicker: Clicker, prev_mask: Optional[np.ndarray] = None
+                       ) -> np.ndarray:
+        self._pending_support = None
+        prob = super().get_prediction(clicker, prev_mask)
+        pending, self._pending_support = self._pending_support, None
+        if pending is not None and pending[0] is prob:
+            self._set_support(prob, pending[1])
+            self._keep_output(prob, pending[1])
+        return prob
+
+    def _pending(self, out: np.ndarray, support: Box, mask: Optional[MaskWithBox] = None
+                 ) -> np.ndarray:
+        """Return the output `out` (0 outside the half-open `support`), remembering its support
+        for the next click and, when the backend built it while writing, its threshold over the
+        support (kept as the next click's previous mask, so that map is not scanned again)."""
+        self._pending_support = (out, support)
+        if mask is not None:
+            self._prev_mask_cache = (out, mask[0], support, mask[1])
+        return out
+
     def _set_support(self, prob: np.ndarray, support: Optional[Box]) -> None:
         if support is None:
-            nonzero = prob != 0
-            bbox = get_bbox_from_mask(nonzero)
-            support = (0, 0, 0, 0) if bbox is None else (bbox[0], bbox[1] + 1,
-                                                          bbox[2], bbox[3] + 1)
+            support = half_open_bbox(prob != 0) or (0, 0, 0, 0)
         self._support, self._support_of = support, prob
 
     def _prev_support(self) -> Box:
@@ -150,62 +266,47 @@ class CoarsePredictor(BasePredictor):
             self._set_support(self.prev_prediction, None)
         return self._support  # type: ignore[return-value]
 
-    def _autocast(self):
-        if self.autocast_dtype is None:
-            return nullcontext()
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
-
-    def _target_roi(self, clicks: List[Click]) -> Box:
-        """`target_crop_roi` (inclusive roi) computed on the previous mask's support only."""
-        h, w = self.prev_prediction.shape
-        full = (0, h - 1, 0, w - 1)
-        if len(clicks) <= 1:
-            return full
-        _, (y1, y2, x1, x2), bbox = self._prev_mask()
-        if bbox is None:
-            return full
-        rmin, rmax, cmin, cmax = bbox[0] + y1, bbox[1] + y1, bbox[2] + x1, bbox[3] + x1
-        for click in clicks:
-            if click.is_positive:
-                cy, cx = int(click.coords[0]), int(click.coords[1])
-                rmin, rmax = min(rmin, cy), max(rmax, cy)
-                cmin, cmax = min(cmin, cx), max(cmax, cx)
-        box = expand_bbox((rmin, rmax, cmin, cmax), self.target_crop_r, self.min_crop_size)
-        return clamp_bbox(box, 0, h - 1, 0, w - 1)
-
     def _prev_mask(self) -> Tuple[np.ndarray, Box, Optional[Box]]:
         """(previous probabilities > 0.49 over their support, the half-open support box, the
         mask's inclusive bbox in it or None): thresholded once per previous map, for the target
-        crop and the focus rule; one compiled pass where available."""
+        crop and the focus rule."""
         cache = self._prev_mask_cache
         if cache is None or cache[0] is not self.prev_prediction:
-            prev = self.prev_prediction
-            y1, y2, x1, x2 = support = self._prev_support()
-            if self._compiled():
-                mask, _, bbox = kernels.threshold_with_bbox(prev, support, 0.49)
-            else:
-                mask = prev[y1:y2, x1:x2] > 0.49
-                bbox = get_bbox_from_mask(mask)
-            cache = (prev, mask, support, bbox)
+            support = self._prev_support()
+            mask, bbox = self.backend.threshold(self.prev_prediction, support,
+                                                PREV_MASK_THRESHOLD)
+            cache = (self.prev_prediction, mask, support, bbox)
             self._prev_mask_cache = cache
         return cache[1], cache[2], cache[3]
 
-    def _compiled(self) -> bool:
-        """Whether the per-click passes take the compiled kernels (numba present, CPU, a
-        C-contiguous float32 previous map)."""
-        prev = self.prev_prediction
-        return (kernels.ENABLED and self.device.type == "cpu" and prev.dtype == np.float32
-                and prev.flags.c_contiguous)
+    def _target_roi(self, clicks: List[Click]) -> Tuple[Box, Box]:
+        """(inclusive roi the network sees, inclusive roi its output goes to):
+        `crops.target_crop_roi` from the previous mask's cached bbox. They differ only after an
+        empty previous mask with a stored ROI (rule 28f, `empty_mask_roi='stored'`): the whole
+        image, and the ROI of the last non-empty mask."""
+        if len(clicks) <= 1:
+            roi = target_crop_roi(None, clicks, self.prev_prediction.shape)
+            return roi, roi
+        _, (y1, _, x1, _), bbox = self._prev_mask()
+        prev_bbox = None if bbox is None else (bbox[0] + y1, bbox[1] + y1,
+                                               bbox[2] + x1, bbox[3] + x1)
+        roi = target_crop_roi(prev_bbox, clicks, self.prev_prediction.shape,
+                              self.target_crop_r, self.min_crop_size)
+        if prev_bbox is None:
+            stored = self._stored_roi if self.empty_mask_roi == "stored" else None
+            return roi, stored or roi
+        self._stored_roi = roi
+        return roi, roi
 
-    def _prev_mask_window(self, roi: Box) -> np.ndarray:
-        """Previous probabilities > 0.49 over an inclusive roi (bool)."""
-        mask, (y1, y2, x1, x2), _ = self._prev_mask()
+    def _prev_window(self, roi: Box) -> torch.Tensor:
+        """(1, 1, h, w) previous probabilities over an inclusive roi, on the device (only the
+        window is copied)."""
         r0, r1, c0, c1 = roi
-        window = np.zeros((r1 - r0 + 1, c1 - c0 + 1), dtype=bool)
-        a0, a1, b0, b1 = max(y1, r0), min(y2, r1 + 1), max(x1, c0), min(x2, c1 + 1)
-        if a1 > a0 and b1 > b0:
-            window[a0 - r0:a1 - r0, b0 - c0:b1 - c0] = mask[a0 - y1:a1 - y1, b0 - x1:b1 - x1]
-        return window
+        window = self.prev_prediction[r0:r1 + 1, c0:c1 + 1]  # a strided view, not copied
+        return torch.from_numpy(window).to(self.device)[None, None]
+
+    def _prev_nd(self) -> torch.Tensor:
+        return torch.from_numpy(self.prev_prediction).to(self.device)[None, None]
 
     def _output(self, window: Box) -> np.ndarray:
         """An HxW float32 map that is 0 outside the half-open `window` (the caller writes all
@@ -228,109 +329,10 @@ class CoarsePredictor(BasePredictor):
         self._pool.append((out, support))
         del self._pool[:-2]
 
-    def _prev_window(self, roi: Box) -> torch.Tensor:
-        """(1, 1, h, w) previous probabilities over an inclusive roi, on the device (only the
-        window is copied)."""
-        r0, r1, c0, c1 = roi
-        window = self.prev_prediction[r0:r1 + 1, c0:c1 + 1]  # a strided view, not copied
-        return torch.from_numpy(window).to(self.device)[None, None]
-
-    def _finish(self, out: np.ndarray, probs: torch.Tensor, roi: Box,
-                window: Optional[torch.Tensor] = None) -> np.ndarray:
-        """The output map `out` (0 outside the inclusive roi) with the (1, 1, h, w) crop
-        `probs` written at the roi, unless it was computed there already (`window`, the view of
-        `out` that `probs` is, on the CPU). Records its support for the next click."""
-        r0, r1, c0, c1 = roi
-        if window is None:
-            out[r0:r1 + 1, c0:c1 + 1] = probs[0, 0].float().cpu().numpy()
-        return self._pending(out, (r0, r1 + 1, c0, c1 + 1))
-
-    def _pending(self, out: np.ndarray, support: Box) -> np.ndarray:
-        self._pending_support = (out, support)
-        return out
-
-    def get_prediction(self, clicker: Clicker, prev_mask: Optional[np.ndarray] = None
-                       ) -> np.ndarray:
-        self._pending_support = None
-        prob = super().get_prediction(clicker, prev_mask)
-        pending, self._pending_support = self._pending_support, None
-        if pending is not None and pending[0] is prob:
-            self._set_support(prob, pending[1])
-            self._keep_output(prob, pending[1])
-        return prob
-
-    # ----------------------------------------------------------------------------------------
-    def _prev_nd(self) -> torch.Tensor:
-        return torch.from_numpy(self.prev_prediction).to(self.device)[None, None]
-
-    def _network_coarse(self, image: torch.Tensor, prev: Optional[torch.Tensor],
-                        clicks: List[Click]) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """image (1,3,h,w), prev (1,1,h,w), clicks in its frame -> (logits (1,1,h,w) averaged
-        over the flip, feature (1,C,h/4,w/4) of the unflipped pass)."""
-        h, w = image.shape[-2:]
-        clicks_lists = [clicks]
-        if self.with_flip:
-            image = torch.cat((image, torch.flip(image, dims=[3])), dim=0)
-            if prev is not None:
-                prev = torch.cat((prev, torch.flip(prev, dims=[3])), dim=0)
-            clicks_lists.append(flip_clicks(clicks, w))
-        points = clicks_to_points(clicks_lists, device=self.device)
-        with self.timed_model(), self.timer.stage("coarse_net"), self._autocast():
-            out = self.model.forward_coarse(image, points, prev if self.with_prev_mask else None)
-        logits = resize_bilinear(out["instances"].float(), (h, w))
-        if self.with_flip:
-            logits = 0.5 * (logits[:1] + torch.flip(logits[1:], dims=[3]))
-        feature = out.get("feature")
-        return logits, (feature[:1].float() if feature is not None else None)
-
-    def _coarse_target(self, clicks: List[Click]):
-        """Coarse stage on the target crop: returns (probs (1,1,h,w) over the crop, inclusive
-        roi, network logits (1,1,S,S), feature); the image outside the crop gets 0."""
-        roi, logits, feature = self._coarse_network(clicks)
-        r0, r1, c0, c1 = roi
-        with self.timer.stage("coarse_paste"):
-            # on the CPU the crop is interpolated straight into the output map's window
-            out = self._output((r0, r1 + 1, c0, c1 + 1))
-            window = None
-            if self.device.type == "cpu":
-                window = torch.from_numpy(out)[r0:r1 + 1, c0:c1 + 1][None, None]
-            probs = resize_bilinear(torch.sigmoid(logits), (r1 - r0 + 1, c1 - c0 + 1),
-                                    out=window)
-        return probs, roi, logits, feature, out, window
-
-    def _coarse_network(self, clicks: List[Click]):
-        """The network on the target crop: (inclusive roi, logits (1,1,S,S), feature)."""
-        with self.timer.stage("target_crop"):
-            roi = self._target_roi(clicks)
-            self.last_target_roi = roi
-            r0, r1, c0, c1 = roi
-            s = (self.infer_size, self.infer_size)
-            if (self._image_u8 is not None and self._compiled()
-                    and (r1 - r0 + 1) * (c1 - c0 + 1) >= kernels.RESIZE_IMAGE_MIN_PIXELS):
-                image = kernels.resize_image(self._image_u8, (r0, r1 + 1, c0, c1 + 1),
-                                             _linear_taps(r1 - r0 + 1, s[0]),
-                                             _linear_taps(c1 - c0 + 1, s[1]))
-            else:
-                image = resize_bilinear(self.image_nd[:, :, r0:r1 + 1, c0:c1 + 1], s)
-            prev = resize_bilinear(self._prev_window(roi), s)
-            roi_clicks = map_clicks(clicks, roi, s)
-        logits, feature = self._network_coarse(image, prev, roi_clicks)
-        return roi, logits, feature
-
-    def _coarse_zoom_in(self, clicks: List[Click]) -> torch.Tensor:
-        full_size = tuple(self.image_nd.shape[-2:])
-        inputs = torch.cat((self.image_nd, self._prev_nd()), dim=1)
-        roi_inputs, tclicks = self.zoom_in.transform(inputs, clicks)
-        logits, _ = self._network_coarse(roi_inputs[:, :3], roi_inputs[:, 3:], tclicks)
-        return self.zoom_in.inv_transform(torch.sigmoid(logits), full_size)
-
-    @torch.inference_mode()
-    def _predict(self, clicks: List[Click], clicker: Clicker) -> np.ndarray:
-        if self.crop_mode == "zoom_in":
-            return self._coarse_zoom_in(clicks)[0, 0].cpu().numpy()
-        probs, roi, _, _, out, window = self._coarse_target(clicks)
-        with self.timer.stage("paste_back"):
-            return self._finish(out, probs, roi, window)
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
 
 class IGLRPredictor(CoarsePredictor):
@@ -340,16 +342,20 @@ class IGLRPredictor(CoarsePredictor):
     default to the model's stored values. The coarse stage always uses the target crop.
     """
 
+    refines = True
+
     def __init__(self, model: torch.nn.Module, device: Union[torch.device, str] = "cpu",
                  clicks_limit: Optional[int] = None, with_flip: bool = True,
                  infer_size: Optional[int] = None, target_crop_r: Optional[float] = None,
                  min_crop_size: int = 10, focus_strategy: Optional[str] = None,
                  focus_crop_r: Optional[float] = None, refine_size: Optional[int] = None,
                  refine_after_clicks: int = 10, autocast_dtype: Optional[torch.dtype] = None,
-                 compile_model: bool = False):
+                 compile_model: bool = False, empty_mask_roi: str = "stored",
+                 backend: Optional[str] = None):
         super().__init__(model, device, clicks_limit, with_flip, infer_size, target_crop_r,
                          min_crop_size, crop_mode="target", autocast_dtype=autocast_dtype,
-                         compile_model=compile_model)
+                         compile_model=compile_model, empty_mask_roi=empty_mask_roi,
+                         backend=backend)
         if not getattr(model, "use_refiner", False) or getattr(model, "refiner", 1) is None:
             raise ValueError("the IGLR predictor needs a model with use_refiner=True; "
                              "use the 'coarse' predictor for models without the refiner")
@@ -361,105 +367,8 @@ class IGLRPredictor(CoarsePredictor):
         self.refine_size = int(refine_size or getattr(model, "refine_size", 256))
         self.refine_after_clicks = refine_after_clicks
 
-    @torch.inference_mode()
-    def _predict(self, clicks: List[Click], clicker: Clicker) -> np.ndarray:
-        if self._compiled():
-            return self._predict_compiled(clicks)
-        probs, roi, net_logits, feature, out, window = self._coarse_target(clicks)
-        r0, r1, c0, c1 = roi
-        # The rule's logits l = log(p / (1 - p)) are never materialised: l > 0.49 is
-        # p > sigmoid(0.49), and sigmoid(l) = p where nothing is pasted.
-        with self.timer.stage("focus_crop"):
-            # the focus rule runs on the host (connected components): send the thresholded
-            # crop only; coarse and previous masks are empty outside the target crop
-            if probs.device.type == "cpu":
-                coarse_mask = probs[0, 0].numpy() > LOGIT_049_AS_PROB
-            else:
-                coarse_mask = (probs[0, 0] > LOGIT_049_AS_PROB).cpu().numpy()
-            prev = self._prev_mask_window(roi)
-            box = focus_crop(coarse_mask, prev, (r0, r1 + 1, c0, c1 + 1), clicks[-1].coords,
-                             self.focus_strategy, self.focus_crop_r, origin=(r0, c0),
-                             image_size=self.prev_prediction.shape)
-        if box is not None and feature is not None:
-            refined = self._refine(box, roi, clicks, net_logits, feature)
-            y1, y2, x1, x2 = box
-            with self.timer.stage("paste_back"):
-                if len(clicks) > self.refine_after_clicks:
-                    # pasted into logit(previous final): sigmoid(logit(p)) = p elsewhere
-                    refined = torch.sigmoid(resize_bilinear(refined, (y2 - y1, x2 - x1)))
-                    return self._paste_on_previous(out, (r0, r1 + 1, c0, c1 + 1), refined, box)
-                # resized straight into the map's window, then sigmoid in place: no temporaries
-                window_box = probs[:, :, y1 - r0:y2 - r0, x1 - c0:x2 - c0]
-                resize_bilinear(refined, (y2 - y1, x2 - x1), out=window_box).sigmoid_()
-        with self.timer.stage("paste_back"):
-            return self._finish(out, probs, roi, window)
-
-    def _predict_compiled(self, clicks: List[Click]) -> np.ndarray:
-        """`_predict` with the compiled kernels (same result to float rounding; tested against
-        the full-image computation). The coarse crop is kept as the rows of a separable resize
-        (along the rows: S x w); one pass computes the focus rule's coarse mask from them,
-        its count and bbox, and its XOR with the previous mask, without writing the coarse
-        map; the coarse values are then written only where the refined box does not cover
-        them. At 4K, where the box is often most of the crop, that is one full-resolution pass
-        instead of five (paste, threshold, window of the previous mask, XOR, bbox)."""
-        roi, net_logits, feature = self._coarse_network(clicks)
-        r0, r1, c0, c1 = roi
-        window = (r0, r1 + 1, c0, c1 + 1)
-        with self.timer.stage("coarse_paste"):
-            rows = resize_rows(torch.sigmoid(net_logits), c1 - c0 + 1)
-            taps = _linear_taps(rows.shape[0], r1 - r0 + 1)
-        with self.timer.stage("focus_crop"):
-            prev_mask, (y1, _, x1, _), prev_bbox = self._prev_mask()
-            diff, count, bbox, runs = kernels.blend_threshold_xor(
-                rows, taps, LOGIT_049_AS_PROB, prev_mask, (y1 - r0, x1 - c0), runs=True)
-            box = focus_box(self.focus_strategy, count, bbox, prev_bbox is not None, diff,
-                            window, clicks[-1].coords, self.focus_crop_r, (r0, c0),
-                            self.prev_prediction.shape, runs)
-        out = self._output(window)
-        mask = kernels.WindowMask(window, 0.49)  # the next click's previous mask, as written
-        if box is None or feature is None:
-            with self.timer.stage("coarse_paste"):
-                kernels.blend_rows(rows, taps, out, window, mask=mask)
-            return self._pending_with_mask(out, mask)
-        refined = self._refine(box, roi, clicks, net_logits, feature)
-        y1, y2, x1, x2 = box
-        with self.timer.stage("paste_back"):
-            if len(clicks) > self.refine_after_clicks:
-                refined = torch.sigmoid(resize_bilinear(refined, (y2 - y1, x2 - x1)))
-                return self._paste_on_previous(out, window, refined, box)
-            for part in _window_minus_box(window, box):
-                kernels.blend_rows(rows, taps, out, part, col0=part[2] - c0,
-                                   first_row=part[0] - r0, mask=mask)
-            # the refined logits' separable resize: the rows, then the row blend, the sigmoid
-            # and the threshold in one pass straight into the box
-            refined_rows = resize_rows(refined, x2 - x1)
-            kernels.blend_rows(refined_rows, _linear_taps(refined_rows.shape[0], y2 - y1), out,
-                               box, sigmoid=True, mask=mask)
-        return self._pending_with_mask(out, mask)
-
-    def _pending_with_mask(self, out: np.ndarray, mask: "kernels.WindowMask") -> np.ndarray:
-        """`_pending` for an output whose threshold over its support (the mask's window) was
-        built while it was written: kept as the next click's previous mask, so that map is
-        not scanned again (`_prev_mask`; an array passed as `prev_mask` is)."""
-        values, _, bbox = mask.result()
-        self._prev_mask_cache = (out, values, mask.window, bbox)
-        return self._pending(out, mask.window)
-
-    def _paste_on_previous(self, out: np.ndarray, window: Box, probs: torch.Tensor, box: Box
-                           ) -> np.ndarray:
-        """The previous map with the (1, 1, h, w) `probs` written at the half-open box, built
-        in `out` (0 outside the half-open `window`, whose coarse values are not used)."""
-        y1, y2, x1, x2 = box
-        s0, s1, s2, s3 = self._prev_support()
-        _zero_outside(out, window, (s0, s1, s2, s3))
-        out[s0:s1, s2:s3] = self.prev_prediction[s0:s1, s2:s3]
-        out[y1:y2, x1:x2] = probs[0, 0].float().cpu().numpy()
-        support = (box if s1 <= s0 or s3 <= s2 else
-                   (min(s0, y1), max(s1, y2), min(s2, x1), max(s3, x2)))
-        return self._pending(out, support)
-
-    def _refine(self, box: Tuple[int, int, int, int], roi: Tuple[int, int, int, int],
-                clicks: List[Click], net_logits: torch.Tensor, feature: torch.Tensor) -> torch.Tensor:
+    def _refine(self, box: Box, roi: Box, clicks: List[Click], net_logits: torch.Tensor,
+                feature: torch.Tensor) -> torch.Tensor:
         """Refiner logits (1,1,R,R) over the half-open focus box (y1, y2, x1, x2)."""
         y1, y2, x1, x2 = box
         size = self.refine_size
@@ -468,20 +377,11 @@ class IGLRPredictor(CoarsePredictor):
         sx = self.infer_size / (c1 - c0 + 1)
         net_box = ((x1 - c0) * sx, (y1 - r0) * sy, (x2 - c0) * sx, (y2 - r0) * sy)
         with self.timed_model("sampling_time"), self.timer.stage("roi_sampling"):
-            if (self._image_u8 is not None and self._compiled()
-                    and (y2 - y1) * (x2 - x1) >= kernels.ROI_ALIGN_MIN_PIXELS):
-                image_crop = kernels.roi_align_image(self._image_u8, (x1, y1, x2, y2), size)
-            else:
-                image_crop = roi_align_box(self.image_nd, (x1, y1, x2, y2), size)
+            image_crop = self.backend.roi_image(self.image_nd, self._image_u8,
+                                                (x1, y1, x2, y2), size)
             coarse_crop = roi_align_box(net_logits, net_box, size)
-            feature_size = max(1, size // 4)
-            feature_scale = feature.shape[-1] / self.infer_size
-            if self._compiled() and feature.dtype == torch.float32:
-                feature_crop = kernels.roi_align_features(feature, net_box, feature_size,
-                                                          feature_scale)
-            else:
-                feature_crop = roi_align_box(feature, net_box, feature_size,
-                                             spatial_scale=feature_scale)
+            feature_crop = self.backend.roi_features(feature, net_box, max(1, size // 4),
+                                                     feature.shape[-1] / self.infer_size)
             crop_clicks = [c.copy(coords=((c.coords[0] - y1) * size / (y2 - y1),
                                           (c.coords[1] - x1) * size / (x2 - x1))) for c in clicks]
             points = clicks_to_points([crop_clicks], order=0, device=self.device)
@@ -489,14 +389,20 @@ class IGLRPredictor(CoarsePredictor):
             out = self.model.forward_refine(image_crop, points, coarse_crop, feature_crop)
         return out["refined"].float()
 
-
-def _window_minus_box(window: Box, box: Box) -> List[Box]:
-    """The half-open `window` minus the half-open `box` inside it, as up to four half-open
-    boxes (the rows above and below the box, then left and right of it in its rows)."""
-    w0, w1, w2, w3 = window
-    b0, b1, b2, b3 = box
-    parts = [(w0, b0, w2, w3), (b1, w1, w2, w3), (b0, b1, w2, b2), (b0, b1, b3, w3)]
-    return [p for p in parts if p[1] > p[0] and p[3] > p[2]]
+    def _paste_on_previous(self, out: np.ndarray, window: Box, refined: torch.Tensor, box: Box
+                           ) -> np.ndarray:
+        """The previous map with sigmoid(refined logits (1, 1, R, R) resized to the half-open
+        box) written there (rule 36: sigmoid(logit(p)) = p elsewhere), built in `out` (0 outside
+        the half-open `window`, whose coarse values are not used)."""
+        y1, y2, x1, x2 = box
+        probs = torch.sigmoid(resize_bilinear(refined, (y2 - y1, x2 - x1)))
+        s0, s1, s2, s3 = self._prev_support()
+        _zero_outside(out, window, (s0, s1, s2, s3))
+        out[s0:s1, s2:s3] = self.prev_prediction[s0:s1, s2:s3]
+        out[y1:y2, x1:x2] = probs[0, 0].float().cpu().numpy()
+        support = (box if s1 <= s0 or s3 <= s2 else
+                   (min(s0, y1), max(s1, y2), min(s2, x1), max(s3, x2)))
+        return self._pending(out, support)
 
 
 def _zero_outside(out: np.ndarray, support: Box, window: Box) -> None:

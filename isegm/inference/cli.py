@@ -1,9 +1,11 @@
-"""Command-line NoC evaluation (the body of `scripts/evaluate_model.py`), importable.
+"""Command-line NoC evaluation (the body of `scripts/evaluate_model.py`), importable:
+arguments, checkpoint discovery, input validation, and the loop over checkpoints and datasets.
+The evaluation itself is `evaluation.py`, the outputs `results.py`, the pictures `utils/vis.py`.
 
     python scripts/evaluate_model.py NoBRS --gpu=0 --checkpoint=iglr_b0 --eval-mode=cvpr \
         --datasets=GrabCut,Berkeley,DAVIS,SBD
 
-    from isegm.inference.runner import main, parse_args, run_evaluation
+    from isegm.inference.cli import main, parse_args, run_evaluation
     results = run_evaluation(parse_args(["NoBRS", "--checkpoint=...", "--datasets=GrabCut"]))
 
 Everything that can fail on bad input (unknown dataset or predictor names, a missing or
@@ -21,29 +23,29 @@ Outputs under `--logs-path` (default EXPS_PATH/evaluation_logs) / <model name>/:
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import os
 import pickle
 import re
 import sys
-import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import cv2
-import numpy as np
 import torch
 
 from ..utils.config import Config, ConfigError, ConfigPathError, load_config
 from ..utils.device import parse_gpus, select_device
 from ..utils.log import logger, setup_logging
 from ..utils.serialization import CheckpointError, load_torch_file
+from ..utils.vis import draw_prediction
+from .crops import ZoomIn
 from .evaluation import evaluate_dataset
-from .predictors import MODES, PREDICTORS, get_predictor, predictor_name_for_mode
-from .transforms import FOCUS_STRATEGIES, ZoomIn
+from .focus import FOCUS_STRATEGIES
+from .predictors import (EMPTY_MASK_ROIS, MODES, PREDICTORS, get_predictor,
+                         predictor_name_for_mode)
+from .results import results_table, save_ious, write_records
 from .utils import (compute_noc_metric, compute_strict_nof, get_iou_thresholds,
                     mean_iou_per_click, percent_key, stop_iou)
 
@@ -69,6 +71,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     group.add_argument("--exp-path", type=str, default="",
                        help="an experiment run folder (absolute, or relative to EXPS_PATH, a "
                             "prefix like 'iglr/b0/000' is enough): evaluates its checkpoints")
+    parser.add_argument("--trust-checkpoint", action="store_true",
+                        help="accept checkpoints that need full unpickling, which can run code "
+                             "stored in the file: only for files from a trusted source")
     parser.add_argument("--checkpoints-glob", type=str, default="*.pth",
                         help="which checkpoints of --exp-path to evaluate (default: all *.pth)")
     parser.add_argument("--datasets", type=str, default="GrabCut,Berkeley,DAVIS,SBD",
@@ -83,6 +88,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--focus-strategy", type=str, default=None, choices=FOCUS_STRATEGIES)
     parser.add_argument("--crop-mode", type=str, default="target", choices=("target", "zoom_in"),
                         help="coarse predictor: FocalClick target crop or RITM ZoomIn")
+    parser.add_argument("--empty-mask-roi", type=str, default="stored", choices=EMPTY_MASK_ROIS,
+                        help="target crop after an empty previous mask: 'stored' (as released, "
+                             "rule 28f: the whole image's output squeezed into the ROI an "
+                             "earlier click stored) or 'full' (the whole image)")
     parser.add_argument("--n-clicks", type=int, default=20, help="maximum clicks per sample (N)")
     parser.add_argument("--min-n-clicks", type=int, default=1)
     parser.add_argument("--target-iou", type=float, default=0.90)
@@ -163,7 +172,10 @@ def find_checkpoint(cfg: Config, checkpoint: str) -> Path:
                                    f"{models_root}: {', '.join(map(str, sorted(found)))}; "
                                    f"give a path")
     raise EvaluationSetupError(f"checkpoint '{checkpoint}' not found: no such file, and no "
-                               f"'{names[-1]}' under INTERACTIVE_MODELS_PATH={models_root}")
+                               f"'{names[-1]}' under INTERACTIVE_MODELS_PATH={models_root}. "
+                               f"No trained IGLR weights have been released (the authors' "
+                               f"repository says 'coming soon'): train one as docs/gpu.md "
+                               f"describes and pass its checkpoints/last_checkpoint.pth")
 
 
 def find_exp_checkpoints(cfg: Config, exp_path: str, pattern: str = "*.pth") -> List[Path]:
@@ -187,10 +199,10 @@ def find_exp_checkpoints(cfg: Config, exp_path: str, pattern: str = "*.pth") -> 
     return checkpoints
 
 
-def check_checkpoint(path: Path) -> None:
+def check_checkpoint(path: Path, trust: bool = False) -> None:
     """Raise if `path` is not an IGLR checkpoint (without building the model)."""
     try:
-        data = load_torch_file(path)
+        data = load_torch_file(path, trust=trust)
     except CheckpointError as e:
         raise EvaluationSetupError(str(e)) from e
     if not isinstance(data, dict) or data.get("arch") != "iglr" or "config" not in data \
@@ -242,7 +254,7 @@ def prepare(args: argparse.Namespace) -> EvaluationPlan:
         else:
             raise EvaluationSetupError(f"mode '{args.mode}' needs --checkpoint or --exp-path")
         for path in checkpoints:
-            check_checkpoint(path)
+            check_checkpoint(path, args.trust_checkpoint)
 
     datasets: Dict[str, Any] = {}
     for name in names:
@@ -283,103 +295,10 @@ def _zoom_in_for(args: argparse.Namespace, dataset_name: str) -> ZoomIn:
     return ZoomIn(target_size=(fixed, fixed), skip_clicks=-1)
 
 
-def results_table(rows: List[Dict[str, Any]], n_clicks: int, extra_thr: Optional[str]) -> str:
-    """RITM-style table: NoC@80/85/90, >=N@85/90, SPC, time (plus NoC@target if unusual)."""
-    cols = [("Predictor", 13), ("Dataset", 11), ("NoC@80%", 9), ("NoC@85%", 9), ("NoC@90%", 9)]
-    if extra_thr:
-        cols.append((f"NoC@{extra_thr}%", 9))
-    cols += [(f">={n_clicks}@85%", 9), (f">={n_clicks}@90%", 9), ("SPC,s", 7), ("Time", 9)]
-    header = "|" + "|".join(f"{name:^{w}}" for name, w in cols) + "|"
-    lines = ["-" * len(header), header, "-" * len(header)]
-
-    def fmt(value: Any, width: int, digits: int = 2) -> str:
-        if value is None:
-            return f"{'-':^{width}}"
-        if isinstance(value, float):
-            return f"{value:^{width}.{digits}f}"
-        return f"{value:^{width}}"
-
-    for r in rows:
-        cells = [fmt(r["predictor"], 13), fmt(r["dataset"], 11), fmt(r.get("NoC@80"), 9),
-                 fmt(r.get("NoC@85"), 9), fmt(r.get("NoC@90"), 9)]
-        if extra_thr:
-            cells.append(fmt(r.get(f"NoC@{extra_thr}"), 9))
-        spent = time.strftime("%H:%M:%S", time.gmtime(r["time_s"]))
-        cells += [fmt(r.get("NoF@85"), 9), fmt(r.get("NoF@90"), 9), fmt(r["spc_s"], 7, 3),
-                  fmt(spent, 9)]
-        lines.append("|" + "|".join(cells) + "|")
-    lines.append("-" * len(header))
-    return "\n".join(lines)
-
-
-def _save_ious(path: Path, all_ious: List[np.ndarray], sample_ids: List[Any], meta: Dict[str, Any],
-               n_clicks: int) -> None:
-    padded = np.full((len(all_ious), n_clicks), np.nan, dtype=np.float32)
-    for i, ious in enumerate(all_ious):
-        padded[i, :len(ious)] = ious
-    np.savez_compressed(path, ious=padded,
-                        lengths=np.array([len(x) for x in all_ious], dtype=np.int64),
-                        sample_ids=np.array([str(s) for s in sample_ids]),
-                        meta=np.array(json.dumps(meta)))
-
-
-def load_ious(path: str | os.PathLike) -> Dict[str, Any]:
-    """Read an IoU file written by the evaluator: {'all_ious': [float32 arrays], 'sample_ids',
-    'meta' (dict)}."""
-    with np.load(path, allow_pickle=False) as data:
-        lengths = data["lengths"]
-        ious = data["ious"]
-        return {"all_ious": [ious[i, :n] for i, n in enumerate(lengths)],
-                "sample_ids": [str(s) for s in data["sample_ids"]],
-                "meta": json.loads(str(data["meta"]))}
-
-
-def draw_prediction(image: np.ndarray, probs: np.ndarray, clicks: Sequence[Any], thresh: float,
-                    gt_mask: Optional[np.ndarray] = None) -> np.ndarray:
-    """RGB uint8 image with the predicted mask blended in and clicks drawn (green positive,
-    red negative), optionally the ground-truth contour in yellow."""
-    out = image.astype(np.float32).copy()
-    mask = probs > thresh
-    out[mask] = 0.55 * out[mask] + 0.45 * np.array([0, 120, 255], np.float32)
-    out = out.clip(0, 255).astype(np.uint8)
-    if gt_mask is not None:
-        contours, _ = cv2.findContours((gt_mask == 1).astype(np.uint8), cv2.RETR_EXTERNAL,
-                                       cv2.CHAIN_APPROX_NONE)
-        cv2.drawContours(out, contours, -1, (255, 220, 0), 1)
-    radius = max(3, int(round(0.008 * max(image.shape[:2]))))
-    for click in clicks:
-        y, x = int(round(click.coords[0])), int(round(click.coords[1]))
-        color = (0, 220, 0) if click.is_positive else (230, 0, 0)
-        cv2.circle(out, (x, y), radius, color, -1)
-        cv2.circle(out, (x, y), radius, (255, 255, 255), 1)
-    return out
-
-
-def _append_records(output_dir: Path, stem: str, records: List[Dict[str, Any]], table: str) -> None:
-    with open(output_dir / f"{stem}.txt", "a", encoding="utf-8") as f:
-        f.write(f"{datetime.now():%Y-%m-%d %H:%M:%S}\n{table}\n\n")
-    csv_path = output_dir / f"{stem}.csv"
-    fields = ["date", "model", "checkpoint", "predictor", "dataset", "num_samples", "NoC@80",
-              "NoC@85", "NoC@90", "NoC@95", "NoF@85", "NoF@90", "strict_NoF@85", "strict_NoF@90",
-              "spc_s", "spi_s", "time_s", "clicks", "n_clicks", "target_iou", "eval_mode",
-              "with_flip", "infer_size"]
-    new_file = not csv_path.exists()
-    with open(csv_path, "a", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
-        if new_file:
-            writer.writeheader()
-        for r in records:
-            writer.writerow(r)
-    json_path = output_dir / f"{stem}.json"
-    existing: List[Dict[str, Any]] = []
-    if json_path.exists():
-        try:
-            existing = json.loads(json_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
-            logger.warning("%s is not valid JSON; starting a new list", json_path)
-    tmp = json_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(existing + records, indent=2, default=str), encoding="utf-8")
-    os.replace(tmp, json_path)
+CSV_FIELDS = ("date", "model", "checkpoint", "predictor", "dataset", "num_samples", "NoC@80",
+              "NoC@85", "NoC@90", "NoC@95", "NoF@85", "NoF@90", "strict_NoF@85",
+              "strict_NoF@90", "spc_s", "spi_s", "time_s", "clicks", "n_clicks", "target_iou",
+              "eval_mode", "with_flip", "infer_size")
 
 
 def _vis_writer(vis_dir: Path, thresh: float):
@@ -413,7 +332,8 @@ def run_evaluation(args: argparse.Namespace,
     ious_dir = plan.output_dir / "ious"
     ious_dir.mkdir(exist_ok=True)
     for checkpoint in plan.checkpoints:
-        model = load_is_model(checkpoint, plan.device) if checkpoint is not None else None
+        model = load_is_model(checkpoint, plan.device, trust=args.trust_checkpoint) \
+            if checkpoint is not None else None
         predictor_name = predictor_name_for_mode(args.mode, model)
         ckpt_name = checkpoint.stem if checkpoint is not None else "none"
         rows = []
@@ -423,7 +343,7 @@ def run_evaluation(args: argparse.Namespace,
                 with_flip=args.with_flip, infer_size=args.infer_size,
                 target_crop_r=args.target_crop_r, focus_crop_r=args.focus_crop_r,
                 focus_strategy=args.focus_strategy, crop_mode=args.crop_mode,
-                zoom_in=_zoom_in_for(args, ds_name))
+                empty_mask_roi=args.empty_mask_roi, zoom_in=_zoom_in_for(args, ds_name))
             indices = None
             if args.max_samples is not None:
                 indices = list(range(min(len(dataset), args.max_samples)))
@@ -462,7 +382,7 @@ def run_evaluation(args: argparse.Namespace,
                                            "n_clicks", "eval_mode", "with_flip")}
             meta["max_iou_thr"] = tau_stop
             stem = f"{ds_name}_{ckpt_name}_{predictor_name}_{args.eval_mode}"
-            _save_ious(ious_dir / f"{stem}.npz", all_ious, stats.get("sample_ids", []), meta,
+            save_ious(ious_dir / f"{stem}.npz", all_ious, stats.get("sample_ids", []), meta,
                        args.n_clicks)
             if args.save_ious:
                 with open(ious_dir / f"{stem}.pkl", "wb") as f:
@@ -479,8 +399,8 @@ def run_evaluation(args: argparse.Namespace,
         header = f"Eval results for model: {plan.model_name} ({ckpt_name})"
         echo(f"{header}\n{table}")
         plan.tables.append(table)
-        _append_records(plan.output_dir, f"results_{args.mode}_{suffix}", rows,
-                        f"{header}\n{table}")
+        write_records(plan.output_dir / f"results_{args.mode}_{suffix}", rows, CSV_FIELDS,
+                      f"{datetime.now():%Y-%m-%d %H:%M:%S}\n{header}\n{table}\n\n", append=True)
     logger.info("Results written to %s", plan.output_dir)
     return records
 
@@ -498,6 +418,5 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 0
 
 
-__all__ = ["EVAL_DATASETS", "EvaluationSetupError", "draw_prediction", "find_checkpoint",
-           "find_exp_checkpoints", "load_ious", "main", "parse_args", "prepare", "results_table",
-           "run_evaluation"]
+__all__ = ["EVAL_DATASETS", "EvaluationSetupError", "find_checkpoint", "find_exp_checkpoints",
+           "main", "parse_args", "prepare", "run_evaluation"]
