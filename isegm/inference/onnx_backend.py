@@ -3,6 +3,8 @@
     network = OnnxNetwork("exports/b0_s2")        # folder written by scripts/export_onnx.py
     coarse = network.forward_coarse(image, points, prev_mask)
     refined = network.forward_refine(image_crop, points_crop, coarse_crop, feature_crop)
+    network = build_network(model, "onnx", "exports/b0_s2", stages=("refiner",))
+    predictor = get_predictor("iglr", model, network=network)
 
 `forward_coarse` / `forward_refine` take and return the same torch tensors (and dict keys) as
 `IGLRModel.forward_coarse` / `forward_refine`; the attributes the predictors read from a model
@@ -80,6 +82,14 @@ class OnnxNetwork:
         if self._refiner is not None:
             _check_names(self._refiner, REFINER_INPUTS, REFINER_OUTPUTS,
                          graphs["refiner"]["file"])
+
+    @property
+    def fixed_sizes(self) -> Dict[str, int]:
+        """The input size of each exported stage (the graphs' spatial sizes are fixed)."""
+        sizes = {"coarse": self.infer_size}
+        if self.refine_size is not None:
+            sizes["refiner"] = self.refine_size
+        return sizes
 
     @property
     def refiner(self) -> Optional[object]:
@@ -165,3 +175,55 @@ def _check_names(session, inputs: Sequence[str], outputs: Sequence[str], filenam
     if got_in != list(inputs) or got_out != list(outputs):
         raise ValueError(f"{filename}: graph inputs {got_in} / outputs {got_out}, expected "
                          f"{list(inputs)} / {list(outputs)}")
+
+
+NETWORK_BACKENDS = ("torch", "onnx")
+STAGES = ("coarse", "refiner")
+
+
+class StageNetwork:
+    """The coarse call of one network and the refiner call of another (e.g. PyTorch's coarse
+    stage with onnxruntime's refiner)."""
+
+    def __init__(self, coarse: Any, refine: Any):
+        self.coarse = coarse
+        self.refine = refine
+        self.fixed_sizes: Dict[str, int] = {}
+        for stage, net in (("coarse", coarse), ("refiner", refine)):
+            size = getattr(net, "fixed_sizes", {}).get(stage)
+            if size is not None:
+                self.fixed_sizes[stage] = size
+
+    def forward_coarse(self, *args: torch.Tensor) -> Dict[str, torch.Tensor]:
+        return self.coarse.forward_coarse(*args)
+
+    def forward_refine(self, *args: torch.Tensor) -> Dict[str, torch.Tensor]:
+        return self.refine.forward_refine(*args)
+
+
+def build_network(model: torch.nn.Module, backend: str = "torch",
+                  onnx_dir: Optional[Union[str, os.PathLike]] = None,
+                  stages: Sequence[str] = STAGES, num_threads: Optional[int] = None) -> Any:
+    """What runs a predictor's two network calls: `model` itself for 'torch'; for 'onnx' the
+    export in `onnx_dir` (checked to be of `model`, `OnnxNetwork.check_matches`) for the
+    `stages` named ('coarse', 'refiner'), `model` for the others."""
+    if backend not in NETWORK_BACKENDS:
+        raise ValueError(f"unknown network backend '{backend}'; known: "
+                         f"{', '.join(NETWORK_BACKENDS)}")
+    if backend == "torch":
+        return model
+    if not onnx_dir:
+        raise ValueError("the 'onnx' network backend needs an export folder (--onnx-dir), "
+                         "written by scripts/export_onnx.py")
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown or not stages:
+        raise ValueError(f"ONNX stages must be a non-empty subset of {', '.join(STAGES)}, got "
+                         f"{', '.join(stages) or 'none'}")
+    network = OnnxNetwork(onnx_dir, num_threads)
+    if "refiner" in stages and not network.use_refiner:
+        raise ValueError(f"the ONNX export in {onnx_dir} has no refiner graph")
+    network.check_matches(model)
+    if set(stages) == set(STAGES) or not network.use_refiner:
+        return network
+    return StageNetwork(network if "coarse" in stages else model,
+                        network if "refiner" in stages else model)

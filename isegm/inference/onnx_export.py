@@ -34,6 +34,7 @@ from ..model.is_model import IGLRModel, IMAGENET_MEAN, IMAGENET_STD
 from ..utils.log import logger
 from ..utils.serialization import get_model_config
 from .evaluation import PRED_THRESHOLD
+from .focus import FOCUS_LOGIT_THRESHOLD, PREV_MASK_THRESHOLD
 
 FORMAT = "iglr-onnx"
 FORMAT_VERSION = 1
@@ -253,8 +254,8 @@ def _metadata(model: IGLRModel, graphs: Dict[str, Any], check: Dict[str, float],
         "clicks": {"layout": "(y, x, order) rows, positives then negatives, each padded with "
                              "(-1, -1, -1) to M = max(#pos, #neg, 1)",
                    "norm_radius": model.norm_radius, "use_disks": model.use_disks},
-        "thresholds": {"prediction": PRED_THRESHOLD, "focus_logit": 0.49,
-                       "previous_mask": 0.49},
+        "thresholds": {"prediction": PRED_THRESHOLD, "focus_logit": FOCUS_LOGIT_THRESHOLD,
+                       "previous_mask": PREV_MASK_THRESHOLD},
         "predictor": {"focus_strategy": model.focus_strategy,
                       "focus_crop_r": model.focus_crop_r,
                       "target_crop_r": model.target_crop_r},
