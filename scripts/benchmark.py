@@ -511,6 +511,7 @@ def network_row(model: IGLRModel, runs: int, network: Optional[Any] = None,
 
     params = get_model_config(model)["params"]
     with torch.inference_mode():
+        coarse(model)  # the head's folded weights are composed once, then cached: not a click's
         return {"model": f"{model.backbone_name.replace('mit_', '').upper()}-"
                          f"{model.pipeline.upper()}",
                 "iga": bool(params.get("iga_stages")), "backend": backend, "size": size,

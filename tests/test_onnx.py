@@ -15,7 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-from isegm.inference.onnx_backend import OnnxNetwork
+from isegm.inference.cli import EvaluationSetupError, parse_args, run_evaluation
+from isegm.inference.clicker import Clicker
+from isegm.inference.onnx_backend import OnnxNetwork, StageNetwork, build_network
+from isegm.inference.predictors import get_predictor
 from isegm.inference.onnx_export import COARSE_OUTPUTS, META_FILE, REFINER_OUTPUTS, \
     example_inputs, read_export_metadata
 from isegm.model import IGLRModel, load_is_model, save_is_model
@@ -58,12 +61,19 @@ def _export(tmp_path_factory, backbone: str):
     save_is_model(_trained_like(backbone), checkpoint, epoch=0)
     out = root / "export"
     assert export_main(["--checkpoint", str(checkpoint), "--output", str(out)]) == 0
-    return load_is_model(checkpoint), out
+    return load_is_model(checkpoint), out, checkpoint
 
 
 @pytest.fixture(scope="module")
 def b0_export(tmp_path_factory):
-    return _export(tmp_path_factory, "mit_b0")
+    model, export_dir, _ = _export(tmp_path_factory, "mit_b0")
+    return model, export_dir
+
+
+@pytest.fixture(scope="module")
+def b0_checkpoint_export(b0_export):
+    _, export_dir = b0_export
+    return export_dir.parent / "model.pth", export_dir
 
 
 def _max_diff(got: dict, expected: dict, keys) -> float:
@@ -215,3 +225,134 @@ def test_export_script_rejects_a_foreign_checkpoint(tmp_path, caplog):
     assert export_main(["--checkpoint", str(tmp_path / "foreign.pth"),
                         "--output", str(tmp_path / "out")]) == 1
     assert not (tmp_path / "out" / META_FILE).exists()
+
+
+def _blob_sample(height: int = 120, width: int = 160):
+    """A textured image with an elliptic object of another colour, and its ground truth."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:height, 0:width] / np.array([height, width])[:, None, None]
+    gt = (((yy - 0.55) / 0.3) ** 2 + ((xx - 0.45) / 0.25) ** 2 < 1).astype(np.int32)
+    background = 0.5 + 0.3 * np.sin(9 * xx + 4 * yy)[..., None] * np.array([1.0, 0.6, -0.4])
+    image = np.where(gt[..., None] > 0, np.array([0.85, 0.2, 0.25]), background)
+    image = image + rng.normal(0, 0.04, image.shape)
+    return (np.clip(image, 0, 1) * 255).astype(np.uint8), gt
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,flip", [("iglr", True), ("iglr", False), ("coarse", True)])
+def test_predictor_with_onnx_network_equals_pytorch(b0_export, name, flip):
+    """The same predictor flow with either network: per-click probabilities equal to 1e-3,
+    the same clicks (each predictor clicks on its own errors), the refiner used."""
+    model, export_dir = b0_export
+    image, gt = _blob_sample()
+    predictors = [get_predictor(name, model, "cpu", with_flip=flip, network=network)
+                  for network in (None, build_network(model, "onnx", export_dir))]
+    clickers = [Clicker(gt_mask=gt) for _ in predictors]
+    for p in predictors:
+        p.set_image(image)
+    masks = [np.zeros(gt.shape, dtype=bool)] * 2
+    refined = 0
+    for _ in range(5):
+        probs = []
+        for i, (p, c) in enumerate(zip(predictors, clickers)):
+            c.make_next_click(masks[i])
+            probs.append(p.get_prediction(c))
+            masks[i] = probs[-1] > 0.49
+        assert [cl.coords for cl in clickers[0].get_clicks()] == \
+            [cl.coords for cl in clickers[1].get_clicks()]
+        assert np.abs(probs[0] - probs[1]).max() <= 1e-3
+        refined += getattr(predictors[0], "last_focus_box", None) is not None
+    assert predictors[1].network is not model and predictors[0].network is model
+    if name == "iglr":
+        assert refined > 0
+
+
+@pytest.mark.slow
+def test_build_network_stages_and_refusals(b0_export, tmp_path):
+    model, export_dir = b0_export
+    mixed = build_network(model, "onnx", export_dir, stages=("refiner",))
+    assert isinstance(mixed, StageNetwork)
+    assert mixed.coarse is model and isinstance(mixed.refine, OnnxNetwork)
+    assert mixed.fixed_sizes == {"refiner": SIZE}
+    assert build_network(model, "torch") is model
+    with pytest.raises(ValueError, match="needs an export folder"):
+        build_network(model, "onnx")
+    with pytest.raises(ValueError, match="unknown network backend 'tensorrt'"):
+        build_network(model, "tensorrt", export_dir)
+    with pytest.raises(ValueError, match="subset of coarse, refiner"):
+        build_network(model, "onnx", export_dir, stages=("head",))
+    network = build_network(model, "onnx", export_dir)
+    with pytest.raises(ValueError, match="takes only 64x64 inputs"):
+        get_predictor("coarse", model, "cpu", crop_mode="zoom_in", network=network)
+    with pytest.raises(ValueError, match="its export's size"):
+        get_predictor("iglr", model, "cpu", infer_size=96, network=network)
+    with pytest.raises(ValueError, match="apply to the PyTorch model"):
+        get_predictor("iglr", model, "cpu", autocast_dtype=torch.bfloat16, network=network)
+    # PyTorch runs the coarse stage: any infer size and ZoomIn are fine
+    get_predictor("coarse", model, "cpu", crop_mode="zoom_in", network=mixed)
+
+
+def _evaluate(checkpoint, logs, *extra):
+    args = parse_args(["NoBRS", f"--checkpoint={checkpoint}", "--datasets=GrabCut",
+                       "--max-samples=2", "--n-clicks=4", "--iou-analysis", "--cpu",
+                       f"--logs-path={logs}", *extra])
+    (record,) = run_evaluation(args, echo=lambda text: None)
+    return record
+
+
+@pytest.mark.slow
+def test_evaluate_model_with_the_onnx_backend(b0_checkpoint_export, grabcut_root, tmp_path,
+                                              monkeypatch):
+    checkpoint, export_dir = b0_checkpoint_export
+    monkeypatch.setenv("GRABCUT_PATH", str(grabcut_root))
+    logs = tmp_path / "logs"
+    want = _evaluate(checkpoint, logs)
+    got = _evaluate(checkpoint, logs, "--backend", "onnx", "--onnx-dir", str(export_dir))
+    assert (want["backend"], got["backend"]) == ("torch", "onnx")
+    for key in ("NoC@80", "NoC@85", "NoC@90", "NoF@85", "NoF@90", "clicks"):
+        assert got[key] == want[key], key
+    assert np.abs(np.array(got["mIoU_per_click"]) - want["mIoU_per_click"]).max() <= 1e-3
+    out = logs / "model"
+    assert (out / "results_NoBRS_cvpr_4.csv").is_file()
+    assert (out / "results_NoBRS_onnx_cvpr_4.csv").is_file()
+    assert (out / "ious" / "GrabCut_model_iglr_cvpr_onnx.npz").is_file()
+    with pytest.raises(EvaluationSetupError, match="--backend onnx needs --onnx-dir"):
+        _evaluate(checkpoint, logs, "--backend", "onnx")
+    with pytest.raises(EvaluationSetupError, match="has no export.json"):
+        _evaluate(checkpoint, logs, "--backend", "onnx", "--onnx-dir", str(tmp_path))
+    other = tmp_path / "other.pth"
+    save_is_model(IGLRModel(backbone="mit_b0", infer_size=SIZE, refine_size=SIZE), other)
+    with pytest.raises(EvaluationSetupError, match="differs from the model by"):
+        _evaluate(other, logs, "--backend", "onnx", "--onnx-dir", str(export_dir))
+
+
+def _benchmark(tmp_path, *args):
+    out_json = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "benchmark.py"), *args,
+                           "--threads", "1", "--json", str(out_json)], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(out_json.read_text()), proc.stdout
+
+
+@pytest.mark.slow
+def test_benchmark_rows_for_both_backends(b0_checkpoint_export, tmp_path):
+    checkpoint, export_dir = b0_checkpoint_export
+    backends = ["--checkpoint", str(checkpoint), "--backends", "torch", "onnx",
+                "--onnx-dir", str(export_dir)]
+    result, stdout = _benchmark(tmp_path, "network", "--runs", "1", *backends)
+    assert [(r["model"], r["backend"], r["size"]) for r in result["rows"]] == \
+        [("B0-S2", "torch", SIZE), ("B0-S2", "onnx", SIZE)]
+    assert result["rows"][0]["coarse_gflop"] == result["rows"][1]["coarse_gflop"] > 0
+    assert "| B0-S2 | on | onnx | 64x64 |" in stdout
+    result, _ = _benchmark(tmp_path, "predictor", "--quick", "--devices", "cpu", "--no-full-image",
+                           "--markdown", str(tmp_path / "bench.md"), *backends)
+    rows = result["rows"]
+    assert [(r["backend"], r["refiner"]) for r in rows] == [("torch", True), ("onnx", True)]
+    assert rows[0]["gflop_per_click"] == rows[1]["gflop_per_click"] > 0
+    for row in rows:
+        assert row["sizes"]["120x160"]["per_click_ms"]["median"] > 0
+    assert "| B0-S2 | on | on | cpu | onnx | fp32 |" in (tmp_path / "bench.md").read_text()
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "benchmark.py"), "network",
+                           "--backends", "onnx"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "needs --onnx-dir" in proc.stderr
