@@ -66,7 +66,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from isegm.inference.clicker import Clicker  # noqa: E402
 from isegm.inference.evaluation import evaluate_dataset  # noqa: E402
 from isegm.inference.onnx_backend import NETWORK_BACKENDS, STAGES as NETWORK_STAGES, \
-    build_network  # noqa: E402
+    backend_label, build_network, parse_stages  # noqa: E402
 from isegm.inference.predictors import get_predictor  # noqa: E402
 from isegm.inference.utils import half_open_bbox, masks_iou  # noqa: E402
 from isegm.model import IGLRModel, load_is_model  # noqa: E402
@@ -184,19 +184,11 @@ def make_predictor(model: IGLRModel, cfg: Dict[str, Any], device: torch.device,
                          network=network)
 
 
-def backend_label(backend: str, stages: Sequence[str]) -> str:
-    """'torch', 'onnx', or 'onnx-<stage>' when onnxruntime runs one stage only."""
-    if backend == "torch":
-        return "torch"
-    return "onnx" if set(stages) == set(NETWORK_STAGES) else "onnx-" + "-".join(stages)
-
-
 def _onnx_stages(text: str) -> List[str]:
-    stages = [s.strip() for s in text.split(",") if s.strip()]
-    if not stages or any(s not in NETWORK_STAGES for s in stages):
-        raise argparse.ArgumentTypeError(f"--onnx-stages: a comma-separated subset of "
-                                         f"{', '.join(NETWORK_STAGES)}, got '{text}'")
-    return stages
+    try:
+        return parse_stages(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
 
 
 def _check_backends(args: argparse.Namespace) -> None:

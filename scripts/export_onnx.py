@@ -1,7 +1,6 @@
 """Export an IGLR checkpoint's two network stages to ONNX (an export folder for onnxruntime).
 
-    python scripts/export_onnx.py --checkpoint experiments/.../checkpoints/last_checkpoint.pth \
-        --output exports/b0_s2
+    python scripts/export_onnx.py --checkpoint CKPT --output exports/b0_s2
     python scripts/evaluate_model.py NoBRS --checkpoint=... --backend onnx --onnx-dir exports/b0_s2
 
 Writes into --output: coarse.onnx (the network on the target crop: image, clicks with a dynamic
@@ -17,8 +16,8 @@ tracer then records the stage sizes derived from the input shape as graph values
 adaptive pooling of the IGA maps refuses to export ("output_size is not constant"). The
 predictors run the coarse graph with batch 1, or 2 with flip averaging, so with the legacy
 exporter that would be two coarse graphs. torch.export also checks the requested dynamic axes
-(batch, click count) against the code and fails instead of silently specialising a graph, and
-the TorchScript exporter is deprecated since torch 2.9.
+(batch, click count) against the code and fails instead of silently specialising a graph; the
+TorchScript exporter is deprecated (the torch.export-based one is the default since torch 2.9).
 """
 from __future__ import annotations
 
@@ -39,7 +38,8 @@ from isegm.utils.serialization import CheckpointError  # noqa: E402
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, type=Path,
                         help="IGLR checkpoint file (.pth written by training)")
     parser.add_argument("--output", required=True, type=Path,

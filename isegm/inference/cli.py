@@ -43,7 +43,7 @@ from ..utils.vis import draw_prediction
 from .crops import ZoomIn
 from .evaluation import evaluate_dataset
 from .focus import FOCUS_STRATEGIES
-from .onnx_backend import NETWORK_BACKENDS, STAGES, build_network
+from .onnx_backend import NETWORK_BACKENDS, STAGES, backend_label, build_network, parse_stages
 from .onnx_export import read_export_metadata
 from .predictors import (EMPTY_MASK_ROIS, MODES, PREDICTORS, get_predictor,
                          predictor_name_for_mode)
@@ -299,10 +299,6 @@ def prepare(args: argparse.Namespace) -> EvaluationPlan:
     return EvaluationPlan(args.mode, checkpoints, datasets, device, output_dir, model_name, cfg)
 
 
-def _onnx_stages(args: argparse.Namespace) -> List[str]:
-    return [s.strip() for s in args.onnx_stages.split(",") if s.strip()]
-
-
 def _check_network_backend(args: argparse.Namespace, needs_model: bool,
                            checkpoints: Sequence[Optional[Path]]) -> None:
     """--backend onnx: a model-based mode, one checkpoint, a readable export folder, known
@@ -318,10 +314,10 @@ def _check_network_backend(args: argparse.Namespace, needs_model: bool,
     if not args.onnx_dir:
         raise EvaluationSetupError("--backend onnx needs --onnx-dir (an export folder written "
                                    "by scripts/export_onnx.py)")
-    unknown = [s for s in _onnx_stages(args) if s not in STAGES]
-    if unknown or not _onnx_stages(args):
-        raise EvaluationSetupError(f"--onnx-stages: unknown or no stages "
-                                   f"'{args.onnx_stages}'; known: {', '.join(STAGES)}")
+    try:
+        parse_stages(args.onnx_stages)
+    except ValueError as e:
+        raise EvaluationSetupError(f"--onnx-stages: {e}") from e
     try:
         read_export_metadata(args.onnx_dir)
     except (OSError, ValueError) as e:
@@ -333,17 +329,9 @@ def _network(args: argparse.Namespace, model: Any) -> Any:
     if args.backend == "torch" or model is None:
         return None
     try:
-        return build_network(model, args.backend, args.onnx_dir, _onnx_stages(args))
+        return build_network(model, args.backend, args.onnx_dir, parse_stages(args.onnx_stages))
     except (OSError, ValueError) as e:
         raise EvaluationSetupError(f"--onnx-dir {args.onnx_dir}: {e}") from e
-
-
-def _backend_label(args: argparse.Namespace) -> str:
-    """'torch', 'onnx', or 'onnx-<stage>' when onnxruntime runs one stage only."""
-    if args.backend == "torch":
-        return "torch"
-    stages = _onnx_stages(args)
-    return "onnx" if set(stages) == set(STAGES) else "onnx-" + "-".join(stages)
 
 
 def _zoom_in_for(args: argparse.Namespace, dataset_name: str) -> ZoomIn:
@@ -385,7 +373,7 @@ def run_evaluation(args: argparse.Namespace,
     extra = percent_key(args.target_iou) if int(100 * args.target_iou) not in (80, 85, 90) else None
     if extra and extra not in {percent_key(t) for t in iou_thrs} and args.target_iou <= 1.0:
         iou_thrs.append(args.target_iou)
-    backend = _backend_label(args)
+    backend = backend_label(args.backend, parse_stages(args.onnx_stages))
     # results of another network backend go to their own files, beside PyTorch's
     suffix = (f"{args.eval_mode}_{args.n_clicks}" if backend == "torch"
               else f"{backend}_{args.eval_mode}_{args.n_clicks}")

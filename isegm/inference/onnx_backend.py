@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -104,8 +104,8 @@ class OnnxNetwork:
         'feature': (B,D,S/4,S/4)}, as `IGLRModel.forward_coarse`."""
         s = self.infer_size
         if tuple(image.shape[1:]) != (3, s, s):
-            raise ValueError(f"ONNX coarse graph ({self.export_dir}) takes images (B, 3, {s}, {s}), "
-                             f"got {tuple(image.shape)}")
+            raise ValueError(f"ONNX coarse graph ({self.export_dir}) takes images "
+                             f"(B, 3, {s}, {s}), got {tuple(image.shape)}")
         feeds = {"image": image, "points": points}
         if self.with_prev_mask:
             feeds["prev_mask"] = (prev_mask if prev_mask is not None
@@ -199,6 +199,23 @@ class StageNetwork:
 
     def forward_refine(self, *args: torch.Tensor) -> Dict[str, torch.Tensor]:
         return self.refine.forward_refine(*args)
+
+
+def parse_stages(text: str) -> List[str]:
+    """'coarse,refiner' -> ['coarse', 'refiner'] (ValueError for unknown or no stages)."""
+    stages = [s.strip() for s in text.split(",") if s.strip()]
+    if not stages or any(s not in STAGES for s in stages):
+        raise ValueError(f"ONNX stages must be a comma-separated subset of "
+                         f"{', '.join(STAGES)}, got '{text}'")
+    return stages
+
+
+def backend_label(backend: str, stages: Sequence[str] = STAGES) -> str:
+    """'torch', 'onnx', or 'onnx-<stage>' when onnxruntime runs one stage only (result rows,
+    file names)."""
+    if backend == "torch":
+        return "torch"
+    return backend if set(stages) == set(STAGES) else f"{backend}-" + "-".join(stages)
 
 
 def build_network(model: torch.nn.Module, backend: str = "torch",

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -142,7 +143,12 @@ def _export_graph(module: nn.Module, inputs: Dict[str, torch.Tensor], output_nam
     # The CPU flash-attention kernel reports an output layout that the reshape after it takes
     # as a view; the decomposed graph computes attention as the math kernel does, with another
     # layout, and that view fails. Exporting with the math kernel keeps both the same.
-    with sdpa_kernel(SDPBackend.MATH), torch.no_grad():
+    with sdpa_kernel(SDPBackend.MATH), torch.no_grad(), warnings.catch_warnings():
+        # torch's own notes on every export: one Dim object shared by all batch axes, and a
+        # deprecation inside torch.utils._pytree
+        warnings.filterwarnings("ignore", message=".*axis name: batch will not be used")
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated",
+                                category=FutureWarning)
         torch.onnx.export(module, tuple(inputs[n] for n in names), str(path), dynamo=True,
                           opset_version=opset, input_names=names,
                           output_names=list(output_names), dynamic_shapes=_dynamic_shapes(names),
