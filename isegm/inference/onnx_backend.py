@@ -7,11 +7,11 @@
     predictor = get_predictor("iglr", model, network=network)
 
 `forward_coarse` / `forward_refine` take and return the same torch tensors (and dict keys) as
-`IGLRModel.forward_coarse` / `forward_refine`; the attributes the predictors read from a model
-(`infer_size`, `refine_size`, `with_prev_mask`, `use_refiner`, `focus_strategy`, ...) come from
-the export's metadata. Sessions run on the CPU with `torch.get_num_threads()` intra-op threads
-(read when the network is built), one inter-op thread and no spinning: on shared cores a
-spinning pool costs about twice the time.
+`IGLRModel.forward_coarse` / `forward_refine`; the model's attributes (`infer_size`,
+`refine_size`, `with_prev_mask`, `use_refiner`, `focus_strategy`, ...) come from the export's
+metadata. Sessions run on the CPU with `torch.get_num_threads()` intra-op threads (read when
+the network is built), one inter-op thread and idle threads that sleep instead of spinning
+(docs/onnx.md has the measurements).
 """
 from __future__ import annotations
 
