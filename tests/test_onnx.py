@@ -356,3 +356,37 @@ def test_benchmark_rows_for_both_backends(b0_checkpoint_export, tmp_path):
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / "benchmark.py"), "network",
                            "--backends", "onnx"], capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0 and "needs --onnx-dir" in proc.stderr
+
+
+@pytest.mark.slow
+def test_interactive_tools_take_the_onnx_backend(b0_checkpoint_export, tmp_path):
+    """The session API (browser tool) and predict.py with --backend onnx: the same masks."""
+    import cv2
+
+    from isegm.demo.predict import main as predict_main
+    from isegm.inference.session import Segmenter
+    checkpoint, export_dir = b0_checkpoint_export
+    segmenter = Segmenter.from_checkpoint(checkpoint, backend="onnx", onnx_dir=str(export_dir))
+    assert isinstance(segmenter.new_predictor().network, OnnxNetwork)
+    assert segmenter.label.endswith("(onnx)")
+    image, _ = _blob_sample()
+    masks = []
+    for seg in (Segmenter.from_checkpoint(checkpoint), segmenter):
+        session = seg.new_session()
+        session.set_image(image)
+        session.add_click(70, 65, True)
+        mask, _ = session.add_click(20, 20, False)
+        masks.append(mask)
+    assert np.array_equal(masks[0], masks[1])
+    cv2.imwrite(str(tmp_path / "image.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    written = []
+    for backend in (["--backend", "torch"], ["--backend", "onnx", "--onnx-dir", str(export_dir)]):
+        out = tmp_path / f"mask_{backend[1]}.png"
+        assert predict_main(["--checkpoint", str(checkpoint), "--image",
+                             str(tmp_path / "image.png"), "--clicks", "70,65,+ 20,20,-",
+                             "--output", str(out), "--cpu", *backend]) == 0
+        written.append(cv2.imread(str(out), cv2.IMREAD_GRAYSCALE))
+    assert np.array_equal(written[0], written[1])
+    assert predict_main(["--checkpoint", str(checkpoint), "--image", str(tmp_path / "image.png"),
+                         "--clicks", "70,65,+", "--output", str(tmp_path / "x.png"),
+                         "--backend", "onnx", "--onnx-dir", str(tmp_path)]) == 2

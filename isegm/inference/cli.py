@@ -43,7 +43,7 @@ from ..utils.vis import draw_prediction
 from .crops import ZoomIn
 from .evaluation import evaluate_dataset
 from .focus import FOCUS_STRATEGIES
-from .onnx_backend import NETWORK_BACKENDS, STAGES, backend_label, build_network, parse_stages
+from .onnx_backend import add_network_arguments, backend_label, build_network, parse_stages
 from .onnx_export import read_export_metadata
 from .predictors import (EMPTY_MASK_ROIS, MODES, PREDICTORS, get_predictor,
                          predictor_name_for_mode)
@@ -123,14 +123,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--model-name", type=str, default=None,
                         help="name of the output folder and table rows")
     parser.add_argument("--config", type=str, default=None, help="another configs.yml")
-    parser.add_argument("--backend", type=str, default="torch", choices=NETWORK_BACKENDS,
-                        help="what runs the network: PyTorch, or onnxruntime on the export in "
-                             "--onnx-dir (scripts/export_onnx.py); everything else is the same")
-    parser.add_argument("--onnx-dir", type=str, default="",
-                        help="ONNX export folder of the evaluated checkpoint (--backend onnx)")
-    parser.add_argument("--onnx-stages", type=str, default=",".join(STAGES),
-                        help="stages that onnxruntime runs with --backend onnx (comma-separated, "
-                             "from: coarse, refiner); PyTorch runs the others")
+    add_network_arguments(parser)
     args = parser.parse_args(argv)
     args.target_iou = max(0.8, args.target_iou)
     return args

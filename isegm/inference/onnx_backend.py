@@ -201,6 +201,18 @@ class StageNetwork:
         return self.refine.forward_refine(*args)
 
 
+def add_network_arguments(parser: Any) -> None:
+    """--backend, --onnx-dir, --onnx-stages of the scripts that run a predictor."""
+    parser.add_argument("--backend", type=str, default="torch", choices=NETWORK_BACKENDS,
+                        help="what runs the network: PyTorch, or onnxruntime on the export in "
+                             "--onnx-dir (scripts/export_onnx.py); everything else is the same")
+    parser.add_argument("--onnx-dir", type=str, default="",
+                        help="ONNX export folder of the checkpoint (--backend onnx)")
+    parser.add_argument("--onnx-stages", type=str, default=",".join(STAGES),
+                        help="stages that onnxruntime runs with --backend onnx (comma-separated, "
+                             "from: coarse, refiner); PyTorch runs the others")
+
+
 def parse_stages(text: str) -> List[str]:
     """'coarse,refiner' -> ['coarse', 'refiner'] (ValueError for unknown or no stages)."""
     stages = [s.strip() for s in text.split(",") if s.strip()]
