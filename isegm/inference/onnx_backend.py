@@ -160,13 +160,23 @@ class OnnxNetwork:
              device: torch.device) -> Dict[str, torch.Tensor]:
         arrays = {k: _to_numpy(v) for k, v in feeds.items()}
         results = session.run(list(outputs), arrays)
-        return {k: torch.from_numpy(v).to(device) for k, v in zip(outputs, results)}
+        return {k: _to_tensor(v, device) for k, v in zip(outputs, results)}
 
 
 def _to_numpy(tensor: torch.Tensor) -> np.ndarray:
     """A C-contiguous float32 host array of `tensor` (no copy when it is one already)."""
     array = tensor.detach().to("cpu", torch.float32).numpy()
     return np.ascontiguousarray(array)
+
+
+def _to_tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """An output as a tensor on `device`; multi-channel maps in channels-last memory, as the
+    model returns them (the host-side ROI sampling of the decoder feature reads whole channel
+    vectors)."""
+    tensor = torch.from_numpy(array)
+    if tensor.ndim == 4 and tensor.shape[1] > 1:
+        tensor = tensor.contiguous(memory_format=torch.channels_last)
+    return tensor.to(device)
 
 
 def _check_names(session, inputs: Sequence[str], outputs: Sequence[str], filename: str) -> None:
