@@ -65,6 +65,8 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from isegm.inference.clicker import Clicker  # noqa: E402
 from isegm.inference.evaluation import evaluate_dataset  # noqa: E402
+from isegm.inference.onnx_backend import NETWORK_BACKENDS, STAGES as NETWORK_STAGES, \
+    backend_label, build_network, parse_stages  # noqa: E402
 from isegm.inference.predictors import get_predictor  # noqa: E402
 from isegm.inference.utils import half_open_bbox, masks_iou  # noqa: E402
 from isegm.model import IGLRModel, load_is_model  # noqa: E402
@@ -173,10 +175,28 @@ def _summary(values: Sequence[float]) -> Dict[str, float]:
             "min": ms[0], "max": ms[-1], "n": len(ms)}
 
 
-def make_predictor(model: IGLRModel, cfg: Dict[str, Any], device: torch.device):
+def make_predictor(model: IGLRModel, cfg: Dict[str, Any], device: torch.device,
+                   network: Optional[Any] = None):
+    """The configuration's predictor; `network`: its network backend (default: the model)."""
     name = "iglr" if model.use_refiner else "coarse"
     return get_predictor(name, model, device, with_flip=cfg["flip"],
-                         autocast_dtype=DTYPES[cfg["dtype"]], compile_model=cfg["compile"])
+                         autocast_dtype=DTYPES[cfg["dtype"]], compile_model=cfg["compile"],
+                         network=network)
+
+
+def _onnx_stages(text: str) -> List[str]:
+    try:
+        return parse_stages(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
+
+
+def _check_backends(args: argparse.Namespace) -> None:
+    """onnx rows need the export (--onnx-dir) of the benchmarked model (--checkpoint)."""
+    if "onnx" in args.backends and not (args.onnx_dir and args.checkpoint):
+        raise SystemExit("benchmark.py: error: --backends onnx needs --onnx-dir (an export "
+                         "written by scripts/export_onnx.py) and --checkpoint (the model "
+                         "it was exported from)")
 
 
 def run_clicks(predictor, image: np.ndarray, gt: np.ndarray, clicks: int, repeats: int,
@@ -291,7 +311,10 @@ def run_config(cfg: Dict[str, Any]) -> Dict[str, Any]:
     model = build_model(cfg).to(device)
     if not cfg["channels_last"]:
         model = model.to(memory_format=torch.contiguous_format)
-    predictor = make_predictor(model, cfg, device)
+    backend = cfg.get("backend", "torch")
+    stages = cfg.get("onnx_stages", NETWORK_STAGES)
+    network = build_network(model, backend, cfg.get("onnx_dir"), stages)
+    predictor = make_predictor(model, cfg, device, network)
     timer = StageTimer(device)
     predictor.timer = timer
     # backbone / head split through module hooks (not inside a compiled graph)
@@ -300,6 +323,7 @@ def run_config(cfg: Dict[str, Any]) -> Dict[str, Any]:
         "model": f"{cfg['backbone'].replace('mit_', '').upper()}-{cfg['pipeline'].upper()}",
         "backbone": cfg["backbone"], "pipeline": cfg["pipeline"],
         "iga": cfg["iga"], "refiner": cfg["refiner"], "device": str(device),
+        "backend": backend_label(backend, stages),
         "dtype": cfg["dtype"], "flip": cfg["flip"], "compile": cfg["compile"],
         "channels_last": cfg["channels_last"], "threads": torch.get_num_threads(),
         "params_m": sum(p.numel() for p in model.parameters()) / 1e6, "sizes": {}}
@@ -310,7 +334,10 @@ def run_config(cfg: Dict[str, Any]) -> Dict[str, Any]:
     for size in cfg["sizes"]:  # one warm-up sequence per size, in order
         samples[size] = image, gt = synthetic_object(*size)
         if "gflop_per_click" not in row:  # size-independent: crops are resized to 256
-            row["gflop_per_click"] = count_click_flops(predictor, image, gt)
+            # counted by PyTorch (onnxruntime's graphs run outside its FLOP counter)
+            row["gflop_per_click"] = count_click_flops(
+                predictor if network is model else make_predictor(model, cfg, device),
+                image, gt)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         run_clicks(predictor, image, gt, cfg["clicks"], 0, timer)
@@ -430,20 +457,28 @@ def _gflop(fn) -> float:
     return counter.get_total_flops() / 1e9
 
 
-def network_row(backbone: str, pipeline: str, iga: bool, runs: int, size: int) -> Dict[str, Any]:
-    """Batch 1, random weights (non-zero IGA coefficients), eval mode, inference mode:
-    `forward_coarse` on a size x size input with 3 clicks and a previous mask, `forward_refine`
-    on refine-size crops, and the three RoIAlign calls of the refiner's inputs (one host box,
-    `roi_align_box`, as the predictor samples them) from a 480x854 image."""
+def network_model(backbone: str, pipeline: str, iga: bool, size: int) -> IGLRModel:
+    """Random weights (seed 0, non-zero IGA coefficients as after training), eval mode."""
     torch.manual_seed(0)
     model = IGLRModel(backbone=backbone, pipeline=pipeline, infer_size=size, refine_size=size,
                       iga_stages=(0, 1, 2, 3) if iga else ()).eval()
-    if iga:  # non-zero coefficients, as after training
+    if iga:
         with torch.no_grad():
             for name, p in model.named_parameters():
                 if ".iga_" in name:
                     p.normal_(0, 0.5)
-    s = model.refine_size
+    return model
+
+
+def network_row(model: IGLRModel, runs: int, network: Optional[Any] = None,
+                backend: str = "torch") -> Dict[str, Any]:
+    """Batch 1, inference mode: `forward_coarse` on an S x S input (the model's infer size)
+    with 3 clicks and a previous mask, `forward_refine` on refine-size crops, both run by
+    `network` (default: the model), and the three RoIAlign calls of the refiner's inputs (one
+    host box, `roi_align_box`, as the predictor samples them) from a 480x854 image. FLOPs are
+    the model's (PyTorch)."""
+    network = model if network is None else network
+    size, s = model.infer_size, model.refine_size
     image = torch.rand(1, 3, size, size)
     points = torch.tensor([[[0.4 * size, 0.47 * size, 0], [0.55 * size, 0.35 * size, 1],
                             [-1, -1, -1], [0.12 * size, 0.78 * size, 2], [-1, -1, -1],
@@ -455,39 +490,54 @@ def network_row(backbone: str, pipeline: str, iga: bool, runs: int, size: int) -
     feature = torch.randn(1, model.feature_channels, 64, 64)
     box = (300.0, 120.0, 520.0, 330.0)
 
-    def coarse():
-        return model.forward_coarse(image, points, prev)
+    def coarse(net=network):
+        return net.forward_coarse(image, points, prev)
 
-    def refine():
-        return model.forward_refine(crop, points, coarse_crop, feature_crop)
+    def refine(net=network):
+        return net.forward_refine(crop, points, coarse_crop, feature_crop)
 
     def roi():
         roi_align_box(full, box, s)
         roi_align_box(full_logits, box, s)
         roi_align_box(feature, box, s // 4, spatial_scale=64 / 854)
 
+    params = get_model_config(model)["params"]
     with torch.inference_mode():
-        return {"model": f"{backbone.replace('mit_', '').upper()}-{pipeline.upper()}",
-                "iga": iga, "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
-                "coarse_gflop": _gflop(coarse), "refine_gflop": _gflop(refine),
+        coarse(model)  # the head's folded weights are composed once, then cached: not a click's
+        return {"model": f"{model.backbone_name.replace('mit_', '').upper()}-"
+                         f"{model.pipeline.upper()}",
+                "iga": bool(params.get("iga_stages")), "backend": backend, "size": size,
+                "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
+                "coarse_gflop": _gflop(lambda: coarse(model)),
+                "refine_gflop": _gflop(lambda: refine(model)),
                 "coarse_ms": _time_ms(coarse, runs), "refine_ms": _time_ms(refine, runs),
                 "roi_ms": _time_ms(roi, runs)}
 
 
 def network(args: argparse.Namespace) -> Dict[str, Any]:
-    rows = [network_row(v, p, iga, args.runs, args.size) for v in args.variants
-            for p in args.pipelines for iga in (True, False)]
+    _check_backends(args)
+    rows = []
+    if args.checkpoint:  # a trained model (and its export): one row per backend
+        model = load_is_model(args.checkpoint)
+        for backend in args.backends:
+            net = build_network(model, backend, args.onnx_dir, args.onnx_stages)
+            rows.append(network_row(model, args.runs, net,
+                                    backend_label(backend, args.onnx_stages)))
+    else:
+        rows = [network_row(network_model(v, p, iga, args.size), args.runs)
+                for v in args.variants for p in args.pipelines for iga in (True, False)]
     lines = [f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch 1, "
-             f"{args.size}x{args.size}, median of {args.runs} runs [min-max]; FLOPs: "
-             f"{CONVENTIONS['flops']}", "",
-             "| model | IGA | params (M) | coarse GFLOP | refine GFLOP | coarse ms | refine ms | "
-             "RoIAlign ms | total ms | GFLOP/s |", "|---|---|---|---|---|---|---|---|---|---|"]
+             f"median of {args.runs} runs [min-max]; FLOPs: {CONVENTIONS['flops']}", "",
+             "| model | IGA | backend | input | params (M) | coarse GFLOP | refine GFLOP | "
+             "coarse ms | refine ms | RoIAlign ms | total ms | GFLOP/s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         total = r["coarse_ms"]["median"] + r["refine_ms"]["median"] + r["roi_ms"]["median"]
         gflop = r["coarse_gflop"] + r["refine_gflop"]
         spans = [f"{t['median']:.1f} [{t['min']:.0f}-{t['max']:.0f}]"
                  for t in (r["coarse_ms"], r["refine_ms"], r["roi_ms"])]
-        lines.append(f"| {r['model']} | {'on' if r['iga'] else 'off'} | {r['params_m']:.2f} | "
+        lines.append(f"| {r['model']} | {'on' if r['iga'] else 'off'} | {r['backend']} | "
+                     f"{r['size']}x{r['size']} | {r['params_m']:.2f} | "
                      f"{r['coarse_gflop']:.2f} | {r['refine_gflop']:.2f} | "
                      f"{' | '.join(spans)} | {total:.1f} | {gflop / total * 1000:.0f} |")
     return {"rows": rows, "text": "\n".join(lines)}
@@ -688,10 +738,10 @@ def markdown(result: Dict[str, Any]) -> str:
              f"{2 if result['settings']['flip'] else 1}. Times: median [p25-p75] ms per click "
              f"of the whole predictor. FLOPs: {CONVENTIONS['flops']}. Floor: FLOPs / "
              f"{result['settings']['peak_gflops']:.0f} GFLOP/s (x2 for bf16/fp16).\n",
-             "| model | IGA | refiner | device | dtype | params M | GFLOP/click | image | "
-             "ms/click | floor ms | x floor | eval overhead % | peak MB | full image ms "
+             "| model | IGA | refiner | device | backend | dtype | params M | GFLOP/click | "
+             "image | ms/click | floor ms | x floor | eval overhead % | peak MB | full image ms "
              "(GFLOP) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in result["rows"]:
         for size, e in row["sizes"].items():
             full = e.get("full_image")
@@ -701,19 +751,22 @@ def markdown(result: Dict[str, Any]) -> str:
                 full_s = f"{full['ms']['median']:.0f}{star} ({full['gflop']:.1f})"
             lines.append(
                 f"| {row['model']} | {'on' if row['iga'] else 'off'} | "
-                f"{'on' if row['refiner'] else 'off'} | {row['device']} | {row['dtype']} | "
+                f"{'on' if row['refiner'] else 'off'} | {row['device']} | "
+                f"{row.get('backend', 'torch')} | {row['dtype']} | "
                 f"{row['params_m']:.2f} | {row['gflop_per_click']:.2f} | {size} | "
                 f"{_fmt(e['per_click_ms'])} | {e['floor_ms']:.0f} | {e['x_floor']:.2f} | "
                 f"{100 * e['evaluator_overhead_fraction']:.1f} | {e['peak_memory_mb']:.0f} | "
                 f"{full_s} |")
-    lines += ["", "Per-stage medians (ms):", "",
-              "| model | IGA | refiner | device | dtype | image | " + " | ".join(STAGES) + " |",
-              "|---|---|---|---|---|---|" + "---|" * len(STAGES)]
+    lines += ["", "Per-stage medians (ms; onnxruntime's coarse graph is not split: backbone and "
+              "head count under coarse_other in onnx rows):", "",
+              "| model | IGA | refiner | device | backend | dtype | image | "
+              + " | ".join(STAGES) + " |",
+              "|---|---|---|---|---|---|---|" + "---|" * len(STAGES)]
     for row in result["rows"]:
         for size, e in row["sizes"].items():
             lines.append(f"| {row['model']} | {'on' if row['iga'] else 'off'} | "
                          f"{'on' if row['refiner'] else 'off'} | {row['device']} | "
-                         f"{row['dtype']} | {size} | " +
+                         f"{row.get('backend', 'torch')} | {row['dtype']} | {size} | " +
                          " | ".join(f"{e['stages_ms'][s]['median']:.1f}" for s in STAGES) + " |")
     agreement = result.get("agreement")
     if agreement:
@@ -738,6 +791,16 @@ def _onoff(values: Sequence[str]) -> List[bool]:
 
 
 OUTPUT_DIR = ROOT / "experiments" / "benchmark"  # default outputs (git-ignored)
+
+
+def add_backend_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backends", nargs="+", default=["torch"], choices=NETWORK_BACKENDS,
+                   help="network backends, one row each: PyTorch, onnxruntime on --onnx-dir")
+    p.add_argument("--onnx-dir", default=None,
+                   help="ONNX export of --checkpoint (scripts/export_onnx.py), for the onnx rows")
+    p.add_argument("--onnx-stages", type=_onnx_stages, default=list(NETWORK_STAGES),
+                   help="stages onnxruntime runs in the onnx rows (comma-separated: "
+                        "coarse,refiner); PyTorch runs the others")
 
 
 def add_predictor_arguments(p: argparse.ArgumentParser) -> None:
@@ -765,6 +828,7 @@ def add_predictor_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trust-checkpoint", action="store_true",
                    help="accept a checkpoint that needs full unpickling, which can run code "
                         "stored in the file: only for files from a trusted source")
+    add_backend_arguments(p)
     p.add_argument("--peak-gflops", type=float, default=PEAK_GFLOPS_FP32)
     p.add_argument("--no-full-image", dest="full_image", action="store_false")
     p.add_argument("--full-image-max-gflop", type=float, default=150.0,
@@ -784,6 +848,7 @@ def predictor(args: argparse.Namespace) -> Dict[str, Any]:
         args.backbones, args.pipelines, args.iga = ["mit_b0"], ["s2"], ["on"]
         args.sizes, args.clicks, args.repeats = [(120, 160)], 3, 1
         args.full_image_runs, args.isolate = 1, False
+    _check_backends(args)
     if args.checkpoint:
         # a trained model has one architecture: the rows (and the agreement) are that model's
         params = get_model_config(load_is_model(args.checkpoint,
@@ -800,7 +865,8 @@ def predictor(args: argparse.Namespace) -> Dict[str, Any]:
         for backbone in args.backbones:
             for pipeline in args.pipelines:
                 for iga in _onoff(args.iga):
-                    for refiner in _onoff(args.refiner):
+                    for refiner, backend in ((r, b) for r in _onoff(args.refiner)
+                                             for b in args.backends):
                         cfg = {"backbone": backbone, "pipeline": pipeline, "iga": iga,
                                "refiner": refiner, "device": device, "threads": args.threads,
                                "dtype": args.dtype, "compile": args.compile,
@@ -809,15 +875,18 @@ def predictor(args: argparse.Namespace) -> Dict[str, Any]:
                                "trust_checkpoint": args.trust_checkpoint, "clicks": args.clicks,
                                "repeats": args.repeats, "sizes": args.sizes,
                                "peak_gflops": args.peak_gflops,
-                               # the full-image reference has no refiner: once per model
+                               "backend": backend, "onnx_dir": args.onnx_dir,
+                               "onnx_stages": args.onnx_stages,
+                               # the full-image reference (PyTorch, no refiner): once per model
                                "full_image": args.full_image and refiner == _onoff(
-                                   args.refiner)[0],
+                                   args.refiner)[0] and backend == args.backends[0],
                                "full_image_max_gflop": args.full_image_max_gflop,
                                "full_image_runs": args.full_image_runs}
                         row = run_isolated(cfg, args.isolate)
                         rows.append(row)
                         print(f"{row['model']} IGA {'on' if iga else 'off'} refiner "
-                              f"{'on' if refiner else 'off'} {device}: " + ", ".join(
+                              f"{'on' if refiner else 'off'} {device} {row['backend']}: "
+                              + ", ".join(
                                   f"{s} {e['per_click_ms']['median']:.1f} ms"
                                   for s, e in row["sizes"].items()), flush=True)
     result: Dict[str, Any] = {"conventions": CONVENTIONS, "settings": settings, "rows": rows}
@@ -868,6 +937,9 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     p.add_argument("--pipelines", nargs="+", default=["s2"], choices=["s1", "s2"])
     p.add_argument("--size", type=int, default=256, help="network input and refiner crop size")
     p.add_argument("--runs", type=int, default=15, help="timed runs (after 3 warm-up runs)")
+    p.add_argument("--checkpoint", default=None,
+                   help="a trained model instead of the random --variants (its own sizes)")
+    add_backend_arguments(p)
     p.set_defaults(run=network)
     p = sub["evaluator"]
     p.add_argument("--dataset", default="GrabCut")

@@ -37,6 +37,7 @@ def test_benchmark_predictor_quick_writes_every_field(tmp_path):
     assert [(r["refiner"], r["iga"]) for r in rows] == [(True, True), (False, True)]
     for row in rows:
         assert row["model"] == "B0-S2" and row["device"] == "cpu" and row["dtype"] == "fp32"
+        assert row["backend"] == "torch"
         assert 3.0 < row["params_m"] < 5.0
         assert 1.0 < row["gflop_per_click"] < 5.0  # coarse 1.3 (+ refiner 0.7) GFLOP
         (size, entry), = row["sizes"].items()
@@ -64,7 +65,7 @@ def test_benchmark_predictor_quick_writes_every_field(tmp_path):
         else:
             assert "full_image" not in entry
     text = out_md.read_text()
-    assert "| B0-S2 | on | on | cpu | fp32 |" in text and text == result["text"]
+    assert "| B0-S2 | on | on | cpu | torch | fp32 |" in text and text == result["text"]
 
 
 def test_benchmark_with_a_checkpoint_times_that_architecture_only(tmp_path):

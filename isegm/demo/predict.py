@@ -17,6 +17,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import cv2
 
+from ..inference.onnx_backend import add_network_arguments, parse_stages
 from ..inference.session import MODEL_FREE, ClickOutsideImageError, Segmenter
 from ..utils.device import select_device
 from ..utils.log import logger, setup_logging
@@ -68,6 +69,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--trust-checkpoint", action="store_true",
                         help="unpickle a checkpoint that needs it in full (it can run code): only "
                              "for files from a source you trust")
+    add_network_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -78,8 +80,13 @@ def run(args: argparse.Namespace) -> None:
         if path is not None and cv2.haveImageWriter(path) is False:
             raise PredictError(f"--{name} '{path}': cannot write this image type (use .png or .jpg)")
     image = read_image_file(args.image, args.max_pixels)
-    segmenter = Segmenter.from_checkpoint(args.checkpoint, select_device(cpu=args.cpu),
-                                          trust=args.trust_checkpoint)
+    try:
+        segmenter = Segmenter.from_checkpoint(args.checkpoint, select_device(cpu=args.cpu),
+                                              trust=args.trust_checkpoint, backend=args.backend,
+                                              onnx_dir=args.onnx_dir,
+                                              onnx_stages=parse_stages(args.onnx_stages))
+    except (ValueError, FileNotFoundError) as e:
+        raise PredictError(f"--backend {args.backend}: {e}") from e
     session = segmenter.new_session()
     session.set_image(image)
     h, w = image.shape[:2]

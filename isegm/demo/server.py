@@ -44,6 +44,7 @@ from fastapi import FastAPI, File, HTTPException, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel
 
+from ..inference.onnx_backend import add_network_arguments, parse_stages
 from ..inference.session import (MODEL_FREE, ClickOutsideImageError, Segmenter, Session, SessionClosedError,
                                  SessionError, clicks_xy)
 from ..utils.log import logger
@@ -440,7 +441,11 @@ def parse_args(argv: Optional[List[str]] = None):
                         help="unpickle the --checkpoint file in full if it needs it (it can run "
                              "code): only for files from a source you trust; never applies to "
                              "the default checkpoint or to anything uploaded")
-    return parser.parse_args(argv)
+    add_network_arguments(parser)
+    args = parser.parse_args(argv)
+    if args.backend != "torch" and args.checkpoint is None:
+        parser.error(f"--backend {args.backend} needs --checkpoint (the model of --onnx-dir)")
+    return args
 
 
 def build(args) -> Tuple[FastAPI, Segmenter]:
@@ -453,7 +458,9 @@ def build(args) -> Tuple[FastAPI, Segmenter]:
     device = select_device(cpu=args.cpu)
     if args.checkpoint is not None:
         segmenter = Segmenter.from_checkpoint(args.checkpoint, device,
-                                              trust=args.trust_checkpoint)
+                                              trust=args.trust_checkpoint,
+                                              backend=args.backend, onnx_dir=args.onnx_dir,
+                                              onnx_stages=parse_stages(args.onnx_stages))
         note = "chosen with --checkpoint"
     else:
         newest = find_default_checkpoint(exps)

@@ -45,6 +45,8 @@ from ..data.datasets.davis585 import INIT_MASK_MODES, FolderInitMasks
 from .crops import ZoomIn
 from .evaluation import evaluate_dataset
 from .focus import FOCUS_STRATEGIES
+from .onnx_backend import add_network_arguments, backend_label, build_network, parse_stages
+from .onnx_export import read_export_metadata
 from .predictors import (CLICK_MAPPINGS, EMPTY_MASK_ROIS, MODES, PREDICTORS, get_predictor,
                          predictor_name_for_mode)
 from .results import results_table, save_ious, write_records
@@ -144,6 +146,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                                           "click (rule 38; default: on with initial masks)")
     merge.add_argument("--no-progressive-merge", dest="progressive_merge", action="store_false",
                        help="take each new mask whole, also with initial masks")
+    add_network_arguments(parser)
     args = parser.parse_args(argv)
     args.target_iou = max(0.8, args.target_iou)
     return args
@@ -278,6 +281,7 @@ def prepare(args: argparse.Namespace) -> EvaluationPlan:
             raise EvaluationSetupError(f"mode '{args.mode}' needs --checkpoint or --exp-path")
         for path in checkpoints:
             check_checkpoint(path, args.trust_checkpoint)
+    _check_network_backend(args, needs_model, checkpoints)
 
     if args.init_masks and not Path(args.init_masks).is_dir():
         raise EvaluationSetupError(f"--init-masks '{args.init_masks}' is not a folder (expected "
@@ -313,6 +317,41 @@ def prepare(args: argparse.Namespace) -> EvaluationPlan:
         logger.warning("--gpus=%s requested but CUDA is not available: running on CPU", args.gpus)
     device = select_device(cpu=args.cpu, gpus=gpus)
     return EvaluationPlan(args.mode, checkpoints, datasets, device, output_dir, model_name, cfg)
+
+
+def _check_network_backend(args: argparse.Namespace, needs_model: bool,
+                           checkpoints: Sequence[Optional[Path]]) -> None:
+    """--backend onnx: a model-based mode, one checkpoint, a readable export folder, known
+    stages (whether the export is of the checkpoint is checked once the model is loaded)."""
+    if args.backend == "torch":
+        return
+    if not needs_model:
+        raise EvaluationSetupError(f"--backend {args.backend} runs a network; predictor "
+                                   f"'{args.mode}' has none")
+    if len(checkpoints) != 1:
+        raise EvaluationSetupError(f"--backend {args.backend} evaluates one checkpoint (its "
+                                   f"export in --onnx-dir), --exp-path gave {len(checkpoints)}")
+    if not args.onnx_dir:
+        raise EvaluationSetupError("--backend onnx needs --onnx-dir (an export folder written "
+                                   "by scripts/export_onnx.py)")
+    try:
+        parse_stages(args.onnx_stages)
+    except ValueError as e:
+        raise EvaluationSetupError(f"--onnx-stages: {e}") from e
+    try:
+        read_export_metadata(args.onnx_dir)
+    except (OSError, ValueError) as e:
+        raise EvaluationSetupError(f"--onnx-dir: {e}") from e
+
+
+def _network(args: argparse.Namespace, model: Any) -> Any:
+    """The network backend of the predictors (the model itself for PyTorch)."""
+    if args.backend == "torch" or model is None:
+        return None
+    try:
+        return build_network(model, args.backend, args.onnx_dir, parse_stages(args.onnx_stages))
+    except (OSError, ValueError) as e:
+        raise EvaluationSetupError(f"--onnx-dir {args.onnx_dir}: {e}") from e
 
 
 def _zoom_in_for(args: argparse.Namespace, dataset_name: str) -> ZoomIn:
@@ -354,7 +393,10 @@ def run_evaluation(args: argparse.Namespace,
     extra = percent_key(args.target_iou) if int(100 * args.target_iou) not in (80, 85, 90) else None
     if extra and extra not in {percent_key(t) for t in iou_thrs} and args.target_iou <= 1.0:
         iou_thrs.append(args.target_iou)
-    suffix = f"{args.eval_mode}_{args.n_clicks}"
+    backend = backend_label(args.backend, parse_stages(args.onnx_stages))
+    # results of another network backend go to their own files, beside PyTorch's
+    suffix = (f"{args.eval_mode}_{args.n_clicks}" if backend == "torch"
+              else f"{backend}_{args.eval_mode}_{args.n_clicks}")
     records: List[Dict[str, Any]] = []
     ious_dir = plan.output_dir / "ious"
     ious_dir.mkdir(exist_ok=True)
@@ -362,6 +404,7 @@ def run_evaluation(args: argparse.Namespace,
     for checkpoint in plan.checkpoints:
         model = load_is_model(checkpoint, plan.device, trust=args.trust_checkpoint) \
             if checkpoint is not None else None
+        network = _network(args, model)
         predictor_name = predictor_name_for_mode(args.mode, model)
         ckpt_name = checkpoint.stem if checkpoint is not None else "none"
         rows = []
@@ -372,7 +415,7 @@ def run_evaluation(args: argparse.Namespace,
                 target_crop_r=args.target_crop_r, focus_crop_r=args.focus_crop_r,
                 focus_strategy=args.focus_strategy, crop_mode=args.crop_mode,
                 empty_mask_roi=args.empty_mask_roi, click_mapping=args.click_mapping,
-                zoom_in=_zoom_in_for(args, ds_name))
+                zoom_in=_zoom_in_for(args, ds_name), network=network)
             indices = None
             if args.max_samples is not None:
                 indices = list(range(min(len(dataset), args.max_samples)))
@@ -399,7 +442,7 @@ def run_evaluation(args: argparse.Namespace,
                 "time_s": elapsed, "model_s": stats.get("model_s", 0.0),
                 "n_clicks": args.n_clicks, "target_iou": args.target_iou,
                 "eval_mode": args.eval_mode, "with_flip": args.with_flip,
-                "infer_size": getattr(predictor, "infer_size", None)}
+                "infer_size": getattr(predictor, "infer_size", None), "backend": backend}
             for thr, n, f in zip(iou_thrs, noc, nof):
                 record[f"NoC@{percent_key(thr)}"] = n
                 record[f"NoF@{percent_key(thr)}"] = f
@@ -419,9 +462,11 @@ def run_evaluation(args: argparse.Namespace,
                     record["mASSD_per_click"] = [round(float(v), 4)
                                                  for v in mean_iou_per_click(stats["assd"])]
             meta = {k: record[k] for k in ("model", "checkpoint", "predictor", "dataset",
-                                           "n_clicks", "eval_mode", "with_flip")}
+                                           "n_clicks", "eval_mode", "with_flip", "backend")}
             meta["max_iou_thr"] = tau_stop
             stem = f"{ds_name}_{ckpt_name}_{predictor_name}_{args.eval_mode}"
+            if backend != "torch":
+                stem += f"_{backend}"
             save_ious(ious_dir / f"{stem}.npz", all_ious, stats.get("sample_ids", []), meta,
                       args.n_clicks,
                       series={k: stats[k] for k in ("biou", "assd") if stats.get(k)},
@@ -445,6 +490,8 @@ def run_evaluation(args: argparse.Namespace,
             rows.append(record)
         table = results_table(rows, args.n_clicks, extra)
         header = f"Eval results for model: {plan.model_name} ({ckpt_name})"
+        if backend != "torch":
+            header += f", network backend {backend}"
         echo(f"{header}\n{table}")
         plan.tables.append(table)
         write_records(plan.output_dir / f"results_{args.mode}_{suffix}", rows, CSV_FIELDS,

@@ -30,7 +30,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -97,20 +97,32 @@ class Segmenter:
     @classmethod
     def from_checkpoint(cls, checkpoint: Union[str, os.PathLike],
                         device: Union[str, torch.device] = "cpu", trust: bool = False,
+                        backend: str = "torch", onnx_dir: Optional[str] = None,
+                        onnx_stages: Sequence[str] = ("coarse", "refiner"),
                         **options: Any) -> "Segmenter":
         """'cv_grabcut' (no weights) or an IGLR checkpoint file: the evaluator's NoBRS
         predictor for it ('iglr' with a refiner, else 'coarse'). A foreign or unreadable file
         raises `isegm.utils.serialization.CheckpointError` naming it; a file that needs full
-        unpickling raises `UntrustedCheckpointError` unless `trust=True` (see `load_is_model`)."""
+        unpickling raises `UntrustedCheckpointError` unless `trust=True` (see `load_is_model`).
+        `backend='onnx'`: onnxruntime runs `onnx_stages` of the network from the checkpoint's
+        export in `onnx_dir` (`onnx_backend.build_network`; ValueError if it is not of it)."""
         if str(checkpoint) == MODEL_FREE:
+            if backend != "torch":
+                raise ValueError(f"backend '{backend}' needs a checkpoint; '{MODEL_FREE}' has "
+                                 f"no network")
             return cls(MODEL_FREE, None, "cpu", **options)
         from ..model import load_is_model  # model-free use needs no model code
+        from .onnx_backend import backend_label, build_network
 
         path = Path(checkpoint)
         model = load_is_model(path, device, trust=trust)
         name = predictor_name_for_mode("NoBRS", model)
         run = path.parent.parent if path.parent.name == "checkpoints" else path.parent
-        return cls(name, model, device, label=f"{name}: {run.name}/{path.name}", **options)
+        label = f"{name}: {run.name}/{path.name}"
+        if backend != "torch":
+            options["network"] = build_network(model, backend, onnx_dir, onnx_stages)
+            label += f" ({backend_label(backend, onnx_stages)})"
+        return cls(name, model, device, label=label, **options)
 
     def new_predictor(self) -> BasePredictor:
         """A predictor over the shared model (built under the model lock: construction may

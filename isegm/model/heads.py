@@ -78,20 +78,26 @@ class SegFormerHead(nn.Module):
         key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
         if not torch.is_grad_enabled() and self._folded_cache[0] == key:
             return self._folded_cache[1], self._folded_cache[2]
-        weights, bias = self._composed()
-        scale = self.bn.weight * torch.rsqrt(self.bn.running_var + self.bn.eps)
-        weights = [wt * scale[:, None] for wt in weights]
-        bias = (bias - self.bn.running_mean) * scale + self.bn.bias
+        weights, bias = self._fold_bn(*self._composed())
         if not torch.is_grad_enabled():
             self._folded_cache = (key, weights, bias)
         return weights, bias
+
+    def _fold_bn(self, weights: List[torch.Tensor], bias: torch.Tensor
+                 ) -> Tuple[List[torch.Tensor], torch.Tensor]:
+        """Composed weights (D, C_i) and bias (D,) with the eval BatchNorm folded in."""
+        scale = self.bn.weight * torch.rsqrt(self.bn.running_var + self.bn.eps)
+        weights = [wt * scale[:, None] for wt in weights]
+        return weights, (bias - self.bn.running_mean) * scale + self.bn.bias
 
     def _forward(self, feats: Sequence[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
         size = feats[0].shape[-2:]
         if self.fused:
             fold_bn = not self.bn.training
             if fold_bn:  # eval: BN is an affine map per channel, fold it into the weights
-                weights, bias = self._folded()
+                # (uncached under torch.export: fake tensors have no storage to key a cache on)
+                weights, bias = (self._fold_bn(*self._composed())
+                                 if torch.compiler.is_exporting() else self._folded())
             else:
                 weights, bias = self._composed()
             x = None

@@ -69,7 +69,10 @@ class CoarsePredictor(BasePredictor):
     `empty_mask_roi`: the target crop after an empty previous mask (`EMPTY_MASK_ROIS`;
     'stored' as released, rule 28f; 'full' the whole image, output unsqueezed);
     `backend`: 'numba' or 'torch' (default: numba on the CPU where present, else torch);
-    `click_mapping`: `CLICK_MAPPINGS` ('aligned' as trained, 'released' rules 32 and 36).
+    `click_mapping`: `CLICK_MAPPINGS` ('aligned' as trained, 'released' rules 32 and 36);
+    `network`: what runs the two network calls, an object with the model's `forward_coarse` /
+    `forward_refine` (default: the model itself; `onnx_backend.build_network` gives
+    onnxruntime sessions of an export, for one stage or both), chosen once like `backend`.
     """
 
     requires_model = True
@@ -81,9 +84,14 @@ class CoarsePredictor(BasePredictor):
                  min_crop_size: int = 10, crop_mode: str = "target",
                  zoom_in: Optional[ZoomIn] = None, autocast_dtype: Optional[torch.dtype] = None,
                  compile_model: bool = False, empty_mask_roi: str = "stored",
-                 backend: Optional[str] = None, click_mapping: str = "aligned"):
+                 backend: Optional[str] = None, click_mapping: str = "aligned",
+                 network: Optional[object] = None):
         if model is None:
             raise ValueError(f"{type(self).__name__} needs a model")
+        if network is not None and network is not model and (autocast_dtype is not None
+                                                              or compile_model):
+            raise ValueError("autocast_dtype and compile_model apply to the PyTorch model, not "
+                             "to another network backend")
         if crop_mode not in CROP_MODES:
             raise KeyError(f"unknown crop mode '{crop_mode}'; known: {', '.join(CROP_MODES)}")
         if empty_mask_roi not in EMPTY_MASK_ROIS:
@@ -111,6 +119,8 @@ class CoarsePredictor(BasePredictor):
                 module = getattr(self.model, name, None)
                 if module is not None:
                     module.compile()
+        self.network = self.model if network is None or network is model else network
+        self._check_network_size("coarse", self.infer_size)
         self.timer = NULL_TIMER
         self._support: Optional[Box] = None  # half-open box outside which prev is 0
         self._support_of: Optional[np.ndarray] = None  # the prev map `_support` describes
@@ -193,7 +203,8 @@ class CoarsePredictor(BasePredictor):
             clicks_lists.append(flip_clicks(clicks, w))
         points = clicks_to_points(clicks_lists, device=self.device)
         with self.timed_model(), self.timer.stage("coarse_net"), self._autocast():
-            out = self.model.forward_coarse(image, points, prev if self.with_prev_mask else None)
+            out = self.network.forward_coarse(image, points,
+                                              prev if self.with_prev_mask else None)
         logits = resize_bilinear(out["instances"].float(), (h, w))
         if self.with_flip:
             logits = 0.5 * (logits[:1] + torch.flip(logits[1:], dims=[3]))
@@ -341,6 +352,20 @@ class CoarsePredictor(BasePredictor):
         self._pool.append((out, support))
         del self._pool[:-2]
 
+    def _check_network_size(self, stage: str, size: int) -> None:
+        """A network with a fixed input size for `stage` (an ONNX export) must get that size;
+        the coarse stage's ZoomIn crops have free sizes."""
+        fixed = getattr(self.network, "fixed_sizes", {}).get(stage)
+        if fixed is None:
+            return
+        if stage == "coarse" and self.crop_mode == "zoom_in":
+            raise ValueError("crop_mode='zoom_in' feeds the network crops of any size; the "
+                             "network backend's coarse stage takes only "
+                             f"{fixed}x{fixed} inputs (use crop_mode='target')")
+        if size != fixed:
+            raise ValueError(f"the network backend's {stage} stage takes {fixed}x{fixed} "
+                             f"inputs (its export's size), the predictor is set to {size}")
+
     def _autocast(self):
         if self.autocast_dtype is None:
             return nullcontext()
@@ -363,11 +388,12 @@ class IGLRPredictor(CoarsePredictor):
                  focus_crop_r: Optional[float] = None, refine_size: Optional[int] = None,
                  refine_after_clicks: int = 10, autocast_dtype: Optional[torch.dtype] = None,
                  compile_model: bool = False, empty_mask_roi: str = "stored",
-                 backend: Optional[str] = None, click_mapping: str = "aligned"):
+                 backend: Optional[str] = None, click_mapping: str = "aligned",
+                 network: Optional[object] = None):
         super().__init__(model, device, clicks_limit, with_flip, infer_size, target_crop_r,
                          min_crop_size, crop_mode="target", autocast_dtype=autocast_dtype,
                          compile_model=compile_model, empty_mask_roi=empty_mask_roi,
-                         backend=backend, click_mapping=click_mapping)
+                         backend=backend, click_mapping=click_mapping, network=network)
         if not getattr(model, "use_refiner", False) or getattr(model, "refiner", 1) is None:
             raise ValueError("the IGLR predictor needs a model with use_refiner=True; "
                              "use the 'coarse' predictor for models without the refiner")
@@ -377,6 +403,7 @@ class IGLRPredictor(CoarsePredictor):
                            f"{', '.join(FOCUS_STRATEGIES)}")
         self.focus_crop_r = float(focus_crop_r or getattr(model, "focus_crop_r", 1.4))
         self.refine_size = int(refine_size or getattr(model, "refine_size", 256))
+        self._check_network_size("refiner", self.refine_size)
         self.refine_after_clicks = refine_after_clicks
 
     def _refine(self, box: Box, roi: Box, clicks: List[Click], net_logits: torch.Tensor,
@@ -404,7 +431,7 @@ class IGLRPredictor(CoarsePredictor):
                                for c in clicks]
             points = clicks_to_points([crop_clicks], order=0, device=self.device)
         with self.timed_model(), self.timer.stage("refiner"), self._autocast():
-            out = self.model.forward_refine(image_crop, points, coarse_crop, feature_crop)
+            out = self.network.forward_refine(image_crop, points, coarse_crop, feature_crop)
         return out["refined"].float()
 
     def _paste_on_previous(self, out: np.ndarray, window: Box, refined: torch.Tensor, box: Box
