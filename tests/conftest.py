@@ -31,6 +31,21 @@ def coco_mval_root() -> Path:
     return _shared("COCO_MVal")
 
 
+@pytest.fixture
+def exps(tmp_path, monkeypatch) -> Path:
+    """A fresh EXPS_PATH under the test's temporary folder (test files may override it)."""
+    monkeypatch.setenv("EXPS_PATH", str(tmp_path / "exps"))
+    return tmp_path / "exps"
+
+
+def write_config_module(tmp_path: Path, name: str, text: str) -> Path:
+    """A config module `models/fam/<name>` under `tmp_path` with the given source."""
+    path = tmp_path / "models" / "fam" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -14,22 +14,13 @@ import torch
 
 from isegm.engine import launch
 from isegm.engine.launch import LaunchError, make_run_config
+from tests.conftest import write_config_module
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_FIXED = REPO / "tests" / "test_train_configs" / "tiny_fixed.py"
 
 
-@pytest.fixture
-def exps(tmp_path, monkeypatch):
-    monkeypatch.setenv("EXPS_PATH", str(tmp_path / "exps"))
-    return tmp_path / "exps"
-
-
-def _module(tmp_path, name, text):
-    path = tmp_path / "models" / "fam" / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    return path
+_module = write_config_module
 
 
 def _error_lines(err: str) -> list[str]:
