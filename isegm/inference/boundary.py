@@ -22,16 +22,17 @@ largest distance the image allows), so that averages over clicks stay finite.
 from __future__ import annotations
 
 import math
-from typing import Optional, Tuple
+from typing import Tuple
 
 import cv2
 import numpy as np
 from scipy.spatial import cKDTree
 
+from .utils import half_open_bbox
+
 BOUNDARY_DILATION_RATIO = 0.02
 _SQUARE3 = np.ones((3, 3), np.uint8)
 
-Box = Tuple[int, int, int, int]  # half-open (y1, y2, x1, x2)
 
 
 def boundary_width(shape: Tuple[int, int]) -> int:
@@ -41,14 +42,6 @@ def boundary_width(shape: Tuple[int, int]) -> int:
     return max(1, int(round(BOUNDARY_DILATION_RATIO * math.hypot(height, width))))
 
 
-def _bbox(mask: np.ndarray) -> Optional[Box]:
-    rows = np.flatnonzero(mask.any(axis=1))
-    if rows.size == 0:
-        return None
-    cols = np.flatnonzero(mask.any(axis=0))
-    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-
-
 def boundary_band(mask: np.ndarray, width: int) -> np.ndarray:
     """HxW bool: the pixels of `mask` that `width` 3x3 erosions of the zero-padded mask remove.
 
@@ -56,7 +49,7 @@ def boundary_band(mask: np.ndarray, width: int) -> np.ndarray:
     """
     mask = np.asarray(mask, dtype=bool)
     band = np.zeros(mask.shape, dtype=bool)
-    box = _bbox(mask)
+    box = half_open_bbox(mask)
     if box is None:
         return band
     y1, y2, x1, x2 = box
