@@ -15,19 +15,16 @@ REPO = Path(__file__).resolve().parents[1]
 TINY_FIXED = REPO / "tests" / "test_train_configs" / "tiny_fixed.py"
 
 
-_module = write_config_module
-
-
 def test_bad_arguments_fail_with_named_errors(tmp_path, exps):
     with pytest.raises(LaunchError, match="'missing.py' does not exist"):
         make_run_config(["missing.py", "--cpu"])
-    broken = _module(tmp_path, "broken.py", "def init_model(cfg):\n    return (\n")
+    broken = write_config_module(tmp_path, "broken.py", "def init_model(cfg):\n    return (\n")
     with pytest.raises(LaunchError, match=r"broken.py' failed to import: SyntaxError.*line"):
         make_run_config([str(broken), "--cpu"])
-    raising = _module(tmp_path, "raising.py", "import no_such_package_xyz\n")
+    raising = write_config_module(tmp_path, "raising.py", "import no_such_package_xyz\n")
     with pytest.raises(LaunchError, match="ModuleNotFoundError: No module named 'no_such_package_xyz'"):
         make_run_config([str(raising), "--cpu"])
-    no_main = _module(tmp_path, "no_main.py", "def init_model(cfg):\n    pass\n")
+    no_main = write_config_module(tmp_path, "no_main.py", "def init_model(cfg):\n    pass\n")
     with pytest.raises(LaunchError, match="does not define main"):
         make_run_config([str(no_main), "--cpu", "--batch-size=2"])
     if not torch.cuda.is_available():
@@ -66,7 +63,7 @@ def test_unreadable_checkpoint_fails_before_work(tmp_path, exps, capsys):
 
 
 def test_missing_dataset_path_fails_before_work(tmp_path, exps, monkeypatch, capsys):
-    module = _module(tmp_path, "grabcut_train.py", (
+    module = write_config_module(tmp_path, "grabcut_train.py", (
         "from isegm.engine import recipe\n"
         "RECIPE = recipe.SYNTHETIC_CPU.replace(train_dataset='COCO_MVal', train_dataset_kwargs={})\n"
         "BATCH_SIZE = 4\n"

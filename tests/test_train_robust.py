@@ -20,9 +20,6 @@ REPO = Path(__file__).resolve().parents[1]
 TINY_FIXED = REPO / "tests" / "test_train_configs" / "tiny_fixed.py"
 
 
-_module = write_config_module
-
-
 def _error_lines(err: str) -> list[str]:
     return [line for line in err.splitlines() if "(ERROR)" in line]
 
@@ -55,7 +52,7 @@ def test_corrupt_image_in_a_loader_worker_stops_with_one_line(tmp_path, exps, mo
     bad = root / "images" / "im1.png"
     bad.write_bytes(b"not a png at all")
     monkeypatch.setenv("IMAGES_DIR_PATH", str(root))
-    module = _module(tmp_path, "images_dir.py", IMAGES_DIR_MODULE)
+    module = write_config_module(tmp_path, "images_dir.py", IMAGES_DIR_MODULE)
     assert launch.main([str(module), "--cpu", "--workers=1"]) == 2
     err = capfd.readouterr().err
     errors = _error_lines(err)
@@ -108,7 +105,7 @@ MISSING_DATA_MODULE = (
 
 def test_missing_dataset_with_two_processes_is_checked_before_spawning(tmp_path, exps, monkeypatch,
                                                                        capfd):
-    module = _module(tmp_path, "coco_train.py", MISSING_DATA_MODULE)
+    module = write_config_module(tmp_path, "coco_train.py", MISSING_DATA_MODULE)
     monkeypatch.setenv("COCO_MVAL_PATH", str(tmp_path / "no_such_dir"))
 
     def no_spawn(*args, **kwargs):
@@ -124,7 +121,7 @@ def test_missing_dataset_with_two_processes_is_checked_before_spawning(tmp_path,
 
 @pytest.mark.slow
 def test_an_error_inside_spawned_processes_is_one_line(tmp_path, exps, capfd):
-    module = _module(tmp_path, "fails_in_process.py", (
+    module = write_config_module(tmp_path, "fails_in_process.py", (
         "from isegm.data.io import DatasetError\n"
         "BATCH_SIZE = 2\n"
         "def init_model(cfg):\n    raise AssertionError('not called')\n"
