@@ -108,7 +108,10 @@ def test_main_job_quick_writes_every_promised_output(exps, monkeypatch, capsys):
 
     # Training record and a checkpoint that rebuilds the model alone.
     assert (root / "segformerB0_S2_synthetic.py").is_file() and (root / "config.yml").is_file()
-    assert "trained 4 steps" in (root / "train_log.txt").read_text()
+    log = (root / "train_log.txt").read_text()
+    assert "trained 4 steps" in log
+    # precise BN after each of the 2 epochs (--quick: 2 steps per epoch, batch 4)
+    assert log.count("BatchNorm statistics recomputed on 2 training batches") == 2
     from isegm.model import load_is_model
     model = load_is_model(root / "checkpoints" / "last_checkpoint.pth")
     assert model.use_refiner and model.infer_size == 96 and model.refine_size == 64

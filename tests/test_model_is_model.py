@@ -150,3 +150,36 @@ def test_checkpoint_errors(tmp_path):
         load_is_model(ckpt)
     with pytest.raises(ValueError, match="pipeline"):
         IGLRModel(pipeline="s3")
+
+
+def test_refiner_runs_channels_last_and_equals_the_nchw_network(tmp_path):
+    """The refiner keeps channels-last conv weights (faster oneDNN kernels on the CPU), also
+    after a checkpoint round trip, and computes what the same weights in NCHW compute."""
+    torch.manual_seed(0)
+    model = IGLRModel(refine_size=32)
+    for bn in (m for m in model.refiner.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+        bn.running_mean.normal_()
+        bn.running_var.uniform_(0.5, 2.0)
+    model.eval()
+    convs = [m for m in model.refiner.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(c.weight.is_contiguous(memory_format=torch.channels_last)
+                         for c in convs)
+    assert not model.refiner.stem[0].weight.is_contiguous()   # (48, 6, 3, 3): not NCHW
+    image, points, _, _ = _batch(32, 32, batch=2)
+    coarse = torch.randn(2, 1, 32, 32)
+    feature = torch.randn(2, 256, 8, 8)
+    with torch.no_grad():
+        out = model.forward_refine(image, points, coarse, feature)
+        nchw = IGLRModel(refine_size=32).eval()
+        nchw.load_state_dict(model.state_dict())
+        nchw.refiner.to(memory_format=torch.contiguous_format)
+        assert nchw.refiner.stem[0].weight.is_contiguous()
+        ref = nchw.forward_refine(image, points, coarse, feature)
+    for key in ("refined", "boundary"):
+        assert out[key].shape == (2, 1, 32, 32)
+        torch.testing.assert_close(out[key], ref[key], atol=1e-5, rtol=1e-5)
+    save_is_model(model, tmp_path / "m.pth")
+    loaded = load_is_model(tmp_path / "m.pth")
+    assert all(m.weight.is_contiguous(memory_format=torch.channels_last)
+               for m in loaded.refiner.modules() if isinstance(m, torch.nn.Conv2d))
+    assert not loaded.refiner.stem[0].weight.is_contiguous()

@@ -73,6 +73,8 @@ class Recipe:
     max_num_next_clicks: int = 3
     prev_mask_drop_prob: float = 0.0
     click_rounds_bn: str = "eval"          # BatchNorm in the no-grad click rounds: eval | batch
+    precise_bn_batches: int = 8            # training batches that recompute BN statistics
+                                           # after every epoch (0: the running average only)
     focus_object_prob: float = 0.6         # share of whole-object focus boxes (as at inference)
     focus_object_scale: tuple = (1.1, 1.6)  # their size / the object's box, per axis
     focus_size_range: tuple = (0.3, 0.8)   # boundary focus boxes: side / object extent
@@ -231,7 +233,7 @@ def make_trainer(model: nn.Module, cfg: RunConfig, model_cfg: dict[str, Any], re
                                       object_scale_range=tuple(recipe.focus_object_scale)),
         refine_band_ratio=recipe.band_ratio, clip_grad_norm=recipe.clip_grad_norm,
         use_amp=recipe.use_amp, warmup_steps=recipe.warmup_steps,
-        click_rounds_bn=recipe.click_rounds_bn,
+        click_rounds_bn=recipe.click_rounds_bn, precise_bn_batches=recipe.precise_bn_batches,
         extra_settings={"recipe": dataclasses.asdict(recipe)})
     kwargs.update(overrides)
     use_refiner = bool(getattr(model, "use_refiner", False))

@@ -7,6 +7,12 @@ first round) and adds one click per sample at the largest error
 (`isegm.inference.clicker.next_click_training`); then a focus box is drawn per sample for the
 refiner, the refiner targets are cropped, and the declared losses are taken on the final forward.
 
+After every epoch, before validation and the checkpoint, `precise_bn_batches` training batches
+recompute the BatchNorm running statistics with the epoch's final weights (`recalibrate_batchnorm`,
+"precise BN"): the exponential moving average of the running statistics lags weights that move
+fast (from-scratch CPU recipes), and validation and inference in eval mode then see statistics
+of older weights (measured: docs/cpu-study.md §3.4).
+
 Everything runs on CPU (one process or several with gloo) and on CUDA (nccl, mixed precision).
 """
 from __future__ import annotations
@@ -126,7 +132,7 @@ class ISTrainer:
                  prev_mask_drop_prob: float = 0.0, focus_sampler: Optional[FocusSampler] = None,
                  refine_band_ratio: float = 0.02, clip_grad_norm: Optional[float] = None,
                  use_amp: bool = True, sync_bn: bool = True, warmup_steps: int = 0,
-                 click_rounds_bn: str = "eval",
+                 click_rounds_bn: str = "eval", precise_bn_batches: int = 0,
                  find_unused_parameters: bool = False,
                  extra_settings: Optional[dict[str, Any]] = None):
         self.cfg = cfg
@@ -150,6 +156,9 @@ class ISTrainer:
             raise ValueError(f"click_rounds_bn must be one of {CLICK_ROUND_BN_MODES}, "
                              f"got '{click_rounds_bn}'")
         self.click_rounds_bn = click_rounds_bn
+        self.precise_bn_batches = int(precise_bn_batches)
+        if self.precise_bn_batches < 0:
+            raise ValueError(f"precise_bn_batches must be >= 0, got {precise_bn_batches}")
         self.use_amp = bool(use_amp) and self.device.type == "cuda"
         module = unwrap(model)
         self.with_prev_mask = bool(getattr(module, "with_prev_mask", True))
@@ -172,6 +181,7 @@ class ISTrainer:
             focus_sampler=self.focus_sampler, refine_band_ratio=refine_band_ratio,
             clip_grad_norm=clip_grad_norm, use_amp=self.use_amp, sync_bn=sync_bn,
             warmup_steps=self.warmup_steps, click_rounds_bn=click_rounds_bn,
+            precise_bn_batches=self.precise_bn_batches,
             trainset=repr(trainset), trainset_len=len(trainset),
             valset=repr(valset), valset_len=len(valset) if valset is not None else 0).items()}
         settings.update({k: _describe(v) for k, v in (extra_settings or {}).items()})
@@ -307,14 +317,23 @@ class ISTrainer:
         summary: dict[str, float] = {}
         try:
             for epoch in range(self.start_epoch, num_epochs):
-                summary = self.training(epoch)
-                if validation and self.val_loader is not None:
-                    summary.update(self.validation(epoch))
+                summary = self.run_epoch(epoch, validation)
                 self.lr_scheduler.step()
                 self.save_checkpoints(epoch, num_epochs, summary)
         finally:
             if self.writer is not None:
                 self.writer.flush()
+        return summary
+
+    def run_epoch(self, epoch: int, validation: bool = True) -> dict[str, float]:
+        """One epoch: training, the BatchNorm recalibration (`precise_bn_batches`), validation
+        (if asked and a validation set exists); returns the logged values. The learning-rate
+        schedule and the checkpoints are the caller's."""
+        summary = self.training(epoch)
+        if self.precise_bn_batches:
+            self.recalibrate_batchnorm(epoch)
+        if validation and self.val_loader is not None:
+            summary.update(self.validation(epoch))
         return summary
 
     def training(self, epoch: int) -> dict[str, float]:
@@ -467,6 +486,64 @@ class ISTrainer:
             batch["instances"], focus_boxes, self.refine_size, self.refine_band_ratio)
         batch["focus_boxes"] = focus_boxes
         return focus_boxes
+
+    @torch.no_grad()
+    def recalibrate_batchnorm(self, epoch: int) -> int:
+        """Precise BN: recompute every BatchNorm's running statistics as the plain average over
+        `precise_bn_batches` training batches (with their click rounds) under the current
+        weights, with the rest of the network in eval mode (no dropout or drop path, as at
+        inference). The click rounds of all batches run first, on the old statistics, as in
+        training; then the statistics are reset and accumulated (momentum None). Averaged over
+        processes afterwards (a no-op with SyncBatchNorm). The batches come from the training
+        set, drawn from (seed, rank, epoch) only, so a resumed run repeats them. Returns the
+        number of batches used (fewer if the loader is shorter)."""
+        norms = [m for m in self.net_module.modules()
+                 if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+        if not norms:
+            return 0
+        seed = du.process_seed(self.cfg.seed, self.dist.rank, 20_000 + epoch)
+        rng_backup, rng_states = self.rng, get_rng_states()
+        generator_state = self.loader_generator.get_state()
+        du.seed_everything(seed)
+        self.rng = np.random.default_rng(seed + 1)
+        self.loader_generator.manual_seed(seed + 2)
+        inputs = []
+        for batch in self.train_loader:
+            host = self._host_tensors(batch)
+            batch = self._prepare_batch(batch)
+            host["points"], prev = self._interactive_rounds(batch["images"], host["points"],
+                                                            host["instances"])
+            focus_boxes = self._add_refine_targets(batch, host)
+            inputs.append((batch["images"], host["points"].to(self.device), prev, focus_boxes))
+            if len(inputs) == self.precise_bn_batches:
+                break
+        self.rng = rng_backup
+        set_rng_states(rng_states)
+        self.loader_generator.set_state(generator_state)
+        was_training = self.net_module.training
+        momenta = [m.momentum for m in norms]
+        # eval mode (no dropout, no drop path: the statistics eval-mode inference will see),
+        # BatchNorm alone on batch statistics, accumulated as a plain average (momentum None)
+        self.net_module.eval()
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None
+            m.train()
+        try:
+            with torch.autocast(self.device.type, enabled=self.use_amp):
+                for images, points, prev, focus_boxes in inputs:
+                    self.net_module(images, points, prev, focus_boxes)
+        finally:
+            for m, momentum in zip(norms, momenta):
+                m.momentum = momentum
+            self.net_module.train(was_training)
+        if self.dist.distributed:
+            for m in norms:
+                m.running_mean.copy_(du.all_reduce_mean(m.running_mean))
+                m.running_var.copy_(du.all_reduce_mean(m.running_var))
+        logger.info(f"epoch {epoch}: BatchNorm statistics recomputed on {len(inputs)} training "
+                    f"batches")
+        return len(inputs)
 
     @torch.no_grad()
     def validation(self, epoch: int) -> dict[str, float]:

@@ -175,9 +175,7 @@ def train_config(config_path: Path, paths: Config, budget: Budget, *, seed: int 
     summary: dict[str, float] = {}
     epoch = 0
     for epoch in range(rec.epochs):
-        summary = trainer.training(epoch)
-        if trainer.val_loader is not None:
-            summary.update(trainer.validation(epoch))
+        summary = trainer.run_epoch(epoch)
         trainer.lr_scheduler.step()
         elapsed = time.perf_counter() - start
         done = epoch + 1 == rec.epochs

@@ -59,7 +59,7 @@ class DropPath(nn.Module):
 class ConvNormAct(nn.Sequential):
     """Conv2d (no bias) -> BatchNorm2d -> activation (ReLU by default, `act=None` for none).
 
-    In eval mode (BN with running statistics, an affine map per channel) the BN is folded into
+    With the BN in eval mode (running statistics, an affine map per channel) it is folded into
     the convolution's weight and bias on the fly, saving a full pass over the output;
     `fold_bn = False` (class or instance attribute) runs the textbook path, which tests compare
     against. Parameters and checkpoints are unchanged.
@@ -78,7 +78,7 @@ class ConvNormAct(nn.Sequential):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         conv, bn = self[0], self[1]
-        if self.training or not self.fold_bn or not bn.track_running_stats:
+        if bn.training or not self.fold_bn or not bn.track_running_stats:
             return super().forward(x)
         scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
         bias = bn.bias - bn.running_mean * scale
