@@ -18,7 +18,9 @@ refiner, the coarse predictor without). The comparison goes to EXPS_PATH/ablatio
                                        2x2 ablation by name (base, base_x, base_y, base_x_y)
     runs.json                          experiment folder, steps and wall time of every run, its
                                        validation IoU per epoch and the lowest ratio of it to
-                                       its running best after the warm-up (`val_stability`)
+                                       its running best after the warm-up (`val_stability`);
+                                       rewritten after every training, so an evaluation that
+                                       stopped can be redone with --reevaluate
     results.json                       every run's full IoU series (what --merge reads)
 Runs can be split over processes (e.g. two configs per process with `--threads 1` on two cores,
 each with its own `--output`) and combined afterwards, re-aggregated over seeds:
@@ -158,6 +160,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                          "steps": run.steps, "epochs": run.epochs,
                          "wall_s": round(run.wall_s, 1), "recipe_override": changes,
                          "val_iou": curve, "val_stability": stability})
+            # written after every training: an evaluation that stops (a killed process) can be
+            # redone from the checkpoints with --reevaluate
+            write_runs(out, budget.describe(), args.seeds, runs)
             logger.info(f"{label}, seed {seed}: evaluating {chosen.name}; lowest validation IoU "
                         f"/ running best after the warm-up: {stability}")
             evaluate(load_is_model(chosen, "cpu"), label, seed)
@@ -169,11 +174,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     title = (f"{budget.describe()}, seeds [{', '.join(map(str, args.seeds))}], "
              f"{args.n_clicks} clicks per object")
-    (out / "runs.json").write_text(json.dumps({"budget": budget.describe(), "seeds": args.seeds,
-                                               "runs": runs}, indent=2), encoding="utf-8")
+    write_runs(out, budget.describe(), args.seeds, runs)
     save_results(results, out / "results.json")
     report(aggregate(results), out, title, start, results)
     return 0
+
+
+def write_runs(out: Path, budget: str, seeds: Sequence[int], runs: list) -> Path:
+    """runs.json: the budget, the seeds and the runs trained so far (written atomically)."""
+    path = out / "runs.json"
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps({"budget": budget, "seeds": list(seeds), "runs": runs}, indent=2),
+                   encoding="utf-8")
+    os.replace(tmp, path)
+    return path
 
 
 def _same_series(a, b) -> bool:

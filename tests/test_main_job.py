@@ -433,3 +433,25 @@ def test_run_ablation_merge_writes_the_factorial_table(tmp_path, capsys):
     assert effects[("interaction _x x _y", 0.9)] == pytest.approx(1.0)
     assert "| _y (main effect) | GrabCut | 85 | +0.50 |" in (out / "factorial.md").read_text()
     assert "factorial effects" in capsys.readouterr().out
+
+
+def test_run_ablation_records_each_run_before_evaluating_it(exps, monkeypatch, capsys):
+    """runs.json lists a run as soon as it is trained: an evaluation that stops (here: an
+    interrupt during the first evaluation) leaves what --reevaluate needs."""
+    module = _script("run_ablation")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(module, "evaluate_noc", interrupted)
+    out = exps / "stopped"
+    with pytest.raises(KeyboardInterrupt):
+        module.main([str(JOB_CONFIGS / "tiny_full.py"), "--steps", "2", "--epoch-steps", "2",
+                     "--seeds", "0", "--datasets", "Synthetic", "--eval-samples", "2",
+                     "--output", str(out), "--threads", "1"])
+    info = json.loads((out / "runs.json").read_text())
+    assert info["seeds"] == [0] and len(info["runs"]) == 1
+    run = info["runs"][0]
+    assert Path(run["config"]).stem == "tiny_full" and run["steps"] == 2
+    assert Path(run["checkpoint"]).is_file()
+    assert not (out / "results.json").exists()
+    assert not list(out.glob(".*.tmp"))

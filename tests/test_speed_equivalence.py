@@ -798,3 +798,29 @@ def test_backends_give_the_same_clicks(tiny_model):
     for backend in BACKENDS[1:]:
         for a, b in zip(outputs[BACKENDS[0]], outputs[backend]):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("preset", [None, "omp"])
+def test_parallel_kernels_run_on_numbas_workqueue_layer_unless_chosen(preset):
+    """numba's OpenMP layer spins beside PyTorch's pool (a click 7x slower under load): our
+    kernels default to `workqueue`; a NUMBA_THREADING_LAYER the user set is kept."""
+    if not jit.ENABLED:
+        pytest.skip(f"numba kernels disabled: {jit.DISABLED_REASON}")
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
+    if preset:
+        env["NUMBA_THREADING_LAYER"] = preset
+    code = ("import numpy as np, numba\n"
+            "from isegm.utils import jit\n"
+            "def double(x):\n"
+            "    for i in jit.prange(x.shape[0]):\n"
+            "        x[i] *= 2.0\n"
+            "numba.njit(parallel=True)(double)(np.ones(64))\n"
+            "print(numba.threading_layer())\n")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=120)
+    if preset == "omp" and done.returncode != 0 and "threading layer" in done.stderr:
+        pytest.skip("numba's OpenMP layer is not available here")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == (preset or "workqueue")

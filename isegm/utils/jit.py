@@ -30,10 +30,21 @@ def _prefer_512_bit_vectors() -> None:
         os.environ["NUMBA_CPU_FEATURES"] = features.flatten() + ",-prefer-256-bit"
 
 
+def _default_threading_layer() -> None:
+    """numba's own `workqueue` threading layer for the parallel kernels, unless the user chose
+    one (`NUMBA_THREADING_LAYER`). numba's default picks OpenMP when TBB is absent, and its
+    pool's threads spin after every kernel beside PyTorch's own OpenMP pool: on this project's
+    2-core VM under load, a GrabCut click of the CPU study's B0 took 1.94 s with the OpenMP
+    layer and 0.28 s with `workqueue` (0.26 s with OMP_WAIT_POLICY=PASSIVE); see
+    docs/speed.md. Must run before numba loads."""
+    os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
+
+
 try:
     if os.environ.get("IGLR_NUMBA", "1") == "0":
         raise ImportError("disabled by IGLR_NUMBA=0")
     _prefer_512_bit_vectors()
+    _default_threading_layer()
     import numba
     from numba import prange
     ENABLED = True
