@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -29,23 +29,28 @@ def _imread(path: Path, flags: int) -> np.ndarray:
         buf = np.fromfile(str(path), dtype=np.uint8)
     except OSError as e:
         raise DatasetError(f"cannot read file '{path}': {e}") from e
-    if jpeg_truncated(buf):
-        raise DatasetError(f"cannot decode '{path}': the JPEG data is truncated (no end-of-image "
-                           f"marker after its last scan)")
+    missing = truncated(buf)
+    if missing:
+        raise DatasetError(f"cannot decode '{path}': {missing}")
     data = cv2.imdecode(buf, flags) if buf.size else None
     if data is None:
         raise DatasetError(f"cannot decode '{path}': the file is empty, corrupt or not an image")
     return data
 
 
-def jpeg_truncated(buf: np.ndarray) -> bool:
-    """True for a JPEG file (uint8 bytes) cut short: no end-of-image marker (FF D9) after its
-    last start-of-scan (FF DA). libjpeg decodes such a file with only a warning on stderr,
-    filling the missing rows with gray; entropy-coded data never holds FF D9 (FF is stuffed)."""
-    if buf.size < 4 or buf[0] != 0xFF or buf[1] != 0xD8:
-        return False
-    data = buf.tobytes()
-    return data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda")
+def truncated(buf: np.ndarray) -> Optional[str]:
+    """What is missing from a JPEG or PNG file (uint8 bytes) that was cut short, else None.
+    JPEG: an end-of-image marker (FF D9) after its last start-of-scan (FF DA); libjpeg decodes
+    such a file with only a warning on stderr, the missing rows gray (entropy-coded data never
+    holds FF D9: FF is stuffed). PNG: the IEND chunk; libpng prints an error line."""
+    if buf.size >= 4 and buf[0] == 0xFF and buf[1] == 0xD8:
+        data = buf.tobytes()
+        if data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda"):
+            return "the JPEG data is truncated (no end-of-image marker after its last scan)"
+    elif buf.size >= 8 and buf[:8].tobytes() == b"\x89PNG\r\n\x1a\n":
+        if buf.tobytes().rfind(b"IEND") < 0:
+            return "the PNG data is truncated (no IEND chunk)"
+    return None
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
