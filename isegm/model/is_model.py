@@ -145,16 +145,14 @@ class IGLRModel(nn.Module):
         """ROI-sample the refiner inputs over focus_boxes (B,4) (x1,y1,x2,y2) input pixels:
         image and coarse logits at refine_size, the feature at refine_size // 4, clicks mapped
         into the crops."""
-        b, _, h_in, w_in = image.shape
+        w_in = image.shape[-1]
         s = self.refine_size
-        boxes = focus_boxes.to(image.dtype)
-        rois = torch.cat((torch.arange(b, device=image.device, dtype=image.dtype)[:, None],
-                          boxes), dim=1)
+        boxes = focus_boxes.to(image.dtype)  # box i on image i: (B, 4), no batch gather
         feature = coarse["feature"]
         return {
-            "image_crop": roi_align(image, rois, s),
-            "coarse_crop": roi_align(coarse["instances"], rois, s),
-            "feature_crop": roi_align(feature, rois, max(1, s // 4),
+            "image_crop": roi_align(image, boxes, s),
+            "coarse_crop": roi_align(coarse["instances"], boxes, s),
+            "feature_crop": roi_align(feature, boxes, max(1, s // 4),
                                       spatial_scale=feature.shape[-1] / w_in),
             "points_crop": points_to_crop(points.to(image.dtype), boxes, s),
         }
