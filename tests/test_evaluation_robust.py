@@ -257,3 +257,19 @@ def test_images_dir_is_an_evaluation_dataset_with_one_sample_per_mask(tmp_path, 
     assert record["NoC@90"] == 1.0 and record["skipped"] == 0
     saved = load_ious(logs / "oracle" / "ious" / "ImagesDir_none_oracle_cvpr.npz")
     assert saved["sample_ids"] == ["cat", "dogs", "dogs_1"]
+
+
+def test_a_checkpoint_whose_weights_do_not_fit_is_refused_before_anything_runs(env, capsys,
+                                                                               tiny_checkpoint):
+    state = torch.load(tiny_checkpoint, map_location="cpu", weights_only=True)
+    state["state_dict"].pop("backbone.block1.0.attn.q.weight")
+    bad = env / "missing_key.pth"
+    torch.save(state, bad)
+    assert main(["NoBRS", f"--checkpoint={bad}", "--datasets=GrabCut",
+                 f"--logs-path={env / 'logs'}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"evaluate_model.py: error: checkpoint '{bad}': weights do not match "
+                          f"the stored config: Error(s) in loading state_dict for IGLRModel: "
+                          f"Missing key(s) in state_dict: \"backbone.block1.0.attn.q.weight\"")
+    assert not (env / "logs").exists()

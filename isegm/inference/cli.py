@@ -257,7 +257,9 @@ def find_exp_checkpoints(cfg: Config, exp_path: str, pattern: str = "*.pth") -> 
 
 
 def check_checkpoint(path: Path, trust: bool = False) -> None:
-    """Raise if `path` is not an IGLR checkpoint (without building the model)."""
+    """Raise if `path` is not an IGLR checkpoint whose weights fit the model its config builds
+    (the model is built on the CPU and loaded, then dropped)."""
+    from ..model import load_is_model  # deferred: model-free predictors need no model code
     try:
         data = load_torch_file(path, trust=trust)
     except CheckpointError as e:
@@ -268,6 +270,10 @@ def check_checkpoint(path: Path, trust: bool = False) -> None:
         raise EvaluationSetupError(f"checkpoint '{path}' is not an IGLR model checkpoint "
                                    f"(expected 'arch': 'iglr', 'config', 'state_dict'; found "
                                    f"{keys})")
+    try:
+        load_is_model(data, "cpu", source=str(path))
+    except CheckpointError as e:
+        raise EvaluationSetupError(str(e)) from e
 
 
 def run_folder_of(checkpoint: Path) -> Optional[Path]:

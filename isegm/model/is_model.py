@@ -205,13 +205,15 @@ def save_is_model(model: nn.Module, path: Union[str, os.PathLike], **extras: Any
 
 
 def load_is_model(checkpoint_or_path: Union[str, os.PathLike, Mapping[str, Any]],
-                  device: Union[str, torch.device] = "cpu", trust: bool = False) -> IGLRModel:
+                  device: Union[str, torch.device] = "cpu", trust: bool = False,
+                  source: Optional[str] = None) -> IGLRModel:
     """Rebuild the exact model stored by `save_is_model` (from a path or a loaded dict) on
     `device`, in eval mode. Raises `CheckpointError` naming the file for foreign or corrupt
     checkpoints, `UntrustedCheckpointError` for a file that needs full unpickling unless
-    `trust=True` (then it is unpickled in full after a logged warning naming the file)."""
+    `trust=True` (then it is unpickled in full after a logged warning naming the file).
+    `source` names a loaded dict's file in the messages."""
     if isinstance(checkpoint_or_path, Mapping):
-        checkpoint, name = checkpoint_or_path, "<checkpoint dict>"
+        checkpoint, name = checkpoint_or_path, source or "<checkpoint dict>"
     else:
         name = str(checkpoint_or_path)
         checkpoint = load_torch_file(checkpoint_or_path, map_location="cpu", trust=trust)
@@ -232,7 +234,7 @@ def load_is_model(checkpoint_or_path: Union[str, os.PathLike, Mapping[str, Any]]
              for k, v in checkpoint["state_dict"].items()}
     try:
         model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
+    except RuntimeError as e:  # torch's message spans lines: one line here
         raise CheckpointError(f"checkpoint '{name}': weights do not match the stored "
-                              f"config: {e}") from e
+                              f"config: {' '.join(str(e).split())}") from e
     return model.to(device).eval()
