@@ -185,8 +185,14 @@ def _crops(x: torch.Tensor, wy: torch.Tensor, wx: torch.Tensor,
     out = torch.empty((k, c, wy.shape[1], wx.shape[1]), device=x.device, dtype=x.dtype,
                       memory_format=torch.channels_last if channels_last
                       else torch.contiguous_format)
+    # the gather of an input for a box keeps its memory order (index_select would not)
+    rows = x.permute(0, 2, 3, 1) if channels_last else x
     for i in range(k):
-        xi = x[i] if batch is None else x.index_select(0, batch[i:i + 1])[0]
+        if batch is None:
+            xi = x[i]
+        else:
+            xi = rows.index_select(0, batch[i:i + 1])[0]
+            xi = xi.permute(2, 0, 1) if channels_last else xi
         out[i] = _crop(xi, wy[i], wx[i])
     return out
 
