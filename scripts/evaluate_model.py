@@ -4,6 +4,9 @@
         --datasets=GrabCut,Berkeley,DAVIS,SBD
     python scripts/evaluate_model.py NoBRS --exp-path=iglr/segformerB0_S2_sbd/000 --datasets=GrabCut
     python scripts/evaluate_model.py cv_grabcut --datasets=GrabCut      # weight-free reference row
+
+Exit status: 0; 2 for bad input found before anything runs (one line on stderr); 3 when samples
+were skipped because their files could not be read (every other result is written).
 """
 import os
 import sys

@@ -1,7 +1,8 @@
 """mIoU-versus-clicks curves of several runs and datasets in one PNG.
 
-Reads the IoU files that `evaluate_model.py` writes (`<logs>/<model>/ious/*.npz`; run it with
-`--iou-analysis` so every series has all N clicks), one subplot per dataset, one curve per run;
+Reads the IoU files that `evaluate_model.py` writes (`<logs>/<run>/<checkpoint>/ious/*.npz`,
+found recursively; run it with `--iou-analysis` so every series has all N clicks), one subplot
+per dataset, one curve per run;
 files written with `--boundary-metrics` add a second row of panels, mBIoU versus clicks:
 
     python scripts/plot_ious_analysis.py --folder experiments/evaluation_logs \

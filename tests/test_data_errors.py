@@ -123,3 +123,22 @@ def test_missing_root_names_key(tmp_path, monkeypatch):
     with pytest.raises(ConfigPathError) as err:
         get_dataset('DAVIS', load_config())
     assert 'DAVIS_PATH' in str(err.value) and 'no_davis' in str(err.value)
+
+
+def test_truncated_jpeg_is_refused_and_header_sizes_need_no_decoding(tmp_path):
+    from isegm.data.io import check_file_sizes, image_size
+    root = _grabcut(tmp_path / 'gc')
+    image = root / 'data_GT' / 'im0.jpg'
+    assert image_size(image) == (40, 50) and image_size(root / 'boundary_GT' / 'im0.bmp') == (40, 50)
+    data = image.read_bytes()
+    image.write_bytes(data[:data.index(b'\xff\xda') + 30])  # cut inside the compressed data
+    assert image_size(image) == (40, 50)  # the header is intact
+    with pytest.raises(DatasetError, match=r"cannot decode '.*im0.jpg': the JPEG data is "
+                                           r"truncated"):
+        read_image(image)
+    check_file_sizes(image, [root / 'boundary_GT' / 'im0.bmp'])
+    cv2.imwrite(str(root / 'boundary_GT' / 'im1.bmp'), np.zeros((41, 50), np.uint8))
+    with pytest.raises(DatasetError, match=r"mask '.*im1.bmp' is 50x41 \(WxH\) but its image "
+                                           r"'.*im1.jpg' is 50x40"):
+        GrabCutDataset(root).check_files()
+    assert GrabCutDataset(root).check_files([0]) == 1

@@ -177,3 +177,112 @@ def test_roi_align_channels_last_and_empty():
     assert roi_align(inp, torch.zeros(0, 5), 4).shape == (0, 5, 4, 4)
     with pytest.raises(ValueError, match="boxes must be"):
         roi_align(inp, torch.zeros(3, 4), 4)
+
+
+# ------------------------------------------------- roi_align: the matrix formulation (issue 16)
+
+@pytest.fixture
+def matrix_roi_align(monkeypatch):
+    """roi_align with its own formulation also where torchvision imports."""
+    from isegm.model import roi_sampling
+    monkeypatch.setattr(roi_sampling, "torchvision_roi_align", lambda: None)
+    return roi_align
+
+
+def _random_boxes(gen, k, n, h, w):
+    """Boxes of every kind on an (h, w) map: inside, partly outside, tiny (under a pixel),
+    huge (many times the map: dozens of samples per bin), inverted (x2 < x1)."""
+    rows = []
+    for i in range(k):
+        kind = i % 5
+        cx, cy = float(gen.uniform(-2, w + 2)), float(gen.uniform(-2, h + 2))
+        if kind == 0:
+            bw, bh = gen.uniform(1, w), gen.uniform(1, h)
+        elif kind == 1:
+            bw, bh = gen.uniform(w, 2 * w), gen.uniform(h, 2 * h)
+        elif kind == 2:
+            bw, bh = gen.uniform(0.01, 0.9), gen.uniform(0.01, 0.9)
+        elif kind == 3:
+            bw, bh = gen.uniform(8 * w, 15 * w), gen.uniform(8 * h, 15 * h)
+        else:
+            bw, bh = -gen.uniform(0.5, 4), gen.uniform(0.5, 4)
+        rows.append([i % n, cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2])
+    return np.array(rows)
+
+
+@pytest.mark.parametrize("aligned", [True, False])
+@pytest.mark.parametrize("ratio", [-1, 1, 2, 3])
+def test_roi_align_matrices_match_the_reference_on_random_boxes(matrix_roi_align, aligned,
+                                                                ratio):
+    gen = np.random.default_rng(7 + ratio)
+    n, c, h, w = 2, 2, 7, 9
+    inp = torch.from_numpy(gen.random((n, c, h, w)).astype(np.float32))
+    boxes = _random_boxes(gen, 10, n, h, w)
+    for scale, size in ((1.0, (3, 4)), (0.5, (5, 2))):
+        out = matrix_roi_align(inp, torch.tensor(boxes, dtype=torch.float32), size,
+                               spatial_scale=scale, sampling_ratio=ratio, aligned=aligned)
+        ref = _roi_align_ref(inp.numpy(), boxes.astype(np.float32).astype(np.float64), *size,
+                             scale, ratio, aligned)
+        np.testing.assert_allclose(out.numpy(), ref, atol=1e-5, rtol=0)
+
+
+def test_roi_align_one_box_per_input_channels_last_and_float64(matrix_roi_align):
+    gen = np.random.default_rng(3)
+    inp = torch.from_numpy(gen.random((3, 6, 8, 10)))
+    boxes = torch.from_numpy(_random_boxes(gen, 3, 3, 8, 10))
+    boxes[:, 0] = torch.arange(3)
+    ref = _roi_align_ref(inp.numpy(), boxes.numpy(), 4, 5, 1.0, -1, True)
+    out = matrix_roi_align(inp, boxes[:, 1:], (4, 5))  # (N, 4): box n on input n
+    assert out.dtype == torch.float64
+    np.testing.assert_allclose(out.numpy(), ref, atol=1e-10, rtol=0)
+    last = matrix_roi_align(inp.to(memory_format=torch.channels_last), boxes, (4, 5))
+    np.testing.assert_allclose(last.numpy(), ref, atol=1e-10, rtol=0)
+    with pytest.raises(ValueError, match=r"or \(3, 4\)"):
+        matrix_roi_align(inp, boxes[:2, 1:], 4)
+
+
+def test_roi_align_gradient(matrix_roi_align):
+    gen = torch.Generator().manual_seed(4)
+    inp = torch.rand(2, 1, 4, 5, dtype=torch.float64, generator=gen, requires_grad=True)
+    boxes = torch.tensor([[1, -1.5, 0.5, 4.2, 3.9], [0, 0.3, -2.0, 9.0, 6.5],
+                          [1, 2.2, 1.1, 2.6, 1.3]], dtype=torch.float64)
+    for ratio, aligned in ((-1, True), (2, False)):
+        assert torch.autograd.gradcheck(
+            lambda x: matrix_roi_align(x, boxes, (2, 3), 0.9, ratio, aligned), (inp,),
+            fast_mode=True)
+
+
+def test_roi_align_reads_nothing_back_to_the_host(matrix_roi_align):
+    """No `.item()`, `int(tensor)`, `bool(tensor)` or `.tolist()` inside: each would be a device
+    synchronisation on CUDA (the gather formulation read two per call)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class NoHostReads(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.overloadpacket in (torch.ops.aten._local_scalar_dense, torch.ops.aten.is_nonzero,
+                                       torch.ops.aten.item):
+                raise AssertionError(f"host read: {func}")
+            return func(*args, **(kwargs or {}))
+
+    inp = torch.rand(2, 3, 9, 11, requires_grad=True)
+    with NoHostReads():
+        out = matrix_roi_align(inp, torch.tensor([[0.5, 1.0, 7.0, 6.0], [-2.0, 0.0, 11.0, 9.5]]),
+                               (4, 4))
+        out.sum().backward()
+    assert out.shape == (2, 3, 4, 4) and inp.grad.abs().sum() > 0
+
+
+def test_roi_align_torchvision_path_equals_the_matrices(monkeypatch):
+    from isegm.model import roi_sampling
+    if roi_sampling.torchvision_roi_align() is None:
+        pytest.skip("torchvision does not import beside this torch: roi_align runs its own "
+                    "formulation, tested above")
+    gen = np.random.default_rng(5)
+    inp = torch.from_numpy(gen.random((2, 3, 7, 9)).astype(np.float32))
+    boxes = torch.tensor(_random_boxes(gen, 10, 2, 7, 9), dtype=torch.float32)
+    for ratio, aligned in ((-1, True), (2, False)):
+        tv = roi_align(inp, boxes, (3, 4), 0.5, ratio, aligned)
+        monkeypatch.setattr(roi_sampling, "torchvision_roi_align", lambda: None)
+        own = roi_align(inp, boxes, (3, 4), 0.5, ratio, aligned)
+        monkeypatch.undo()
+        torch.testing.assert_close(tv, own, atol=1e-5, rtol=0)

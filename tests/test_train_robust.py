@@ -47,19 +47,46 @@ IMAGES_DIR_MODULE = (
     "init_model, train, main = recipe.entry_points(RECIPE)\n")
 
 
-def test_corrupt_image_in_a_loader_worker_stops_with_one_line(tmp_path, exps, monkeypatch, capfd):
+def _garbage(path):
+    path.write_bytes(b"not a png at all")
+    return "the file is empty, corrupt or not an image"
+
+
+def _truncated_png(path):
+    """A real PNG cut inside its image data (libpng printed an error line of its own)."""
+    data = path.read_bytes()
+    path.write_bytes(data[:data.index(b"IDAT") + 40])
+    return "the PNG data is truncated (no IEND chunk)"
+
+
+def _truncated_jpeg(path):
+    """A real JPEG cut inside its scan: libjpeg decoded it gray, with a warning only."""
+    image = cv2.imread(str(path))
+    path.unlink()
+    path = path.with_suffix(".jpg")
+    cv2.imwrite(str(path), image)
+    data = path.read_bytes()
+    path.write_bytes(data[:data.index(b"\xff\xda") + 40])
+    return "the JPEG data is truncated (no end-of-image marker after its last scan)"
+
+
+@pytest.mark.parametrize("damage", [_garbage, _truncated_png, _truncated_jpeg])
+def test_corrupt_image_in_a_loader_worker_stops_with_one_line(tmp_path, exps, monkeypatch, capfd,
+                                                              damage):
     root = _images_dir(tmp_path / "data")
     bad = root / "images" / "im1.png"
-    bad.write_bytes(b"not a png at all")
+    reason = damage(bad)
+    bad = bad if bad.exists() else bad.with_suffix(".jpg")
     monkeypatch.setenv("IMAGES_DIR_PATH", str(root))
     module = write_config_module(tmp_path, "images_dir.py", IMAGES_DIR_MODULE)
     assert launch.main([str(module), "--cpu", "--workers=1"]) == 2
     err = capfd.readouterr().err
     errors = _error_lines(err)
     assert len(errors) == 1, err
-    assert f"DatasetError: cannot decode '{bad}'" in errors[0]
-    assert "data-loading worker" in errors[0]
+    assert f"DatasetError: cannot decode '{bad}': {reason} (in a data-loading worker)" \
+        in errors[0]
     assert "Traceback" not in err and "Original" not in err
+    assert "libpng" not in err and "JPEG" not in err.replace(reason, "")
 
 
 def _checkpoint_of_tiny_fixed(tmp_path):

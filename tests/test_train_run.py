@@ -69,7 +69,7 @@ def test_synthetic_run_writes_the_experiment_folder(exps):
 
 @pytest.mark.slow
 def test_tiny_fixed_set_overfits(tmp_path):
-    # the outcome of 40 steps depends on the thread count (reduction order): pin it
+    # the outcome of the steps depends on the thread count (reduction order): pin it
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
@@ -114,10 +114,12 @@ def _overfit_tiny_fixed_set(tmp_path):
 
     trainer._interactive_rounds = counting_rounds
     start = trainer.validation(0)["val/iou"]
-    for epoch in range(40):  # one step per epoch; no checkpoints (they would dominate the time)
+    # 60 steps: at 40 the eval-mode IoU flipped between ~0.38 and > 0.75 with a 1e-6 relative
+    # change of the crops (float rounding), for the same recipe and seed
+    for epoch in range(60):  # one step per epoch; no checkpoints (they would dominate the time)
         summary = trainer.training(epoch)
-    summary.update(trainer.validation(40))
-    assert len(rounds) == 40 and sum(rounds) > 0  # iterative clicks were added
+    summary.update(trainer.validation(60))
+    assert len(rounds) == 60 and sum(rounds) > 0  # iterative clicks were added
     assert start < 0.4, start
     # Eval mode (BatchNorm running statistics) and train mode both fit the 4 samples.
     assert summary["val/iou"] > 0.75, (start, summary)

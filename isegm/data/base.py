@@ -16,12 +16,12 @@ import multiprocessing
 import pickle
 import random
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 import torch
 
-from isegm.data.io import DatasetError
+from isegm.data.io import IMAGE_EXTENSIONS, DatasetError, check_file_sizes
 from isegm.data.points_sampler import MultiPointSampler
 from isegm.data.sample import DSample
 from isegm.utils.log import logger
@@ -108,6 +108,33 @@ class ISDataset(torch.utils.data.Dataset, abc.ABC):
     @abc.abstractmethod
     def get_sample(self, index: int) -> DSample:
         """The index-th sample (image, object masks, ignore ids) before augmentation."""
+
+    def sample_files(self, index: int) -> Optional[tuple[Path, Sequence[Path]]]:
+        """(image file, mask files) that `get_sample(index)` reads, for `check_files`; None
+        for a dataset whose samples are not files (the default)."""
+        return None
+
+    def check_files(self, indices: Optional[Iterable[int]] = None) -> int:
+        """Check the files of the samples `indices` (default: all) without decoding them: each
+        image and mask exists, its header is an image's (masks in another format, e.g. SBD's
+        `.mat`, need only exist), and every mask has its image's size. Raises DatasetError
+        naming the first bad file and what was expected; returns the number of images checked
+        (each once, also when several samples share it)."""
+        indices = range(self.get_samples_number()) if indices is None else indices
+        seen: set[Path] = set()
+        for index in indices:
+            files = self.sample_files(index)
+            if files is None or files[0] in seen:
+                continue
+            image, masks = files
+            seen.add(image)
+            for mask in masks:
+                if not Path(mask).is_file():
+                    raise DatasetError(f"file '{mask}' does not exist (a mask of image "
+                                       f"'{image}')")
+            check_file_sizes(image, [m for m in masks
+                                     if Path(m).suffix.lower() in IMAGE_EXTENSIONS])
+        return len(seen)
 
     # --- training items ------------------------------------------------------------------------
     @property

@@ -3,12 +3,13 @@
     image = read_image("data_GT/flower.jpg")          # HxWx3 uint8 RGB
     mask = read_mask("boundary_GT/flower.bmp")        # HxW uint8, channel 0 of the file
     ids = read_mask("SegmentationObject/x.png", mode="gray_from_color")  # VOC gray levels
+    height, width = image_size("data_GT/flower.jpg")  # from the file's header, not decoded
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -28,10 +29,28 @@ def _imread(path: Path, flags: int) -> np.ndarray:
         buf = np.fromfile(str(path), dtype=np.uint8)
     except OSError as e:
         raise DatasetError(f"cannot read file '{path}': {e}") from e
+    missing = truncated(buf)
+    if missing:
+        raise DatasetError(f"cannot decode '{path}': {missing}")
     data = cv2.imdecode(buf, flags) if buf.size else None
     if data is None:
         raise DatasetError(f"cannot decode '{path}': the file is empty, corrupt or not an image")
     return data
+
+
+def truncated(buf: np.ndarray) -> Optional[str]:
+    """What is missing from a JPEG or PNG file (uint8 bytes) that was cut short, else None.
+    JPEG: an end-of-image marker (FF D9) after its last start-of-scan (FF DA); libjpeg decodes
+    such a file with only a warning on stderr, the missing rows gray (entropy-coded data never
+    holds FF D9: FF is stuffed). PNG: the IEND chunk; libpng prints an error line."""
+    if buf.size >= 4 and buf[0] == 0xFF and buf[1] == 0xD8:
+        data = buf.tobytes()
+        if data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda"):
+            return "the JPEG data is truncated (no end-of-image marker after its last scan)"
+    elif buf.size >= 8 and buf[:8].tobytes() == b"\x89PNG\r\n\x1a\n":
+        if buf.tobytes().rfind(b"IEND") < 0:
+            return "the PNG data is truncated (no IEND chunk)"
+    return None
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
@@ -61,6 +80,36 @@ def read_mask(path: str | os.PathLike, mode: str = "channel0") -> np.ndarray:
             return data.max(axis=2)
         return np.ascontiguousarray(data[:, :, 0])
     return data
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(height, width) of an image file read from its header (Pillow opens lazily: the pixels
+    are not decoded, so this is cheap; a file truncated after its header passes here and fails
+    in `read_image`). Raises DatasetError naming the file when it is missing or its header is
+    not an image's."""
+    from PIL import Image, UnidentifiedImageError  # deferred: only the up-front checks use it
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"file '{path}' does not exist")
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise DatasetError(f"cannot read the header of '{path}': not an image file "
+                           f"({type(e).__name__})") from e
+    return int(height), int(width)
+
+
+def check_file_sizes(image_path: str | os.PathLike,
+                     mask_paths: Iterable[str | os.PathLike]) -> None:
+    """Raise DatasetError naming the file if the image or a mask is missing or not an image, or
+    if a mask's size (from its header) differs from its image's."""
+    h, w = image_size(image_path)
+    for mask_path in mask_paths:
+        mh, mw = image_size(mask_path)
+        if (mh, mw) != (h, w):
+            raise DatasetError(f"mask '{mask_path}' is {mw}x{mh} (WxH) but its image "
+                               f"'{image_path}' is {w}x{h}; expected the image's size")
 
 
 def check_same_size(image: np.ndarray, mask: np.ndarray, image_path: str | os.PathLike,

@@ -194,10 +194,8 @@ def crop_refine_targets(gt: torch.Tensor, boxes: torch.Tensor, size: int,
     band dilate(gt) XOR erode(gt) of half-width max(1, round(band_ratio * S)); ignore stays -1.
     """
     from isegm.model.roi_sampling import roi_align
-    rois = torch.cat([torch.arange(len(boxes), dtype=boxes.dtype, device=boxes.device)[:, None],
-                      boxes.to(gt.dtype)], dim=1)
     planes = torch.cat([(gt > 0.5).to(gt.dtype), (gt == -1).to(gt.dtype)], dim=1)
-    crops = roi_align(planes, rois, output_size=(size, size), spatial_scale=1.0,
+    crops = roi_align(planes, boxes.to(gt.dtype), output_size=(size, size), spatial_scale=1.0,
                       sampling_ratio=-1, aligned=True)
     obj = (crops[:, :1] > 0.5).to(gt.dtype)
     ignore = crops[:, 1:] > 0.5

@@ -9,16 +9,36 @@ The evaluation itself is `evaluation.py`, the outputs `results.py`, the pictures
     results = run_evaluation(parse_args(["NoBRS", "--checkpoint=...", "--datasets=GrabCut"]))
 
 Everything that can fail on bad input (unknown dataset or predictor names, a missing or
-foreign checkpoint, an unconfigured dataset path, an unwritable output folder) is checked by
-`prepare()` before any evaluation starts and raised as `EvaluationSetupError`.
+foreign checkpoint, an unconfigured dataset path, an unwritable output folder, and each
+evaluated sample's files: present, paired, headers of images, masks of their image's size, read
+from the headers without decoding) is checked by `prepare()` before any evaluation starts and
+raised as `EvaluationSetupError`: `main` prints it as one line and returns 2.
 
-Outputs under `--logs-path` (default EXPS_PATH/evaluation_logs) / <model name>/:
+A file that passes those checks but fails to decode during the run (e.g. a JPEG truncated after
+its header) does not stop the evaluation: that sample is skipped with a warning, every other
+sample is evaluated and every result is written; the table, the CSV/JSON records (`skipped`,
+`skipped_files`) and a list `skipped_<dataset>_<...>.txt` name the skipped files, and `main`
+returns 3.
+
+Output folder, under `--logs-path` (default EXPS_PATH/evaluation_logs):
+  <family>/<model>/<NNN_name>/<checkpoint stem>/  for a checkpoint of a run folder of EXPS_PATH
+      (`<run>/checkpoints/<x>.pth`, as `--exp-path` evaluates them); the table's model name is
+      the run, `<family>/<model>/<NNN_name>`
+  <run folder name>/<checkpoint stem>/  for such a run folder outside EXPS_PATH
+  <checkpoint stem>/  for any other checkpoint; <predictor>/ for the model-free predictors
+  <--model-name>/  when given (each checkpoint's files then carry its stem)
+So `000_a/checkpoints/last_checkpoint.pth` and `004_b/checkpoints/last_checkpoint.pth` write to
+two folders. In a folder:
   results_<predictor>_<eval-mode>_<N>.txt   RITM-style table (appended)
   results_<predictor>_<eval-mode>_<N>.csv   one row per (checkpoint, dataset) (appended)
   results_<predictor>_<eval-mode>_<N>.json  list of the same records (rewritten with new ones)
   ious/<dataset>_<checkpoint>_<predictor>_<eval-mode>.npz   per-sample IoU series (NaN-padded)
   ious/<...>.pkl  RITM's {'all_ious', 'elapsed_time'} pickle with --save-ious
+  skipped_<dataset>_<checkpoint>_<predictor>_<eval-mode>.txt  the skipped samples, if any
   vis/<checkpoint>/<dataset>/<sample>_<click>.jpg  with --vis-preds
+No result file is overwritten: the tables grow, and a per-sample file (`.npz`, `.pkl`, skipped
+list) or `vis/` folder whose name is taken gets the first free suffix `_2`, `_3`, ... (an
+evaluation repeated with the same settings keeps both series; `load_ious` reads either).
 """
 from __future__ import annotations
 
@@ -30,7 +50,7 @@ import sys
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -41,6 +61,7 @@ from ..utils.device import parse_gpus, select_device
 from ..utils.log import logger, setup_logging
 from ..utils.serialization import CheckpointError, load_torch_file
 from ..utils.vis import draw_prediction
+from ..data.io import DatasetError
 from ..data.datasets.davis585 import INIT_MASK_MODES, FolderInitMasks
 from .crops import ZoomIn
 from .evaluation import evaluate_dataset
@@ -49,12 +70,14 @@ from .onnx_backend import add_network_arguments, backend_label, build_network, p
 from .onnx_export import read_export_metadata
 from .predictors import (CLICK_MAPPINGS, EMPTY_MASK_ROIS, MODES, PREDICTORS, get_predictor,
                          predictor_name_for_mode)
-from .results import results_table, save_ious, write_records
+from .results import results_table, save_ious, write_records, write_text_atomic
 from .utils import (compute_noc_metric, compute_strict_nof, get_iou_thresholds,
                     mean_iou_per_click, percent_key, stop_iou)
 
 EVAL_DATASETS = ("GrabCut", "Berkeley", "DAVIS", "SBD", "SBD_Train", "PascalVOC", "COCO_MVal",
-                 "Synthetic", "COCO_MVal_val", "DAVIS585")
+                 "Synthetic", "COCO_MVal_val", "DAVIS585", "ImagesDir")
+# `main`'s exit status when samples were skipped because their files do not decode
+EXIT_SKIPPED = 3
 MODEL_FREE_PREDICTORS = ("cv_grabcut", "oracle", "empty")
 
 
@@ -154,14 +177,15 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 @dataclass
 class EvaluationPlan:
-    """Everything `prepare` validated: what to evaluate and where to write."""
+    """Everything `prepare` validated: what to evaluate and where to write.
+
+    `outputs[i]` = (model name of the table rows, output folder) of `checkpoints[i]`."""
 
     predictor_name_or_mode: str
     checkpoints: List[Optional[Path]]
     datasets: Dict[str, Any]
     device: torch.device
-    output_dir: Path
-    model_name: str
+    outputs: List[Tuple[str, Path]]
     cfg: Config
     tables: List[str] = field(default_factory=list)
 
@@ -204,8 +228,9 @@ def find_checkpoint(cfg: Config, checkpoint: str) -> Path:
                                f"describes and pass its checkpoints/last_checkpoint.pth")
 
 
-def find_exp_checkpoints(cfg: Config, exp_path: str, pattern: str = "*.pth") -> List[Path]:
-    """Checkpoints of a run folder (its checkpoints/ subfolder if present), sorted by name."""
+def find_exp_run(cfg: Config, exp_path: str) -> Path:
+    """The run folder `--exp-path` names: a folder (absolute, or relative to the working
+    directory or to EXPS_PATH), or the one folder whose name starts with its last part."""
     path = Path(os.path.expanduser(exp_path))
     if not path.is_absolute() and not path.exists():
         path = cfg.resolve("EXPS_PATH") / exp_path
@@ -218,6 +243,12 @@ def find_exp_checkpoints(cfg: Config, exp_path: str, pattern: str = "*.pth") -> 
                 + (f"; several runs match: {', '.join(m.name for m in matches)}" if matches else "")
                 + ")")
         path = matches[0]
+    return path.resolve()
+
+
+def find_exp_checkpoints(cfg: Config, exp_path: str, pattern: str = "*.pth") -> List[Path]:
+    """Checkpoints of a run folder (its checkpoints/ subfolder if present), sorted by name."""
+    path = find_exp_run(cfg, exp_path)
     folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
     checkpoints = sorted(p for p in folder.glob(pattern) if p.is_file())
     if not checkpoints:
@@ -226,7 +257,9 @@ def find_exp_checkpoints(cfg: Config, exp_path: str, pattern: str = "*.pth") -> 
 
 
 def check_checkpoint(path: Path, trust: bool = False) -> None:
-    """Raise if `path` is not an IGLR checkpoint (without building the model)."""
+    """Raise if `path` is not an IGLR checkpoint whose weights fit the model its config builds
+    (the model is built on the CPU and loaded, then dropped)."""
+    from ..model import load_is_model  # deferred: model-free predictors need no model code
     try:
         data = load_torch_file(path, trust=trust)
     except CheckpointError as e:
@@ -237,6 +270,52 @@ def check_checkpoint(path: Path, trust: bool = False) -> None:
         raise EvaluationSetupError(f"checkpoint '{path}' is not an IGLR model checkpoint "
                                    f"(expected 'arch': 'iglr', 'config', 'state_dict'; found "
                                    f"{keys})")
+    try:
+        load_is_model(data, "cpu", source=str(path))
+    except CheckpointError as e:
+        raise EvaluationSetupError(str(e)) from e
+
+
+def run_folder_of(checkpoint: Path) -> Optional[Path]:
+    """The run folder of a checkpoint saved by training (`<run>/checkpoints/<x>.pth`), else
+    None."""
+    return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else None
+
+
+def output_location(logs_root: Path, exps_root: Optional[Path], checkpoint: Optional[Path],
+                    run: Optional[Path] = None, model_name: Optional[str] = None,
+                    mode: str = "") -> Tuple[str, Path]:
+    """(model name of the table rows, output folder) of one checkpoint (see the module
+    docstring): by run and checkpoint for a run folder's checkpoint (`run`, or the checkpoint's
+    `<run>/checkpoints/`), by the checkpoint's stem otherwise, `model_name` if given."""
+    if checkpoint is None:
+        name = model_name or mode
+        return name, logs_root / name
+    run = run if run is not None else run_folder_of(checkpoint)
+    if model_name:
+        return model_name, logs_root / model_name
+    if run is None:
+        return checkpoint.stem, logs_root / checkpoint.stem
+    label = run.name
+    if exps_root is not None:
+        try:
+            label = run.resolve().relative_to(exps_root.resolve()).as_posix()
+        except ValueError:
+            pass
+    return label, logs_root / label / checkpoint.stem
+
+
+def fresh_path(path: Path) -> Path:
+    """`path` if nothing exists there, else the first free `<stem>_<n><suffix>`, n = 2, 3, ...
+    (results are never overwritten)."""
+    if not path.exists():
+        return path
+    suffix = "".join(path.suffixes[-1:])
+    stem = path.name[:len(path.name) - len(suffix)]
+    n = 2
+    while (path.with_name(f"{stem}_{n}{suffix}")).exists():
+        n += 1
+    return path.with_name(f"{stem}_{n}{suffix}")
 
 
 def check_writable(folder: Path) -> None:
@@ -286,37 +365,39 @@ def prepare(args: argparse.Namespace) -> EvaluationPlan:
     if args.init_masks and not Path(args.init_masks).is_dir():
         raise EvaluationSetupError(f"--init-masks '{args.init_masks}' is not a folder (expected "
                                    f"initial masks <sample id>.png there)")
+    if args.max_samples is not None and args.max_samples < 1:
+        raise EvaluationSetupError(f"--max-samples must be >= 1, got {args.max_samples}")
     datasets: Dict[str, Any] = {}
     for name in names:
         options = {"init_mask_mode": args.init_mask} if name == "DAVIS585" else {}
         try:
-            datasets[name] = get_dataset(name, cfg, **options)
-        except (ConfigPathError, ConfigError) as e:
+            dataset = get_dataset(name, cfg, **options)
+            # the files of the samples to evaluate: present, paired, sizes from the headers
+            count = len(dataset) if args.max_samples is None \
+                else min(len(dataset), args.max_samples)
+            dataset.check_files(range(count))
+        except (ConfigPathError, ConfigError, DatasetError) as e:
             raise EvaluationSetupError(f"dataset {name}: {e}") from e
         except KeyError as e:
             raise EvaluationSetupError(f"dataset {name}: {e.args[0] if e.args else e}") from e
+        datasets[name] = dataset
 
     try:
-        logs_root = Path(args.logs_path) if args.logs_path else \
-            cfg.resolve("EXPS_PATH") / "evaluation_logs"
+        exps_root = cfg.resolve("EXPS_PATH")
+        logs_root = Path(args.logs_path) if args.logs_path else exps_root / "evaluation_logs"
     except ConfigError as e:
         raise EvaluationSetupError(str(e)) from e
-    if args.model_name:
-        model_name = args.model_name
-    elif args.exp_path:
-        model_name = Path(args.exp_path).name
-    elif checkpoints[0] is not None:
-        model_name = checkpoints[0].stem
-    else:
-        model_name = args.mode
-    output_dir = logs_root / model_name
-    check_writable(output_dir)
+    run = find_exp_run(cfg, args.exp_path) if needs_model and args.exp_path else None
+    outputs = [output_location(logs_root, exps_root, checkpoint, run, args.model_name,
+                               args.mode) for checkpoint in checkpoints]
+    for _, output_dir in outputs:
+        check_writable(output_dir)
 
     gpus = parse_gpus(args.gpus)
     if not args.cpu and gpus and not torch.cuda.is_available():
         logger.warning("--gpus=%s requested but CUDA is not available: running on CPU", args.gpus)
     device = select_device(cpu=args.cpu, gpus=gpus)
-    return EvaluationPlan(args.mode, checkpoints, datasets, device, output_dir, model_name, cfg)
+    return EvaluationPlan(args.mode, checkpoints, datasets, device, outputs, cfg)
 
 
 def _check_network_backend(args: argparse.Namespace, needs_model: bool,
@@ -364,7 +445,8 @@ def _zoom_in_for(args: argparse.Namespace, dataset_name: str) -> ZoomIn:
 CSV_FIELDS = ("date", "model", "checkpoint", "predictor", "dataset", "num_samples", "NoC@80",
               "NoC@85", "NoC@90", "NoC@95", "NoF@85", "NoF@90", "strict_NoF@85",
               "strict_NoF@90", "init_IoU", "mBIoU", "mASSD", "spc_s", "spi_s", "time_s",
-              "clicks", "n_clicks", "target_iou", "eval_mode", "with_flip", "infer_size")
+              "clicks", "n_clicks", "target_iou", "eval_mode", "with_flip", "infer_size",
+              "skipped")
 
 
 def _vis_writer(vis_dir: Path, thresh: float):
@@ -398,10 +480,10 @@ def run_evaluation(args: argparse.Namespace,
     suffix = (f"{args.eval_mode}_{args.n_clicks}" if backend == "torch"
               else f"{backend}_{args.eval_mode}_{args.n_clicks}")
     records: List[Dict[str, Any]] = []
-    ious_dir = plan.output_dir / "ious"
-    ious_dir.mkdir(exist_ok=True)
     init_masks = FolderInitMasks(args.init_masks) if args.init_masks else None
-    for checkpoint in plan.checkpoints:
+    for checkpoint, (model_name, output_dir) in zip(plan.checkpoints, plan.outputs):
+        ious_dir = output_dir / "ious"
+        ious_dir.mkdir(parents=True, exist_ok=True)
         model = load_is_model(checkpoint, plan.device, trust=args.trust_checkpoint) \
             if checkpoint is not None else None
         network = _network(args, model)
@@ -421,7 +503,7 @@ def run_evaluation(args: argparse.Namespace,
                 indices = list(range(min(len(dataset), args.max_samples)))
             callback = None
             if args.vis_preds:
-                callback = _vis_writer(plan.output_dir / "vis" / ckpt_name / ds_name,
+                callback = _vis_writer(fresh_path(output_dir / "vis" / ckpt_name / ds_name),
                                        args.thresh)
             logger.info("Evaluating %s on %s (%s, predictor %s, %s samples) on %s", ckpt_name,
                         ds_name, args.mode, predictor_name,
@@ -431,18 +513,20 @@ def run_evaluation(args: argparse.Namespace,
                 dataset, predictor, indices=indices, callback=callback, stats=stats,
                 max_iou_thr=tau_stop, pred_thr=args.thresh, min_clicks=args.min_n_clicks,
                 max_clicks=args.n_clicks, init_masks=init_masks, merge=args.progressive_merge,
-                boundary_metrics=args.boundary_metrics)
+                boundary_metrics=args.boundary_metrics, skip_unreadable=True)
             noc, nof = compute_noc_metric(all_ious, iou_thrs, args.n_clicks)
             clicks = int(stats.get("clicks", 0))
             record: Dict[str, Any] = {
-                "date": f"{datetime.now():%Y-%m-%d %H:%M:%S}", "model": plan.model_name,
+                "date": f"{datetime.now():%Y-%m-%d %H:%M:%S}", "model": model_name,
                 "checkpoint": str(checkpoint) if checkpoint else "", "predictor": predictor_name,
                 "dataset": ds_name, "num_samples": len(all_ious), "clicks": clicks,
                 "spc_s": elapsed / max(clicks, 1), "spi_s": elapsed / max(len(all_ious), 1),
                 "time_s": elapsed, "model_s": stats.get("model_s", 0.0),
                 "n_clicks": args.n_clicks, "target_iou": args.target_iou,
                 "eval_mode": args.eval_mode, "with_flip": args.with_flip,
-                "infer_size": getattr(predictor, "infer_size", None), "backend": backend}
+                "infer_size": getattr(predictor, "infer_size", None), "backend": backend,
+                "skipped": len(stats["skipped"]),
+                "skipped_files": [item["file"] for item in stats["skipped"]]}
             for thr, n, f in zip(iou_thrs, noc, nof):
                 record[f"NoC@{percent_key(thr)}"] = n
                 record[f"NoF@{percent_key(thr)}"] = f
@@ -467,12 +551,19 @@ def run_evaluation(args: argparse.Namespace,
             stem = f"{ds_name}_{ckpt_name}_{predictor_name}_{args.eval_mode}"
             if backend != "torch":
                 stem += f"_{backend}"
-            save_ious(ious_dir / f"{stem}.npz", all_ious, stats.get("sample_ids", []), meta,
+            if stats["skipped"]:
+                skipped_path = fresh_path(output_dir / f"skipped_{stem}.txt")
+                write_text_atomic(skipped_path, "".join(
+                    f"{item['index']}\t{item['file']}\t{item['error']}\n"
+                    for item in stats["skipped"]))
+                record["skipped_list"] = str(skipped_path)
+            save_ious(fresh_path(ious_dir / f"{stem}.npz"), all_ious,
+                      stats.get("sample_ids", []), meta,
                       args.n_clicks,
                       series={k: stats[k] for k in ("biou", "assd") if stats.get(k)},
                       init_iou=stats.get("init_iou") or None)
             if args.save_ious:
-                with open(ious_dir / f"{stem}.pkl", "wb") as f:
+                with open(fresh_path(ious_dir / f"{stem}.pkl"), "xb") as f:
                     pickle.dump({"all_ious": all_ious, "elapsed_time": elapsed}, f)
             if args.print_ious:
                 for sid, ious in zip(stats.get("sample_ids", []), all_ious):
@@ -489,29 +580,42 @@ def run_evaluation(args: argparse.Namespace,
             records.append(record)
             rows.append(record)
         table = results_table(rows, args.n_clicks, extra)
-        header = f"Eval results for model: {plan.model_name} ({ckpt_name})"
+        table += "".join(
+            f"\n{r['dataset']}: {r['skipped']} sample(s) skipped, their files could not be "
+            f"read: {', '.join(Path(f).name for f in r['skipped_files'])} (list: {r['skipped_list']})"
+            for r in rows if r["skipped"])
+        header = f"Eval results for model: {model_name} ({ckpt_name})"
         if backend != "torch":
             header += f", network backend {backend}"
         echo(f"{header}\n{table}")
         plan.tables.append(table)
-        write_records(plan.output_dir / f"results_{args.mode}_{suffix}", rows, CSV_FIELDS,
+        write_records(output_dir / f"results_{args.mode}_{suffix}", rows, CSV_FIELDS,
                       f"{datetime.now():%Y-%m-%d %H:%M:%S}\n{header}\n{table}\n\n", append=True)
-    logger.info("Results written to %s", plan.output_dir)
+        logger.info("Results written to %s", output_dir)
     return records
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point; returns the exit status (2 on bad input, with the reason on stderr)."""
+    """Entry point; returns the exit status: 0, 2 on bad input (the reason on stderr, one
+    line), `EXIT_SKIPPED` (3) when samples were skipped because their files do not decode
+    (every other result is written; one line on stderr names the lists)."""
     args = parse_args(argv)
     if not logger.handlers:
         setup_logging()
     try:
-        run_evaluation(args, echo=print)
+        records = run_evaluation(args, echo=print)
     except EvaluationSetupError as e:
         print(f"evaluate_model.py: error: {e}", file=sys.stderr)
         return 2
+    skipped = [r for r in records if r["skipped"]]
+    if skipped:
+        print(f"evaluate_model.py: {sum(r['skipped'] for r in skipped)} sample(s) skipped "
+              f"because their files could not be read; every other result is written; listed in "
+              f"{', '.join(r['skipped_list'] for r in skipped)}", file=sys.stderr)
+        return EXIT_SKIPPED
     return 0
 
 
-__all__ = ["EVAL_DATASETS", "EvaluationSetupError", "find_checkpoint", "find_exp_checkpoints",
-           "main", "parse_args", "prepare", "run_evaluation"]
+__all__ = ["EVAL_DATASETS", "EXIT_SKIPPED", "EvaluationSetupError", "find_checkpoint",
+           "find_exp_checkpoints", "find_exp_run", "fresh_path", "main", "output_location",
+           "parse_args", "prepare", "run_evaluation"]

@@ -2,6 +2,10 @@
 
     clicks, ious, probs = evaluate_sample(image, gt_mask, predictor, max_iou_thr=0.9)
     all_ious, elapsed = evaluate_dataset(dataset, predictor, max_iou_thr=0.9)
+
+With `skip_unreadable=True` (the evaluator's command line), a sample whose files fail to
+decode (`DatasetError`, raised by the loaders naming the file) is logged, left out of the
+results and listed in `stats['skipped']`; every other sample is evaluated.
 """
 from __future__ import annotations
 
@@ -12,7 +16,8 @@ import cv2
 import numpy as np
 import torch
 
-from ..utils.log import progress
+from ..data.io import DatasetError
+from ..utils.log import logger, progress
 from .boundary import BoundaryScorer
 from .clicker import Click, Clicker
 from .utils import DEFAULT_MAX_CLICKS, masks_iou
@@ -131,12 +136,18 @@ def evaluate_dataset(dataset, predictor, indices: Optional[Sequence[int]] = None
                      show_progress: bool = True, callback: Optional[SampleCallback] = None,
                      stats: Optional[Dict[str, float]] = None,
                      init_masks: Optional[Callable[[Any], np.ndarray]] = None,
+                     skip_unreadable: bool = False,
                      **kwargs) -> Tuple[List[np.ndarray], float]:
     """Evaluate every sample (object) of `dataset` (or `indices`); returns (per-sample IoU
     arrays, elapsed seconds). kwargs go to `evaluate_sample` (max_iou_thr, min_clicks, merge,
     boundary_metrics, ...). `stats` accumulates 'clicks', 'overhead_s', 'predictor_s',
     'model_s', 'elapsed_s' and 'sample_ids' for reporting, and per sample 'init_iou' (with
     initial masks) and 'biou' / 'assd' arrays (with `boundary_metrics=True`).
+
+    `skip_unreadable`: a `DatasetError` while reading a sample (a file that does not decode, a
+    mask of another size) skips that sample with a warning instead of stopping; the skipped
+    samples go to `stats['skipped']` as {'index', 'file', 'error'} dicts (`file`: the sample's
+    image, '' for datasets without files). Without it the error propagates.
 
     Initial masks (mask correction): `init_masks(sample)` if given (e.g. `FolderInitMasks`),
     else the sample's own `init_mask` when its dataset has one (DAVIS-585), else none.
@@ -145,15 +156,25 @@ def evaluate_dataset(dataset, predictor, indices: Optional[Sequence[int]] = None
     all_ious: List[np.ndarray] = []
     sample_ids: List[Any] = []
     records: Dict[str, list] = {"init_iou": [], "biou": [], "assd": []}
+    skipped: List[Dict[str, Any]] = []
     local: Dict[str, float] = {}
     model_time_start = getattr(predictor, "model_time", 0.0)
     name = getattr(dataset, "name", type(dataset).__name__)
     start = time.perf_counter()
     for index in progress(indices, desc=name, total=len(indices), disable=not show_progress):
-        sample = dataset.get_sample(index)
+        try:
+            sample = dataset.get_sample(index)
+            init_mask = init_masks(sample) if init_masks is not None \
+                else getattr(sample, "init_mask", None)
+        except DatasetError as e:
+            if not skip_unreadable:
+                raise
+            files = dataset.sample_files(index) if hasattr(dataset, "sample_files") else None
+            skipped.append({"index": int(index), "file": str(files[0]) if files else "",
+                            "error": str(e)})
+            logger.warning("%s: sample %d skipped: %s", name, index, e)
+            continue
         sample_id = sample.sample_id if getattr(sample, "sample_id", None) is not None else index
-        init_mask = init_masks(sample) if init_masks is not None \
-            else getattr(sample, "init_mask", None)
         record: Dict[str, Any] = {}
         _, ious, _ = evaluate_sample(sample.image, sample.gt_mask, predictor, sample_id=sample_id,
                                      callback=callback, stats=local, init_mask=init_mask,
@@ -172,6 +193,7 @@ def evaluate_dataset(dataset, predictor, indices: Optional[Sequence[int]] = None
                                                         - model_time_start)
         stats["elapsed_s"] = stats.get("elapsed_s", 0.0) + elapsed
         stats.setdefault("sample_ids", []).extend(sample_ids)
+        stats.setdefault("skipped", []).extend(skipped)
         for key, values in records.items():
             if values:
                 stats.setdefault(key, []).extend(values)

@@ -5,6 +5,7 @@
   `append`, the text, the CSV rows and the JSON list grow instead.
 - `results_table(rows, n_clicks, extra_thr)`: RITM's NoC table (the evaluator's `.txt`).
 - `save_ious` / `load_ious`: per-sample IoU series (NaN-padded `.npz`).
+- `write_text_atomic(path, text)`: one text file, replaced atomically.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import numpy as np
 from ..utils.log import logger
 
 
-def _replace(path: Path, text: str) -> None:
+def write_text_atomic(path: Path, text: str) -> None:
     """Write `text` to `path` through a temporary file renamed over it."""
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
@@ -42,7 +43,7 @@ def write_records(stem: Path, records: Sequence[Dict[str, Any]], fields: Sequenc
              "json": stem.with_suffix(".json")}
     old_text = paths["text"].read_text(encoding="utf-8") if append and paths["text"].exists() \
         else ""
-    _replace(paths["text"], old_text + text)
+    write_text_atomic(paths["text"], old_text + text)
 
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(fields), extrasaction="ignore",
@@ -54,7 +55,7 @@ def write_records(stem: Path, records: Sequence[Dict[str, Any]], fields: Sequenc
         writer.writerow({k: (round(v, csv_digits) if csv_digits is not None
                              and isinstance(v, float) else v) for k, v in record.items()})
     old_csv = "" if new_csv else paths["csv"].read_text(encoding="utf-8")
-    _replace(paths["csv"], old_csv + buffer.getvalue())
+    write_text_atomic(paths["csv"], old_csv + buffer.getvalue())
 
     existing: List[Dict[str, Any]] = []
     if append and paths["json"].exists():
@@ -62,7 +63,7 @@ def write_records(stem: Path, records: Sequence[Dict[str, Any]], fields: Sequenc
             existing = json.loads(paths["json"].read_text(encoding="utf-8"))
         except json.JSONDecodeError:
             logger.warning("%s is not valid JSON; starting a new list", paths["json"])
-    _replace(paths["json"], json.dumps(existing + list(records), indent=2, default=str))
+    write_text_atomic(paths["json"], json.dumps(existing + list(records), indent=2, default=str))
     return paths
 
 

@@ -145,16 +145,14 @@ class IGLRModel(nn.Module):
         """ROI-sample the refiner inputs over focus_boxes (B,4) (x1,y1,x2,y2) input pixels:
         image and coarse logits at refine_size, the feature at refine_size // 4, clicks mapped
         into the crops."""
-        b, _, h_in, w_in = image.shape
+        w_in = image.shape[-1]
         s = self.refine_size
-        boxes = focus_boxes.to(image.dtype)
-        rois = torch.cat((torch.arange(b, device=image.device, dtype=image.dtype)[:, None],
-                          boxes), dim=1)
+        boxes = focus_boxes.to(image.dtype)  # box i on image i: (B, 4), no batch gather
         feature = coarse["feature"]
         return {
-            "image_crop": roi_align(image, rois, s),
-            "coarse_crop": roi_align(coarse["instances"], rois, s),
-            "feature_crop": roi_align(feature, rois, max(1, s // 4),
+            "image_crop": roi_align(image, boxes, s),
+            "coarse_crop": roi_align(coarse["instances"], boxes, s),
+            "feature_crop": roi_align(feature, boxes, max(1, s // 4),
                                       spatial_scale=feature.shape[-1] / w_in),
             "points_crop": points_to_crop(points.to(image.dtype), boxes, s),
         }
@@ -207,13 +205,15 @@ def save_is_model(model: nn.Module, path: Union[str, os.PathLike], **extras: Any
 
 
 def load_is_model(checkpoint_or_path: Union[str, os.PathLike, Mapping[str, Any]],
-                  device: Union[str, torch.device] = "cpu", trust: bool = False) -> IGLRModel:
+                  device: Union[str, torch.device] = "cpu", trust: bool = False,
+                  source: Optional[str] = None) -> IGLRModel:
     """Rebuild the exact model stored by `save_is_model` (from a path or a loaded dict) on
     `device`, in eval mode. Raises `CheckpointError` naming the file for foreign or corrupt
     checkpoints, `UntrustedCheckpointError` for a file that needs full unpickling unless
-    `trust=True` (then it is unpickled in full after a logged warning naming the file)."""
+    `trust=True` (then it is unpickled in full after a logged warning naming the file).
+    `source` names a loaded dict's file in the messages."""
     if isinstance(checkpoint_or_path, Mapping):
-        checkpoint, name = checkpoint_or_path, "<checkpoint dict>"
+        checkpoint, name = checkpoint_or_path, source or "<checkpoint dict>"
     else:
         name = str(checkpoint_or_path)
         checkpoint = load_torch_file(checkpoint_or_path, map_location="cpu", trust=trust)
@@ -234,7 +234,7 @@ def load_is_model(checkpoint_or_path: Union[str, os.PathLike, Mapping[str, Any]]
              for k, v in checkpoint["state_dict"].items()}
     try:
         model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
+    except RuntimeError as e:  # torch's message spans lines: one line here
         raise CheckpointError(f"checkpoint '{name}': weights do not match the stored "
-                              f"config: {e}") from e
+                              f"config: {' '.join(str(e).split())}") from e
     return model.to(device).eval()

@@ -1,8 +1,11 @@
 """RoIAlign (torchvision semantics, aligned, adaptive sampling), in one family:
 
 - `roi_align(input, boxes, output_size, ...)`: K boxes as a tensor (training: the refiner's
-  crops of a batch), average of bilinear samples on a regular grid per output bin, computed
-  separably (columns, then rows) on a window around each box, with no Python loop over boxes.
+  crops of a batch), average of bilinear samples on a regular grid per output bin:
+  `torchvision.ops.roi_align` when torchvision imports, else per box two matrix products with
+  interpolation matrices built on the device for all boxes at once (`axis_weights`), with no
+  host synchronisation and no copy per sampling tap; the backward pass is the adjoint
+  products (only the matrices are kept for it).
 - `roi_align_box(input, box, output_size, ...)`: ONE box known on the host (the predictor's
   focus box): taps built on the host with the same float32 arithmetic (`box_taps`), only the
   sampled window is read, no device synchronisation; two (sparse) matrix products.
@@ -15,41 +18,100 @@ All equal `roi_align` to float rounding (tests/test_speed_equivalence.py).
 """
 from __future__ import annotations
 
+import functools
 import warnings
-from typing import Sequence, Tuple
+from typing import Any, Callable, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
+from torch.autograd.function import once_differentiable
 
 from ..utils.jit import njit_parallel, prange
 from .ops import Size, _pair, csr_matrix
 
-def _taps(start: torch.Tensor, bin_size: torch.Tensor, grid: torch.Tensor, n_out: int,
-          length: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """1-D bilinear taps of roi_align along one axis, for K boxes.
+# Boxes per step of `axis_weights`: its (boxes, n_out, length) temporaries stay under this many
+# elements each (a 320x480 image cropped to 256x256 for 28 boxes: 3.4 M, four steps).
+AXIS_CHUNK_ELEMENTS = 1 << 20
 
-    Returns indices (K, n_out, 2G) (long, within [0, length)) and weights (K, n_out, 2G) that
-    already include the 1/grid averaging and zero weight for invalid samples, G = max grid.
+
+def axis_weights(start: torch.Tensor, bin_size: torch.Tensor, grid: torch.Tensor, n_out: int,
+                 length: int) -> torch.Tensor:
+    """The (K, n_out, length) interpolation matrix of roi_align along one axis, for K boxes
+    (start, bin_size, grid: (K,) tensors; see `_axis_weights`), built on the device in steps
+    of boxes that bound the temporaries, with no host synchronisation."""
+    k = start.shape[0]
+    step = max(1, AXIS_CHUNK_ELEMENTS // max(1, n_out * length))
+    if k <= step:
+        return _axis_weights(start, bin_size, grid, n_out, length)
+    out = start.new_empty(k, n_out, length)
+    for i in range(0, k, step):
+        out[i:i + step] = _axis_weights(start[i:i + step], bin_size[i:i + step],
+                                        grid[i:i + step], n_out, length)
+    return out
+
+
+def _axis_weights(start: torch.Tensor, bin_size: torch.Tensor, grid: torch.Tensor, n_out: int,
+                  length: int) -> torch.Tensor:
+    """The (K, n_out, length) interpolation matrix of roi_align along one axis, for K boxes,
+    built without enumerating the samples (so with no bound on their number).
+
+    Bin p of box k averages `grid[k]` samples s_i = c + (i + 0.5) d, i < grid, with
+    c = start + p * bin_size and d = bin_size / grid; a sample outside [-1, length] counts as
+    zero, the others are clamped bilinear. Unclamped, pixel j gets the tent max(0, 1 - |s - j|),
+    the second difference over x = j-1, j, j+1 of the ramp max(0, s - x); so column j is
+    P(j-1) - 2 P(j) + P(j+1), P(x) the sum of the ramps of the bin's samples, whose closed form
+    needs only the number of samples at or below x. The clamp gives pixel 0 the share of the
+    samples in [-1, 0) that the tent puts on pixel -1, and the last pixel the share of those in
+    (length-1, length] put on pixel `length`. Entries beyond the samples' reach are set to 0
+    (the difference cancels there only to rounding). grid <= 0 gives no samples (zeros).
     """
     k = start.shape[0]
-    g_max = max(int(grid.max().item()) if k else 1, 1)
-    dtype = start.dtype
-    p = torch.arange(n_out, device=start.device, dtype=dtype).view(1, n_out, 1)
-    i = torch.arange(g_max, device=start.device, dtype=dtype).view(1, 1, g_max)
-    g = grid.clamp(min=1).to(dtype).view(k, 1, 1)
+    dtype, device = start.dtype, start.device
+    g = grid.to(dtype).clamp(min=0).view(k, 1, 1)
+    samples = g.clamp(min=1)
     b = bin_size.view(k, 1, 1)
-    pos = start.view(k, 1, 1) + p * b + (i + 0.5) * b / g  # (K, n_out, G)
-    valid = (i < grid.view(k, 1, 1)) & (pos >= -1.0) & (pos <= length)
-    pos = pos.clamp(min=0)
-    low = pos.floor().long()
-    at_end = low >= length - 1
-    low = torch.where(at_end, torch.full_like(low, length - 1), low)
-    high = torch.where(at_end, low, low + 1)
-    frac = torch.where(at_end, torch.zeros_like(pos), pos - low.to(dtype))
-    scale = valid.to(dtype) / g
-    idx = torch.stack((low, high), 3).view(k, n_out, 2 * g_max)
-    wts = torch.stack(((1 - frac) * scale, frac * scale), 3).view(k, n_out, 2 * g_max)
-    return idx, wts
+    p = torch.arange(n_out, device=device, dtype=dtype).view(1, n_out, 1)
+    c = start.view(k, 1, 1) + p * b  # (K, n_out, 1): where each bin starts
+    d = b / samples
+    c = torch.where(d < 0, c + samples * d, c)  # an inverted bin: the same samples, ascending
+    d = d.abs()
+    moving = d > 0
+    step = torch.where(moving, d, torch.ones_like(d))
+
+    def count(x: Union[torch.Tensor, float], inclusive: bool) -> torch.Tensor:
+        """How many samples of each bin lie below x (at or below, `inclusive`)."""
+        t = (x - c) / step - 0.5
+        n = torch.floor(t) + 1 if inclusive else torch.ceil(t)
+        static = ((c <= x) if inclusive else (c < x)).to(dtype) * g  # d == 0: all or none
+        return torch.minimum(torch.where(moving, n, static).clamp(min=0), g)
+
+    def offsets(n0: torch.Tensor, n1: torch.Tensor, origin: Union[torch.Tensor, float]
+                ) -> torch.Tensor:
+        """The sum of s_i - origin over the samples n0 <= i < n1."""
+        return (n1 - n0) * (c - origin) + d * (n1 * n1 - n0 * n0) / 2
+
+    x = torch.arange(-1, length + 1, device=device, dtype=dtype).view(1, 1, length + 2)
+    ramps = offsets(count(x, inclusive=True), g, x)  # P(x), x = -1 .. length
+    w = ramps[..., :-2] - 2 * ramps[..., 1:-1] + ramps[..., 2:]
+    j = x[..., 1:-1]
+    reach = (j > c + 0.5 * d - 1) & (j < c + (g - 0.5) * d + 1) & (g > 0)
+    w = torch.where(reach, w, torch.zeros_like(w))
+    w[..., :1] -= offsets(count(-1.0, False), count(0.0, False), 0.0)  # samples in [-1, 0)
+    last = float(length - 1)
+    w[..., -1:] += offsets(count(last, True), count(float(length), True), last)
+    return w / samples
+
+
+@functools.lru_cache(maxsize=1)
+def torchvision_roi_align() -> Optional[Callable[..., torch.Tensor]]:
+    """`torchvision.ops.roi_align` when torchvision imports and runs beside this torch, else
+    None (imported on the first call, not at import time)."""
+    try:
+        from torchvision.ops import roi_align as tv_roi_align
+        tv_roi_align(torch.zeros(1, 1, 2, 2), torch.zeros(1, 5), 1)
+    except Exception:  # absent, or built for another torch (missing operators)
+        return None
+    return tv_roi_align
 
 
 def roi_align(input: torch.Tensor, boxes: torch.Tensor, output_size: Size,
@@ -57,73 +119,136 @@ def roi_align(input: torch.Tensor, boxes: torch.Tensor, output_size: Size,
               aligned: bool = True) -> torch.Tensor:
     """RoIAlign with torchvision semantics.
 
-    input: (N, C, H, W); boxes: (K, 5) rows (batch_idx, x1, y1, x2, y2) in input pixel
+    input: (N, C, H, W); boxes: (K, 5) rows (batch_idx, x1, y1, x2, y2), or (N, 4) rows
+    (x1, y1, x2, y2), box n on input n (the training crops: no batch gather), in input pixel
     coordinates before `spatial_scale`. With `aligned`, 0.5 is subtracted from the scaled box
     corners (pixel-centre alignment); `sampling_ratio` <= 0 samples ceil(roi_size / output_size)
     points per bin and axis; samples outside [-1, size] count as zero, others are clamped
-    bilinear. Returns (K, C, out_h, out_w) (channels-last memory layout).
+    bilinear. Returns (K, C, out_h, out_w) in the input's dtype.
+
+    `torchvision.ops.roi_align` when it imports (`torchvision_roi_align`); otherwise the
+    interpolation matrices of all boxes are built on the device (`axis_weights`, (K, out,
+    size) per axis) and each crop is two matrix products over all its channels
+    (`_SeparableCrops`): no host synchronisation, no copy per sampling tap, the intermediates
+    of one crop at a time. Reduced-precision inputs are computed in float32 (as torchvision's
+    autocast rule).
     """
     if input.ndim != 4:
         raise ValueError(f"roi_align: input must be (N, C, H, W), got {tuple(input.shape)}")
-    if boxes.ndim != 2 or boxes.shape[1] != 5:
-        raise ValueError(f"roi_align: boxes must be (K, 5) (batch_idx, x1, y1, x2, y2), "
-                         f"got {tuple(boxes.shape)}")
-    ph, pw = _pair(output_size)
     n, c, h, w = input.shape
+    if boxes.ndim != 2 or boxes.shape[1] not in (4, 5) or \
+            (boxes.shape[1] == 4 and boxes.shape[0] != n):
+        raise ValueError(f"roi_align: boxes must be (K, 5) (batch_idx, x1, y1, x2, y2) or "
+                         f"({n}, 4) (x1, y1, x2, y2, one per input), got {tuple(boxes.shape)}")
+    ph, pw = _pair(output_size)
     k = boxes.shape[0]
-    dtype = input.dtype if input.is_floating_point() else torch.float32
+    out_dtype = input.dtype if input.is_floating_point() else torch.float32
+    dtype = torch.promote_types(out_dtype, torch.float32)
     boxes = boxes.to(device=input.device, dtype=dtype)
     if k == 0:
-        return input.new_zeros(0, c, ph, pw)
-    bidx = boxes[:, 0].long()
-    offset = 0.5 if aligned else 0.0
-    x1 = boxes[:, 1] * spatial_scale - offset
-    y1 = boxes[:, 2] * spatial_scale - offset
-    roi_w = boxes[:, 3] * spatial_scale - offset - x1
-    roi_h = boxes[:, 4] * spatial_scale - offset - y1
-    if not aligned:
-        roi_w = roi_w.clamp(min=1.0)
-        roi_h = roi_h.clamp(min=1.0)
-    bin_w = roi_w / pw
-    bin_h = roi_h / ph
-    if sampling_ratio > 0:
-        grid_w = torch.full((k,), sampling_ratio, device=input.device, dtype=torch.long)
-        grid_h = grid_w
-    else:
-        grid_w = torch.ceil(roi_w / pw).long()
-        grid_h = torch.ceil(roi_h / ph).long()
-    ix, wx = _taps(x1, bin_w, grid_w, pw, w)  # (K, pw, Tx)
-    iy, wy = _taps(y1, bin_h, grid_h, ph, h)  # (K, ph, Ty)
+        return input.new_zeros(0, c, ph, pw, dtype=out_dtype)
+    tv_roi_align = torchvision_roi_align()
+    if tv_roi_align is not None:
+        if boxes.shape[1] == 4:
+            boxes = torch.cat((torch.arange(k, device=boxes.device, dtype=dtype)[:, None],
+                               boxes), dim=1)
+        return tv_roi_align(input.to(dtype), boxes, (ph, pw), spatial_scale, sampling_ratio,
+                            aligned).to(out_dtype)
+    with torch.autocast(device_type=input.device.type, enabled=False):
+        x = input.to(dtype)
+        batch = boxes[:, 0].long() if boxes.shape[1] == 5 else None
+        boxes = boxes[:, -4:]
+        offset = 0.5 if aligned else 0.0
+        x1 = boxes[:, 0] * spatial_scale - offset
+        y1 = boxes[:, 1] * spatial_scale - offset
+        roi_w = boxes[:, 2] * spatial_scale - offset - x1
+        roi_h = boxes[:, 3] * spatial_scale - offset - y1
+        if not aligned:
+            roi_w = roi_w.clamp(min=1.0)
+            roi_h = roi_h.clamp(min=1.0)
+        if sampling_ratio > 0:
+            grid_w = grid_h = torch.full((k,), sampling_ratio, device=x.device, dtype=dtype)
+        else:
+            grid_w, grid_h = torch.ceil(roi_w / pw), torch.ceil(roi_h / ph)
+        wx = axis_weights(x1, roi_w / pw, grid_w, pw, w)  # (K, pw, W)
+        wy = axis_weights(y1, roi_h / ph, grid_h, ph, h)  # (K, ph, H)
+        return _SeparableCrops.apply(x, wy, wx, batch).to(out_dtype)
 
-    # Window of rows / columns each box touches, padded to the largest window.
-    x0 = ix.amin(dim=(1, 2))
-    y0 = iy.amin(dim=(1, 2))
-    ww = int((ix.amax(dim=(1, 2)) - x0).max().item()) + 1
-    wh = int((iy.amax(dim=(1, 2)) - y0).max().item()) + 1
-    cols = (x0.view(k, 1) + torch.arange(ww, device=input.device)).clamp_(max=w - 1)
-    rows = (y0.view(k, 1) + torch.arange(wh, device=input.device)).clamp_(max=h - 1)
-    ix = ix - x0.view(k, 1, 1)
-    iy = iy - y0.view(k, 1, 1)
-    # (K, wh, ww, C): channel-last so that gathers move whole channel vectors.
-    window = input.to(dtype)[bidx.view(k, 1, 1), :, rows.view(k, wh, 1), cols.view(k, 1, ww)]
 
-    # Pass 1: along x -> (K, wh, pw, C).
-    tmp = window.new_zeros(k, wh, pw, c)
-    for t in range(ix.shape[2]):
-        index = ix[:, :, t].view(k, 1, pw, 1).expand(k, wh, pw, c)
-        tmp.addcmul_(window.gather(2, index), wx[:, :, t].view(k, 1, pw, 1))
-    # Pass 2: along y -> (K, ph, pw, C).
-    out = window.new_zeros(k, ph, pw, c)
-    for t in range(iy.shape[2]):
-        index = iy[:, :, t].view(k, ph, 1, 1).expand(k, ph, pw, c)
-        out.addcmul_(tmp.gather(1, index), wy[:, :, t].view(k, ph, 1, 1))
-    return out.permute(0, 3, 1, 2)
+def _crops(x: torch.Tensor, wy: torch.Tensor, wx: torch.Tensor,
+           batch: Optional[torch.Tensor]) -> torch.Tensor:
+    """(K, C, ph, pw) crops wy[k] @ x[batch[k]][c] @ wx[k]^T of x (N, C, H, W) (x[k] without
+    `batch`), one crop at a time so that only one crop's intermediates exist; channels-last
+    when x is."""
+    k, c = wy.shape[0], x.shape[1]
+    channels_last = x.is_contiguous(memory_format=torch.channels_last) and c > 1
+    out = torch.empty((k, c, wy.shape[1], wx.shape[1]), device=x.device, dtype=x.dtype,
+                      memory_format=torch.channels_last if channels_last
+                      else torch.contiguous_format)
+    # the gather of an input for a box keeps its memory order (index_select would not)
+    rows = x.permute(0, 2, 3, 1) if channels_last else x
+    for i in range(k):
+        if batch is None:
+            xi = x[i]
+        else:
+            xi = rows.index_select(0, batch[i:i + 1])[0]
+            xi = xi.permute(2, 0, 1) if channels_last else xi
+        out[i] = _crop(xi, wy[i], wx[i])
+    return out
+
+
+class _SeparableCrops(torch.autograd.Function):
+    """`_crops` with its adjoint as backward: grad_x[batch[k]] += wy[k]^T @ grad[k] @ wx[k].
+    Only the small matrices are kept for backward, neither the input nor intermediates; the
+    matrices (and so the boxes) get no gradient, as in torchvision."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, wy: torch.Tensor, wx: torch.Tensor,
+                batch: Optional[torch.Tensor]) -> torch.Tensor:
+        ctx.save_for_backward(wy, wx, batch)
+        ctx.input_shape = x.shape
+        ctx.channels_last = x.is_contiguous(memory_format=torch.channels_last)
+        return _crops(x, wy, wx, batch)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor) -> Tuple[Optional[torch.Tensor], ...]:
+        wy, wx, batch = ctx.saved_tensors
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.empty(ctx.input_shape, device=grad.device, dtype=grad.dtype,
+                                 memory_format=torch.channels_last if ctx.channels_last
+                                 else torch.contiguous_format)
+            if batch is not None:  # several boxes may read one input, or none
+                grad_x.zero_()
+            for i in range(wy.shape[0]):
+                gi = _crop(grad[i], wy[i].t(), wx[i].t())  # (C, H, W)
+                if batch is None:
+                    grad_x[i] = gi
+                else:
+                    grad_x.index_add_(0, batch[i:i + 1], gi[None])
+        return grad_x, None, None, None
+
+
+def _crop(x: torch.Tensor, wy: torch.Tensor, wx: torch.Tensor) -> torch.Tensor:
+    """wy @ x[c] @ wx^T for every channel of x (C, H, W): wy (ph, H), wx (pw, W) -> (C, ph, pw),
+    two matrix products over all channels at once. A channels-last x (many channels: the
+    decoder feature) is read as (H, W, C) rows, wx applied to each row (an (H, pw, W) copy of
+    wx); otherwise as (C*H, W) rows, then the (C, H, pw) intermediate is transposed (a copy)."""
+    c, h, w = x.shape
+    ph, pw = wy.shape[0], wx.shape[0]
+    if x.permute(1, 2, 0).is_contiguous() and pw * w < c * (w + pw):
+        t = torch.matmul(wx, x.permute(1, 2, 0))  # (H, pw, C): along x, row by row
+        return (wy @ t.reshape(h, pw * c)).view(ph, pw, c).permute(2, 0, 1)
+    t = (x.contiguous().view(c * h, w) @ wx.t()).view(c, h, pw)  # along x
+    return (wy @ t.transpose(0, 1).reshape(h, c * pw)).view(ph, c, pw).transpose(0, 1)
 
 
 def _taps_host(start: float, bin_size: float, grid: int, n_out: int,
                length: int) -> Tuple["np.ndarray", "np.ndarray"]:
-    """`_taps` for one box, computed on the host in float32 (the same arithmetic, so the same
-    samples): indices (n_out, 2G) int64 in [0, length) and weights (n_out, 2G) float32."""
+    """The bilinear taps of `roi_align` for one box along one axis, on the host in float32 (the
+    same samples): indices (n_out, 2G) int64 in [0, length) and weights (n_out, 2G) float32,
+    G the grid (the weights include the 1/G averaging and are 0 for samples outside the map)."""
     f32 = np.float32
     g = max(int(grid), 1)
     p = np.arange(n_out, dtype=f32).reshape(n_out, 1)

@@ -7,7 +7,8 @@
 
 Evaluation names: GrabCut, Berkeley, DAVIS, DAVIS585 (mask correction: each sample carries an
 initial mask, `init_mask_mode='stm'|'sp'`), SBD (val, per instance), SBD_Train (train list, per
-instance), PascalVOC (val, per instance), COCO_MVal, Synthetic (val split, one object each).
+instance), PascalVOC (val, per instance), COCO_MVal, Synthetic (val split, one object each),
+ImagesDir (your own data, one sample per mask).
 Training names (`for_training=True`): SBD_Train (multi-object SBDDataset), COCO_LVIS, Synthetic
 (train split), ImagesDir, COCO_MVal. COCO_MVal_train / COCO_MVal_val: the fixed 350 / 50 split of
 COCO_MVal (`CocoMValDataset(split=...)`) for CPU-scale training with held-out real images.
@@ -54,6 +55,12 @@ def _sbd_train(cfg: Any, for_training: bool = False, **kwargs: Any) -> ISDataset
     return dataset
 
 
+def _images_dir(cfg: Any, for_training: bool = False, **kwargs: Any) -> ISDataset:
+    """Training: one multi-object sample per image; evaluation: one sample per mask."""
+    return ImagesDirDataset(cfg.get_path('IMAGES_DIR_PATH'),
+                            **{'per_instance': not for_training, **kwargs})
+
+
 def _synthetic(cfg: Any, for_training: bool = False, **kwargs: Any) -> ISDataset:
     return SyntheticDataset(**{'split': 'train' if for_training else 'val', **kwargs})
 
@@ -69,7 +76,7 @@ DATASETS.add('SBD', _rooted(SBDEvaluationDataset, 'SBD_PATH', split='val'))
 DATASETS.add('SBD_Train', _sbd_train)
 DATASETS.add('PascalVOC', _rooted(PascalVocDataset, 'PASCALVOC_PATH', split='val'))
 DATASETS.add('COCO_LVIS', _rooted(CocoLvisDataset, 'LVIS_v1_PATH', split='train'))
-DATASETS.add('ImagesDir', _rooted(ImagesDirDataset, 'IMAGES_DIR_PATH'))
+DATASETS.add('ImagesDir', _images_dir)
 DATASETS.add('Synthetic', _synthetic)
 
 

@@ -69,6 +69,10 @@ class Davis585Dataset(ISDataset):
     def _init_path(self, image: Path) -> Path:
         return image.with_name(f"init_{self.init_mask_mode}_{image.stem}.png")
 
+    def sample_files(self, index: int) -> tuple[Path, list[Path]]:
+        image_path = self.dataset_samples[index]
+        return image_path, [image_path.with_suffix('.png'), self._init_path(image_path)]
+
     def get_sample(self, index: int) -> DSample:
         image_path = self.dataset_samples[index]
         gt_path = image_path.with_suffix('.png')

@@ -57,6 +57,10 @@ class ImageMaskPairsDataset(ISDataset):
     def decode_mask(self, raw: np.ndarray) -> np.ndarray:
         """HxW int32 ground truth (1 object, 0 background, -1 ignore) from the raw mask."""
 
+    def sample_files(self, index: int) -> tuple[Path, list[Path]]:
+        image_path = self.dataset_samples[index]
+        return image_path, [self._masks[stem_to_first_dot(image_path)]]
+
     def get_sample(self, index: int) -> DSample:
         image_path = self.dataset_samples[index]
         mask_path = self._masks[stem_to_first_dot(image_path)]

@@ -1,7 +1,9 @@
 """Custom data (protocol rule 42): `images/<stem>.*` with `masks/<stem>.*` or `masks/<stem>_<k>.*`.
 
-Each mask: 128 -> ignore, > 128 -> object. All masks of one image form one multi-object sample;
-the mask named `<stem>.*` comes first, then `<stem>_<k>.*` by increasing k.
+Each mask: 128 -> ignore, > 128 -> object. All masks of one image form one multi-object sample
+(training); the mask named `<stem>.*` comes first, then `<stem>_<k>.*` by increasing k. With
+`per_instance=True` (evaluation, `get_dataset('ImagesDir', cfg)`) each mask is a sample of its
+own, one object, its id the mask's stem, in the same order.
 """
 from __future__ import annotations
 
@@ -21,8 +23,9 @@ class ImagesDirDataset(ISDataset):
     name = "ImagesDir"
 
     def __init__(self, dataset_path: str | os.PathLike, images_dir_name: str = 'images',
-                 masks_dir_name: str = 'masks', **kwargs: Any):
+                 masks_dir_name: str = 'masks', per_instance: bool = False, **kwargs: Any):
         super().__init__(**kwargs)
+        self.per_instance = per_instance
         self.dataset_path = Path(dataset_path)
         images = list_files(self.dataset_path / images_dir_name, IMAGE_EXTENSIONS, "images")
         masks = list_files(self.dataset_path / masks_dir_name, IMAGE_EXTENSIONS, "masks")
@@ -48,7 +51,15 @@ class ImagesDirDataset(ISDataset):
                 raise DatasetError(f"image '{entry['image']}' has no mask in "
                                    f"'{self.dataset_path / masks_dir_name}'")
             entry['masks'] = [p for _, p in sorted(entry['masks'])]
+            entry['id'] = entry['image'].stem
         self.dataset_samples = [by_stem[k] for k in sorted(by_stem)]
+        if per_instance:
+            self.dataset_samples = [{'image': e['image'], 'masks': [mask], 'id': mask.stem}
+                                    for e in self.dataset_samples for mask in e['masks']]
+
+    def sample_files(self, index: int) -> tuple[Path, list[Path]]:
+        entry = self.dataset_samples[index]
+        return entry['image'], list(entry['masks'])
 
     def get_sample(self, index: int) -> DSample:
         entry = self.dataset_samples[index]
@@ -66,4 +77,4 @@ class ImagesDirDataset(ISDataset):
             objects.append((k, 1))
             ignored.append((k, 2))
         return DSample(image, np.stack(layers, axis=2), objects_ids=objects, ignore_ids=ignored,
-                       sample_id=entry['image'].stem)
+                       sample_id=entry['id'])

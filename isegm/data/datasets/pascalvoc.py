@@ -57,9 +57,16 @@ class PascalVocDataset(ISDataset):
         gray = read_mask(self._mask_path(image_id), mode='gray_from_color')
         return [int(v) for v in np.unique(gray) if v not in (0, VOID_GRAY)]
 
+    def _image_path(self, image_id: str) -> Path:
+        return self.dataset_path / 'JPEGImages' / f'{image_id}.jpg'
+
+    def sample_files(self, index: int) -> tuple[Path, list[Path]]:
+        image_id = self.dataset_samples[index][0]
+        return self._image_path(image_id), [self._mask_path(image_id)]
+
     def get_sample(self, index: int) -> DSample:
         image_id, gray_id = self.dataset_samples[index]
-        image_path = self.dataset_path / 'JPEGImages' / f'{image_id}.jpg'
+        image_path = self._image_path(image_id)
         mask_path = self._mask_path(image_id)
         image = read_image(image_path)
         gray = read_mask(mask_path, mode='gray_from_color').astype(np.int32)

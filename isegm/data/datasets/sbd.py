@@ -26,6 +26,11 @@ def load_sbd_instances(path: Path) -> np.ndarray:
         raise DatasetError(f"cannot read the GTinst instance map of '{path}': {e}") from e
 
 
+def sbd_files(dataset_path: Path, image_id: str) -> tuple[Path, list[Path]]:
+    """The image and the instance file of SBD image `image_id`."""
+    return dataset_path / 'img' / f'{image_id}.jpg', [dataset_path / 'inst' / f'{image_id}.mat']
+
+
 def read_split(dataset_path: Path, split: str) -> list[str]:
     path = dataset_path / f'{split}.txt'
     if not path.is_file():
@@ -55,10 +60,12 @@ class SBDDataset(ISDataset):
         self.stats['buggy_instances_dropped'] = 0
         self.dataset_samples = read_split(self.dataset_path, split)
 
+    def sample_files(self, index: int) -> tuple[Path, list[Path]]:
+        return sbd_files(self.dataset_path, self.dataset_samples[index])
+
     def get_sample(self, index: int) -> DSample:
         image_id = self.dataset_samples[index]
-        image_path = self.dataset_path / 'img' / f'{image_id}.jpg'
-        inst_path = self.dataset_path / 'inst' / f'{image_id}.mat'
+        image_path, (inst_path,) = sbd_files(self.dataset_path, image_id)
         image = read_image(image_path)
         inst = load_sbd_instances(inst_path)
         check_same_size(image, inst, image_path, inst_path)
@@ -132,10 +139,12 @@ class SBDEvaluationDataset(ISDataset):
             logger.warning(f"SBD: could not write the sample list cache '{cache}': {e}")
         return samples
 
+    def sample_files(self, index: int) -> tuple[Path, list[Path]]:
+        return sbd_files(self.dataset_path, self.dataset_samples[index][0])
+
     def get_sample(self, index: int) -> DSample:
         image_id, inst_id = self.dataset_samples[index]
-        image_path = self.dataset_path / 'img' / f'{image_id}.jpg'
-        inst_path = self.dataset_path / 'inst' / f'{image_id}.mat'
+        image_path, (inst_path,) = sbd_files(self.dataset_path, image_id)
         image = read_image(image_path)
         inst = load_sbd_instances(inst_path)
         check_same_size(image, inst, image_path, inst_path)
