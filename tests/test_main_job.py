@@ -383,6 +383,8 @@ def test_factorial_effects_of_a_2x2_ablation():
     labels = list(dict.fromkeys(r.label for r in results))
     assert find_factorial_designs(labels) == [("m", "x", "y")]
     assert find_factorial_designs(["m", "m_x", "m_y"]) == []
+    # one table row per dataset repeats every label: still one design
+    assert find_factorial_designs(labels + labels) == [("m", "x", "y")]
     rows = {r["effect"]: r for r in factorial_effects(results, "m", "x", "y", thresholds=(0.9,),
                                                       resamples=2000)}
     xy = np.mean([4, 5, 6, 5, 6, 7, 7, 7]) - 2.0  # both changes against the base, per object

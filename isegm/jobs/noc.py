@@ -244,7 +244,9 @@ def _noc_matrix(results: Sequence[NocResult], thr: float) -> np.ndarray:
 def find_factorial_designs(labels: Sequence[str]) -> list[tuple[str, str, str]]:
     """2x2 ablations among `labels`, found by name: (base, x, y) wherever base, base_x, base_y
     and base_x_y are all labels (e.g. the CPU study's `..._noiga`, `..._nolrr` and
-    `..._noiga_nolrr` around the full config)."""
+    `..._noiga_nolrr` around the full config). A label may repeat (one table row per
+    dataset); each design is listed once."""
+    labels = list(dict.fromkeys(labels))
     present = set(labels)
     designs = []
     for base in labels:
