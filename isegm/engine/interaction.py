@@ -69,28 +69,50 @@ def last_click(points_b: np.ndarray, rng: np.random.Generator) -> Optional[Tuple
 CLICK_ROUND_BN_MODES = ("eval", "batch")
 
 
+def batch_norms(module: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    """Every BatchNorm layer of `module` (SyncBatchNorm included)."""
+    return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+@contextlib.contextmanager
+def batch_statistics_mode(module: nn.Module, momentum: Optional[float]) -> Iterator[None]:
+    """`module` in eval mode (no dropout, no drop path) with its BatchNorm layers on the batch's
+    statistics, updating their running statistics with `momentum` (0: left untouched; None: a
+    plain average over the batches, as `reset_running_stats` then precise BN use it). The
+    previous mode and momenta are restored on exit."""
+    was_training = module.training
+    norms = batch_norms(module)
+    momenta = [m.momentum for m in norms]
+    module.eval()
+    for m in norms:
+        m.train()
+        m.momentum = momentum
+    try:
+        yield
+    finally:
+        for m, previous in zip(norms, momenta):
+            m.momentum = previous
+        module.train(was_training)
+
+
 @contextlib.contextmanager
 def click_round_mode(module: nn.Module, bn_mode: str = "eval") -> Iterator[None]:
     """The mode of the no-gradient click rounds: the module in eval mode (no dropout, no drop
     path), and BatchNorm either with its running statistics (`bn_mode='eval'`) or with the
     batch's statistics (`'batch'`; the running statistics are left untouched: momentum 0 for
-    the duration). The previous mode and momenta are restored on exit."""
+    the duration). The previous mode is restored on exit."""
     if bn_mode not in CLICK_ROUND_BN_MODES:
         raise ValueError(f"click-round BN mode must be one of {CLICK_ROUND_BN_MODES}, "
                          f"got '{bn_mode}'")
+    if bn_mode == "batch":
+        with batch_statistics_mode(module, momentum=0.0):
+            yield
+        return
     was_training = module.training
     module.eval()
-    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    momenta = [m.momentum for m in norms]
-    if bn_mode == "batch":
-        for m in norms:
-            m.train()
-            m.momentum = 0.0
     try:
         yield
     finally:
-        for m, momentum in zip(norms, momenta):
-            m.momentum = momentum
         module.train(was_training)
 
 

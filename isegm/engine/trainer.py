@@ -11,7 +11,7 @@ After every epoch, before validation and the checkpoint, `precise_bn_batches` tr
 recompute the BatchNorm running statistics with the epoch's final weights (`recalibrate_batchnorm`,
 "precise BN"): the exponential moving average of the running statistics lags weights that move
 fast (from-scratch CPU recipes), and validation and inference in eval mode then see statistics
-of older weights (measured: docs/cpu-study.md §3.4).
+of older weights (measured: docs/cpu-study.md §6).
 
 Everything runs on CPU (one process or several with gloo) and on CUDA (nccl, mixed precision).
 """
@@ -35,7 +35,8 @@ from isegm.engine.checkpoint import (get_rng_states, load_model_weights, read_ch
 from isegm.engine.experiment import (ExperimentPaths, copy_config_module, create_exp_dir,
                                      find_resume_exp, model_exp_dir, write_resolved_config)
 from isegm.engine.interaction import (CLICK_ROUND_BN_MODES, FocusBoxSampler,
-                                      add_training_clicks, click_round_mode, crop_refine_targets)
+                                      add_training_clicks, batch_norms, batch_statistics_mode,
+                                      click_round_mode, crop_refine_targets)
 from isegm.engine.losses import LossSpec, check_loss_specs, compute_losses
 from isegm.engine.metrics import IoUMetric
 from isegm.engine.optim import (apply_warmup, build_multistep_scheduler, build_optimizer,
@@ -497,8 +498,7 @@ class ISTrainer:
         processes afterwards (a no-op with SyncBatchNorm). The batches come from the training
         set, drawn from (seed, rank, epoch) only, so a resumed run repeats them. Returns the
         number of batches used (fewer if the loader is shorter)."""
-        norms = [m for m in self.net_module.modules()
-                 if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+        norms = [m for m in batch_norms(self.net_module) if m.track_running_stats]
         if not norms:
             return 0
         seed = du.process_seed(self.cfg.seed, self.dist.rank, 20_000 + epoch)
@@ -520,23 +520,14 @@ class ISTrainer:
         self.rng = rng_backup
         set_rng_states(rng_states)
         self.loader_generator.set_state(generator_state)
-        was_training = self.net_module.training
-        momenta = [m.momentum for m in norms]
-        # eval mode (no dropout, no drop path: the statistics eval-mode inference will see),
-        # BatchNorm alone on batch statistics, accumulated as a plain average (momentum None)
-        self.net_module.eval()
         for m in norms:
             m.reset_running_stats()
-            m.momentum = None
-            m.train()
-        try:
-            with torch.autocast(self.device.type, enabled=self.use_amp):
-                for images, points, prev, focus_boxes in inputs:
-                    self.net_module(images, points, prev, focus_boxes)
-        finally:
-            for m, momentum in zip(norms, momenta):
-                m.momentum = momentum
-            self.net_module.train(was_training)
+        # eval mode (no dropout, no drop path: the statistics eval-mode inference will see),
+        # BatchNorm alone on batch statistics, accumulated as a plain average (momentum None)
+        with batch_statistics_mode(self.net_module, momentum=None), \
+                torch.autocast(self.device.type, enabled=self.use_amp):
+            for images, points, prev, focus_boxes in inputs:
+                self.net_module(images, points, prev, focus_boxes)
         if self.dist.distributed:
             for m in norms:
                 m.running_mean.copy_(du.all_reduce_mean(m.running_mean))
