@@ -63,6 +63,7 @@ from isegm.jobs.noc import (aggregate, build_eval_dataset, evaluate_noc,  # noqa
 from isegm.jobs.training import (BudgetError, add_budget_arguments, add_run_arguments,  # noqa: E402
                                  budget_from_args, check_recipe_changes, initial_model,
                                  load_recipe, train_config)
+from isegm.inference.results import write_text_atomic  # noqa: E402
 from isegm.model import load_is_model  # noqa: E402
 from isegm.utils.config import ConfigError, ConfigPathError, load_config  # noqa: E402
 from isegm.utils.log import logger, setup_logging  # noqa: E402
@@ -183,10 +184,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def write_runs(out: Path, budget: str, seeds: Sequence[int], runs: list) -> Path:
     """runs.json: the budget, the seeds and the runs trained so far (written atomically)."""
     path = out / "runs.json"
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps({"budget": budget, "seeds": list(seeds), "runs": runs}, indent=2),
-                   encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps({"budget": budget, "seeds": list(seeds), "runs": runs},
+                                       indent=2))
     return path
 
 

@@ -456,4 +456,4 @@ def test_run_ablation_records_each_run_before_evaluating_it(exps, monkeypatch, c
     assert Path(run["config"]).stem == "tiny_full" and run["steps"] == 2
     assert Path(run["checkpoint"]).is_file()
     assert not (out / "results.json").exists()
-    assert not list(out.glob(".*.tmp"))
+    assert not list(out.glob("*.tmp")) and not list(out.glob(".*.tmp"))

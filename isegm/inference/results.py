@@ -20,13 +20,12 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from ..utils.log import logger
+from ..utils.serialization import atomic_write
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file renamed over it."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    """Write `text` (UTF-8) to `path` through a temporary file renamed over it."""
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def write_records(stem: Path, records: Sequence[Dict[str, Any]], fields: Sequence[str],
@@ -113,12 +112,10 @@ def save_ious(path: Path, all_ious: List[np.ndarray], sample_ids: List[Any],
     extra = {name: padded(arrays) for name, arrays in (series or {}).items()}
     if init_iou is not None:
         extra["init_iou"] = np.asarray(init_iou, dtype=np.float32)
-    tmp = Path(path).with_name(Path(path).name + ".tmp.npz")
-    np.savez_compressed(tmp, ious=padded(all_ious),
-                        lengths=np.array([len(x) for x in all_ious], dtype=np.int64),
-                        sample_ids=np.array([str(s) for s in sample_ids]),
-                        meta=np.array(json.dumps(meta)), **extra)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: np.savez_compressed(
+        f, ious=padded(all_ious), lengths=np.array([len(x) for x in all_ious], dtype=np.int64),
+        sample_ids=np.array([str(s) for s in sample_ids]), meta=np.array(json.dumps(meta)),
+        **extra))
 
 
 def load_ious(path: str | os.PathLike) -> Dict[str, Any]:
