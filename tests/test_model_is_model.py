@@ -153,8 +153,9 @@ def test_checkpoint_errors(tmp_path):
 
 
 def test_refiner_runs_channels_last_and_equals_the_nchw_network(tmp_path):
-    """The refiner keeps channels-last conv weights (faster oneDNN kernels on the CPU), also
-    after a checkpoint round trip, and computes what the same weights in NCHW compute."""
+    """IGLRModel keeps the refiner's conv weights channels-last (faster oneDNN kernels on the
+    CPU), also after a checkpoint round trip, and it computes what the same weights in NCHW
+    compute."""
     torch.manual_seed(0)
     model = IGLRModel(refine_size=32)
     for bn in (m for m in model.refiner.modules() if isinstance(m, torch.nn.BatchNorm2d)):
