@@ -73,12 +73,15 @@ def measure(backbone: str, batch: int, workdir: Path) -> Dict[str, float]:
     trainer = recipe.make_trainer(model, cfg, model_cfg, rec, trainset, None)
     trainer._seed_epoch(0)
     trainer.net.train()
-    data = trainer._prepare_batch(next(iter(trainer.train_loader)))
-    images, gt = data["images"], data["instances"]
+    first = next(iter(trainer.train_loader))
+    host = trainer._host_tensors(first)
+    data = trainer._prepare_batch(first)
 
     counter = FlopCounterMode(display=False)
     with counter:
-        points, prev = trainer._interactive_rounds(images, data["points"], gt, num_rounds=1)
+        prev = trainer._interactive_rounds(data, host, num_rounds=1)
+    images, gt = data["images"], data["instances"]
+    points = host["points"].to(images.device)
     round_flops = counter.get_total_flops()
     boxes = trainer.focus_sampler(gt, points, trainer.rng)
     data["instances_crop"], data["boundary_crop"] = crop_refine_targets(

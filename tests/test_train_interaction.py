@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from isegm.engine.interaction import (FocusBoxSampler, add_training_clicks, crop_refine_targets,
-                                      last_click)
+                                      crop_to_rois, last_click, target_crop_rois)
 
 
 def _padded_points(m, clicks):
@@ -174,3 +174,67 @@ def test_click_round_mode_batchnorm(mode):
     with pytest.raises(ValueError, match="BN mode"):
         with click_round_mode(net, "train"):
             pass
+
+
+def test_target_crop_rois_are_the_predictors_target_crops():
+    """Training's target crop of a round's mask is the predictor's (rule 31): the box of the
+    mask (> 0.49) united with the positive clicks, x expand about its centre, clamped; None
+    (no crop) for an empty mask."""
+    from isegm.inference.clicker import Click
+    from isegm.inference.crops import target_crop_roi
+    prev = torch.zeros(3, 1, 64, 64)
+    prev[0, 0, 20:30, 10:40] = 0.9   # inclusive box rows 20-29, cols 10-39
+    prev[0, 0, 60, 60] = 0.49        # not above the threshold
+    prev[2, 0, 2:12, 50:62] = 0.8    # expands past the frame: clamped
+    points = -torch.ones(3, 4, 3)
+    points[0, 0] = torch.tensor([40.0, 12.0, 0.0])   # positive click below the mask
+    points[0, 2] = torch.tensor([25.0, 63.0, 1.0])   # negative: not part of the box
+    points[1, 0] = torch.tensor([5.0, 5.0, 0.0])     # empty mask
+    points[2, 0] = torch.tensor([6.0, 55.0, 0.0])
+    rois = target_crop_rois(prev, points, expand=1.4)
+    # rows 20..40 (centre 30, height 1.4 * 21 = 29.4), cols 10..39 (centre 24.5, width 42)
+    assert rois[0] == (15, 45, 4, 46)
+    assert rois[1] is None
+    assert rois[2] == (0, 14, 47, 63)
+    clicks = [Click(True, (40.0, 12.0)), Click(False, (25.0, 63.0))]
+    assert rois[0] == target_crop_roi((20, 29, 10, 39), clicks, (64, 64), 1.4, 10)
+
+
+def test_crop_to_rois_moves_image_clicks_mask_and_gt_together():
+    """The crop is resized as the predictor resizes its target crop, and a click lands on the
+    pixel its image pixel moved to (one convention for image and clicks)."""
+    from isegm.inference.resize import resize_bilinear
+    from isegm.model.ops import resize_coord
+    images = torch.rand(2, 3, 48, 64)
+    images[0, 0, 30, 22] = 50.0                      # a marker under the positive click
+    gt = torch.zeros(2, 1, 48, 64)
+    gt[:, :, 24:36, 16:28] = 1
+    gt[:, :, 20:22, :] = -1                          # ignore rows
+    prev = torch.rand(2, 1, 48, 64)
+    points = -torch.ones(2, 4, 3)
+    points[:, 0] = torch.tensor([30.0, 22.0, 0.0])
+    points[:, 2] = torch.tensor([2.0, 60.0, 1.0])    # negative click outside the crop
+    roi = (20, 39, 12, 31)                           # 20 x 20 pixels -> 48 x 64
+    out_images, out_gt, out_prev, out_points = crop_to_rois(images, gt, prev, points,
+                                                            [roi, None])
+    window = (slice(0, 1), slice(None), slice(20, 40), slice(12, 32))
+    torch.testing.assert_close(out_images[:1], resize_bilinear(images[window], (48, 64)))
+    torch.testing.assert_close(out_prev[:1], resize_bilinear(prev[window], (48, 64)))
+    y, x = resize_coord(30, 20, 20, 48), resize_coord(22, 12, 20, 64)
+    assert out_points[0, 0].tolist() == pytest.approx([y, x, 0.0])
+    peak = int(out_images[0, 0].argmax())
+    assert divmod(peak, 64) == (round(y), round(x))
+    assert out_points[0, 2].tolist() == pytest.approx(
+        [resize_coord(2, 20, 20, 48), resize_coord(60, 12, 20, 64), 1.0])
+    assert out_points[0, 2, 0] < 0 and out_points[0, 2, 1] > 63
+    assert torch.equal(out_points[0, [1, 3]], points[0, [1, 3]])   # padding stays padding
+    # gt: the object's edges (source rows 23.5 and 35.5) move to rows 8.66 and 38.34; the
+    # ignore rows to the top rows
+    assert set(out_gt.unique().tolist()) == {-1.0, 0.0, 1.0}
+    assert out_gt[0, 0, 24, 32] == 1 and out_gt[0, 0, 45, 5] == 0
+    assert (out_gt[0, 0, :3] == -1).all() and (out_gt[0, 0, 6:] != -1).all()
+    assert out_gt[0, 0, 8:40, 32].tolist() == [0.0] + [1.0] * 30 + [0.0]
+    # the sample without a roi is untouched, and the inputs are not modified
+    for new, old in ((out_images, images), (out_gt, gt), (out_prev, prev), (out_points, points)):
+        assert torch.equal(new[1], old[1])
+    assert images[0, 0, 30, 22] == 50.0 and not torch.equal(out_images[0], images[0])

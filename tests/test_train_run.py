@@ -78,10 +78,10 @@ def test_tiny_fixed_set_overfits(tmp_path):
         torch.set_num_threads(threads)
 
 
-def _overfit_tiny_fixed_set(tmp_path):
+def _tiny_fixed_trainer(tmp_path, **changes):
+    """The recipe's own trainer on 4 fixed 48x48 samples (B0, 32x32 refiner), batch 4."""
     from tests.test_train_configs.fixed_data import FixedDataset
     from isegm.engine import recipe
-    from isegm.engine.interaction import FocusBoxSampler
     from isegm.engine.distributed import DistInfo
     from isegm.engine.experiment import ExperimentPaths
     from isegm.engine.runconfig import RunConfig
@@ -89,28 +89,33 @@ def _overfit_tiny_fixed_set(tmp_path):
 
     torch.manual_seed(0)
     data = FixedDataset(4, size=48)
-    # The recipe's own training loop: iterative click rounds (no-grad; here 0 or 1 per step, so
-    # that half the steps train the first click, which validation scores) and the focus box
-    # sampler (whole-object and boundary boxes), with a short warm-up.
-    rec = recipe.SYNTHETIC_CPU.replace(crop_size=(48, 48), num_max_points=4, lr=2e-3,
-                                       model_kwargs={"refine_size": 32, "drop_path_rate": 0.0},
-                                       batch_size=4, milestones=(), max_num_next_clicks=1,
-                                       warmup_steps=5, checkpoint_interval=0,
-                                       image_dump_interval=0)
+    settings = dict(crop_size=(48, 48), num_max_points=4, lr=2e-3, batch_size=4, milestones=(),
+                    model_kwargs={"refine_size": 32, "drop_path_rate": 0.0},
+                    checkpoint_interval=0, image_dump_interval=0)
+    rec = recipe.SYNTHETIC_CPU.replace(**{**settings, **changes})
     paths = ExperimentPaths.at(tmp_path / "exp")
     paths.make_dirs()
     cfg = RunConfig(config_path=TINY_FIXED, paths=load_config(), batch_size=4, workers=0,
                     cpu=True, dist=DistInfo(), exp=paths)
     model, model_cfg = recipe.init_model(cfg, rec)
-    trainer = recipe.make_trainer(model, cfg, model_cfg, rec, data, data)
+    return recipe.make_trainer(model, cfg, model_cfg, rec, data, data)
+
+
+def _overfit_tiny_fixed_set(tmp_path):
+    from isegm.engine.interaction import FocusBoxSampler
+
+    # The recipe's own training loop: iterative click rounds (no-grad; here 0 or 1 per step, so
+    # that half the steps train the first click, which validation scores) and the focus box
+    # sampler (whole-object and boundary boxes), with a short warm-up.
+    trainer = _tiny_fixed_trainer(tmp_path, max_num_next_clicks=1, warmup_steps=5)
     assert isinstance(trainer.focus_sampler, FocusBoxSampler) and trainer.max_num_next_clicks == 1
     rounds = []
     real_rounds = trainer._interactive_rounds
 
-    def counting_rounds(images, points, gt, num_rounds=None):
-        out_points, prev = real_rounds(images, points, gt, num_rounds)
-        rounds.append(int((out_points[:, :, 2] >= 1).sum()))
-        return out_points, prev
+    def counting_rounds(batch, host, num_rounds=None):
+        prev = real_rounds(batch, host, num_rounds)
+        rounds.append(int((host["points"][:, :, 2] >= 1).sum()))
+        return prev
 
     trainer._interactive_rounds = counting_rounds
     start = trainer.validation(0)["val/iou"]
@@ -125,6 +130,42 @@ def _overfit_tiny_fixed_set(tmp_path):
     assert summary["val/iou"] > 0.75, (start, summary)
     assert summary["train/iou"] > 0.75, (start, summary)
     assert summary["val/refined_iou"] > 0.7, (start, summary)
+
+
+def test_click_rounds_see_the_target_crop_of_their_own_mask(tmp_path):
+    """With `target_recrop_prob` 1, the round's click is added, then image, ground truth, clicks
+    and the round's probabilities are cropped to the target crop of the round's mask (the
+    predictor's crop from click 2 on), in the batch and in the host copies alike."""
+    import copy
+    from isegm.engine.interaction import (add_training_clicks, click_round_mode, crop_to_rois,
+                                          target_crop_rois)
+    trainer = _tiny_fixed_trainer(tmp_path, max_num_next_clicks=1, target_recrop_prob=1.0,
+                                  model_kwargs={"refine_size": 32, "drop_path_rate": 0.0,
+                                                "target_crop_r": 1.4})
+    trainer._seed_epoch(0)
+    loader_batch = next(iter(trainer.train_loader))
+    host = trainer._host_tensors(loader_batch)
+    batch = trainer._prepare_batch(loader_batch)
+    images, gt, points = batch["images"].clone(), batch["instances"].clone(), host["points"]
+    # what the round must do, computed here from the same RNG state
+    rng = copy.deepcopy(trainer.rng)
+    assert (rng.random(4) < 1.0).all()
+    with torch.no_grad(), click_round_mode(trainer.net_module):
+        prob = torch.sigmoid(trainer.net_module(images, points, torch.zeros_like(gt))["instances"])
+    clicked = add_training_clicks(points, gt, prob, 1, rng)
+    rois = target_crop_rois(prob, clicked, 1.4)
+    expected = crop_to_rois(images, gt, prob, clicked, rois)
+
+    prev = trainer._interactive_rounds(batch, host, num_rounds=1)
+    assert sum(roi is not None for roi in rois) >= 2
+    assert any(roi != (0, 47, 0, 47) for roi in rois if roi is not None)  # a real zoom
+    torch.testing.assert_close(batch["images"], expected[0])
+    assert torch.equal(batch["instances"], expected[1])
+    assert torch.equal(host["instances"], expected[1])
+    torch.testing.assert_close(prev, expected[2])
+    torch.testing.assert_close(host["points"], expected[3])
+    # the rounds' result trains: one step runs on the cropped batch
+    trainer.train_step(loader_batch)
 
 
 @pytest.mark.slow

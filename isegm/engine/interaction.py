@@ -3,6 +3,8 @@
     points = add_training_clicks(points, gt, prev_prob, t, rng)   # one click per sample at round t
     boxes = FocusBoxSampler()(gt, points, rng)                   # (B, 4) x1, y1, x2, y2
     crop, band = crop_refine_targets(gt, boxes, size=256)        # (B, 1, S, S) each
+    rois = target_crop_rois(prev_prob, points, expand=1.4)       # the predictor's target crops
+    images, gt, prev_prob, points = crop_to_rois(images, gt, prev_prob, points, rois)
 
 The click rule itself lives in `isegm.inference.clicker.next_click_training`, shared with the
 click simulator of the evaluation.
@@ -18,7 +20,14 @@ import torch
 from torch import nn
 
 from isegm.engine.losses import boundary_band
-from isegm.inference.clicker import next_click_training
+from isegm.inference.clicker import Click, next_click_training
+from isegm.inference.crops import object_roi
+from isegm.inference.focus import PREV_MASK_THRESHOLD
+from isegm.inference.resize import resize_bilinear
+from isegm.inference.utils import get_bbox_from_mask
+from isegm.model.ops import resize_coord
+
+Roi = Tuple[int, int, int, int]
 
 
 @torch.no_grad()
@@ -46,6 +55,67 @@ def add_training_clicks(points: torch.Tensor, gt: torch.Tensor, prev_prob: torch
         row = m - t if is_positive else num_rows - t
         out[b, row] = torch.tensor([float(y), float(x), float(t)], dtype=out.dtype)
     return out
+
+
+@torch.no_grad()
+def target_crop_rois(prev_prob: torch.Tensor, points: torch.Tensor, expand: float,
+                     min_crop_size: float = 10.0) -> list[Optional[Roi]]:
+    """The predictor's target crop (protocol rule 31) of every sample, in its own frame.
+
+    prev_prob: (B, 1, H, W) probabilities; points: (B, 2M, 3) as in `add_training_clicks`.
+    Returns per sample the inclusive (rmin, rmax, cmin, cmax) of the previous mask
+    (> `PREV_MASK_THRESHOLD`) united with the positive clicks, expanded by `expand` about its
+    centre (at least `min_crop_size`) and clamped to the frame, as `IGLRPredictor` builds it
+    from the previous prediction; None for a sample with an empty mask (the predictor then
+    sees the whole image, i.e. no crop).
+    """
+    masks = (prev_prob[:, 0].detach().float().cpu() > PREV_MASK_THRESHOLD).numpy()
+    pts = points.detach().cpu().numpy()
+    m = pts.shape[1] // 2
+    rois: list[Optional[Roi]] = []
+    for b in range(masks.shape[0]):
+        bbox = get_bbox_from_mask(masks[b])
+        if bbox is None:
+            rois.append(None)
+            continue
+        positive = [Click(True, (float(y), float(x))) for y, x, _ in pts[b, :m]
+                    if y >= 0 and x >= 0]
+        rois.append(object_roi(bbox, positive, masks.shape[1:], expand, min_crop_size))
+    return rois
+
+
+@torch.no_grad()
+def crop_to_rois(images: torch.Tensor, gt: torch.Tensor, prev_prob: torch.Tensor,
+                 points: torch.Tensor, rois: list[Optional[Roi]]
+                 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each sample's inclusive `roi` resized back to the full frame, as the predictor resizes
+    its target crop: image and previous probabilities bilinearly with align_corners=True
+    (`resize_bilinear`), clicks moved where that resize moves their pixels (`resize_coord`,
+    clicks outside the crop included, as `map_clicks` maps them), the ground truth (1/0/-1)
+    through the same resize of its object and ignore planes thresholded at 0.5. A sample whose
+    roi is None is left as it is. Returns new tensors (images, gt, prev_prob, points)."""
+    images, gt, prev_prob, points = images.clone(), gt.clone(), prev_prob.clone(), points.clone()
+    h, w = images.shape[-2:]
+    for b, roi in enumerate(rois):
+        if roi is None:
+            continue
+        r0, r1, c0, c1 = roi
+        window = (slice(b, b + 1), slice(None), slice(r0, r1 + 1), slice(c0, c1 + 1))
+        images[b] = resize_bilinear(images[window], (h, w))[0]
+        prev_prob[b] = resize_bilinear(prev_prob[window], (h, w))[0]
+        target = gt[window]
+        planes = torch.cat([(target > 0.5).float(), (target == -1).float()], dim=1)
+        planes = resize_bilinear(planes, (h, w))[0] > 0.5
+        gt[b] = torch.where(planes[1:], -1.0, planes[:1].float()).to(gt.dtype)
+        rows = points[b]
+        valid = rows.amax(dim=1) >= 0
+        y = rows[valid, 0].tolist()
+        x = rows[valid, 1].tolist()
+        rows[valid, 0] = torch.tensor([resize_coord(v, r0, r1 - r0 + 1, h) for v in y],
+                                      dtype=rows.dtype, device=rows.device)
+        rows[valid, 1] = torch.tensor([resize_coord(v, c0, c1 - c0 + 1, w) for v in x],
+                                      dtype=rows.dtype, device=rows.device)
+    return images, gt, prev_prob, points
 
 
 def last_click(points_b: np.ndarray, rng: np.random.Generator) -> Optional[Tuple[float, float]]:

@@ -72,6 +72,9 @@ class Recipe:
     # --- interaction during training ---
     max_num_next_clicks: int = 3
     prev_mask_drop_prob: float = 0.0
+    target_recrop_prob: float = 1.0        # share of samples whose later click rounds see the
+                                           # target crop of the previous round's mask, as the
+                                           # predictor's clicks 2+ do (0: all on the loader's crop)
     click_rounds_bn: str = "eval"          # BatchNorm in the no-grad click rounds: eval | batch
     precise_bn_batches: int = 8            # training batches that recompute BN statistics
                                            # after every epoch (0: the running average only)
@@ -118,6 +121,9 @@ COCO_LVIS = Recipe(train_dataset="COCO_LVIS",
 # full lr). Stable recipe (issue 15): lr 1e-3 with a linear warm-up over 100 steps and clipping
 # at norm 1; the IGA coefficients at lr x 5 = 5e-3, the absolute rate of the reference recipes'
 # IGA group (lr 2e-3 without warm-up, IGA x 20, collapsed mid-run: validation IoU 0.00).
+# The target crop (predictors and training click rounds) is 3x the previous mask: a from-scratch
+# model's first predictions are small and partial, and tighter crops of them (1.4, 2) cut the
+# object off at the second click, which then scores below the first (docs/cpu-study.md §8).
 SYNTHETIC_CPU = Recipe(train_dataset="Synthetic",
                        train_dataset_kwargs={"num_samples": 2000, "image_size": (128, 128),
                                              "split": "train"},
@@ -125,7 +131,8 @@ SYNTHETIC_CPU = Recipe(train_dataset="Synthetic",
                        val_dataset_kwargs={"num_samples": 48, "image_size": (128, 128),
                                            "split": "val"},
                        crop_size=(96, 96), num_max_points=12, min_object_area=30,
-                       model_kwargs={"refine_size": 64, "drop_path_rate": 0.0},
+                       model_kwargs={"refine_size": 64, "drop_path_rate": 0.0,
+                                     "target_crop_r": 3.0},
                        pretrained=False, epoch_len=320, val_epoch_len=-1, batch_size=8,
                        epochs=12, lr=1e-3, backbone_lr_mult=1.0, iga_lr_mult=5.0,
                        warmup_steps=100, clip_grad_norm=1.0, milestones=(9,),
@@ -228,6 +235,7 @@ def make_trainer(model: nn.Module, cfg: RunConfig, model_cfg: dict[str, Any], re
         image_dump_interval=recipe.image_dump_interval, log_interval=recipe.log_interval,
         max_num_next_clicks=recipe.max_num_next_clicks,
         prev_mask_drop_prob=recipe.prev_mask_drop_prob,
+        target_recrop_prob=recipe.target_recrop_prob,
         focus_sampler=FocusBoxSampler(size_range=tuple(recipe.focus_size_range),
                                       object_prob=recipe.focus_object_prob,
                                       object_scale_range=tuple(recipe.focus_object_scale)),

@@ -4,8 +4,12 @@ Per batch: initial clicks come from the dataset's points sampler; with `max_num_
 a number of rounds t_max ~ U{0..max} is drawn, and each round predicts without gradients (eval
 mode, BatchNorm on running or batch statistics per `click_rounds_bn`, prev mask zero before the
 first round) and adds one click per sample at the largest error
-(`isegm.inference.clicker.next_click_training`); then a focus box is drawn per sample for the
-refiner, the refiner targets are cropped, and the declared losses are taken on the final forward.
+(`isegm.inference.clicker.next_click_training`). With `target_recrop_prob` a sample is then seen
+as the predictor sees click 2 and later: image, ground truth, clicks and the round's mask are
+cropped to the target crop of the round's mask (the previous mask's box with the positive clicks,
+x the model's `target_crop_r`) and resized back, so the previous mask comes from a lower zoom, as
+at inference (docs/cpu-study.md §8). Then a focus box is drawn per sample for the refiner, the
+refiner targets are cropped, and the declared losses are taken on the final forward.
 
 After every epoch, before validation and the checkpoint, `precise_bn_batches` training batches
 recompute the BatchNorm running statistics with the epoch's final weights (`recalibrate_batchnorm`,
@@ -36,7 +40,8 @@ from isegm.engine.experiment import (ExperimentPaths, copy_config_module, create
                                      find_resume_exp, model_exp_dir, write_resolved_config)
 from isegm.engine.interaction import (CLICK_ROUND_BN_MODES, FocusBoxSampler,
                                       add_training_clicks, batch_norms, batch_statistics_mode,
-                                      click_round_mode, crop_refine_targets)
+                                      click_round_mode, crop_refine_targets, crop_to_rois,
+                                      target_crop_rois)
 from isegm.engine.losses import LossSpec, check_loss_specs, compute_losses
 from isegm.engine.metrics import IoUMetric
 from isegm.engine.optim import (apply_warmup, build_multistep_scheduler, build_optimizer,
@@ -130,7 +135,8 @@ class ISTrainer:
                  lr_gamma: float = 0.1, metrics: Optional[Sequence[IoUMetric]] = None,
                  checkpoint_interval: int = 10, image_dump_interval: int = 200,
                  log_interval: int = 10, max_num_next_clicks: int = 0,
-                 prev_mask_drop_prob: float = 0.0, focus_sampler: Optional[FocusSampler] = None,
+                 prev_mask_drop_prob: float = 0.0, target_recrop_prob: float = 0.0,
+                 focus_sampler: Optional[FocusSampler] = None,
                  refine_band_ratio: float = 0.02, clip_grad_norm: Optional[float] = None,
                  use_amp: bool = True, sync_bn: bool = True, warmup_steps: int = 0,
                  click_rounds_bn: str = "eval", precise_bn_batches: int = 0,
@@ -148,6 +154,9 @@ class ISTrainer:
         self.log_interval = max(1, int(log_interval))
         self.max_num_next_clicks = int(max_num_next_clicks)
         self.prev_mask_drop_prob = float(prev_mask_drop_prob)
+        self.target_recrop_prob = float(target_recrop_prob)
+        if not 0.0 <= self.target_recrop_prob <= 1.0:
+            raise ValueError(f"target_recrop_prob must be in [0, 1], got {target_recrop_prob}")
         self.refine_band_ratio = float(refine_band_ratio)
         self.clip_grad_norm = clip_grad_norm
         self.warmup_steps = int(warmup_steps)
@@ -165,6 +174,7 @@ class ISTrainer:
         self.with_prev_mask = bool(getattr(module, "with_prev_mask", True))
         self.use_refiner = bool(getattr(module, "use_refiner", False))
         self.refine_size = int(getattr(module, "refine_size", 256))
+        self.target_crop_r = float(getattr(module, "target_crop_r", 1.4))
         self.focus_sampler = focus_sampler or FocusBoxSampler()
         if self.max_num_next_clicks > 0 and not self.with_prev_mask:
             raise ValueError("iterative training (max_num_next_clicks > 0) needs a model with "
@@ -179,6 +189,7 @@ class ISTrainer:
             iga_lr_mult=iga_lr_mult, lr_milestones=list(lr_milestones), lr_gamma=lr_gamma,
             checkpoint_interval=checkpoint_interval, image_dump_interval=image_dump_interval,
             max_num_next_clicks=max_num_next_clicks, prev_mask_drop_prob=prev_mask_drop_prob,
+            target_recrop_prob=self.target_recrop_prob,
             focus_sampler=self.focus_sampler, refine_band_ratio=refine_band_ratio,
             clip_grad_norm=clip_grad_norm, use_amp=self.use_amp, sync_bn=sync_bn,
             warmup_steps=self.warmup_steps, click_rounds_bn=click_rounds_bn,
@@ -396,34 +407,50 @@ class ISTrainer:
         click rule and focus-box sampler, so that neither copies data back from the device."""
         return {k: v.cpu() for k, v in batch.items() if isinstance(v, torch.Tensor)}
 
-    def _interactive_rounds(self, images: torch.Tensor, points: torch.Tensor, gt: torch.Tensor,
-                            num_rounds: Optional[int] = None
-                            ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """Rule 53: prev mask and clicks after t_max ~ U{0..max} rounds without gradients
-        (`num_rounds` fixes t_max, e.g. for benchmarks).
+    def _interactive_rounds(self, batch: dict[str, torch.Tensor], host: dict[str, torch.Tensor],
+                            num_rounds: Optional[int] = None) -> Optional[torch.Tensor]:
+        """Rule 53: clicks and prev mask after t_max ~ U{0..max} rounds without gradients
+        (`num_rounds` fixes t_max, e.g. for benchmarks); returns the prev mask (B,1,H,W) on the
+        device, or None without a prev-mask input.
 
-        images (B,3,H,W) on the device; points (B,2M,3) and gt (B,1,H,W) anywhere (the trainer
-        passes the loader's CPU tensors). Returns (points on the device of `points`, prev mask
-        (B,1,H,W) on the device of `images`, or None without a prev-mask input). The click rule
-        runs on the CPU: each round reads its prediction back once, nothing else is copied."""
+        `batch` holds the device tensors ('images', 'instances'), `host` the loader's CPU
+        tensors ('points', 'instances'); the new clicks go to `host['points']`. With
+        `target_recrop_prob`, that share of the samples is seen from the second round on as the
+        predictor sees it from the second click on: after each round's click, the target crop
+        of the round's mask (`target_crop_rois`, the model's `target_crop_r`) resized back to
+        the full frame, with the round's probabilities resized into it as the prev mask, so the
+        prev mask is a prediction made at a lower zoom (`crop_to_rois` replaces 'images' and
+        'instances' in both dicts, and the clicks). The click rule runs on the CPU: each round
+        reads its prediction back once, nothing else is copied."""
         if not self.with_prev_mask:
-            return points, None
-        prev = torch.zeros(gt.shape, dtype=images.dtype, device=images.device)
+            return None
+        images = batch["images"]
+        prev = torch.zeros(images.shape[:1] + (1,) + images.shape[2:], dtype=images.dtype,
+                           device=images.device)
         if num_rounds is None:
             num_rounds = int(self.rng.integers(0, self.max_num_next_clicks + 1))
         if num_rounds > 0:
-            points_host, gt_host = points.cpu(), gt.cpu()
+            recrop = self.rng.random(len(images)) < self.target_recrop_prob
+            points_host, gt_host = host["points"], host["instances"]
             with torch.no_grad(), torch.autocast(self.device.type, enabled=self.use_amp), \
                     click_round_mode(self.net_module, self.click_rounds_bn):
                 for t in range(1, num_rounds + 1):
-                    out = self.net_module(images, points_host.to(images.device), prev)
+                    out = self.net_module(batch["images"], points_host.to(images.device), prev)
                     prev = torch.sigmoid(out["instances"].float())
-                    points_host = add_training_clicks(points_host, gt_host, prev, t, self.rng)
-            points = points_host.to(points.device)
+                    prev_host = prev.cpu()
+                    points_host = add_training_clicks(points_host, gt_host, prev_host, t,
+                                                      self.rng)
+                    if recrop.any():
+                        rois = target_crop_rois(prev_host, points_host, self.target_crop_r)
+                        rois = [roi if chosen else None for roi, chosen in zip(rois, recrop)]
+                        batch["images"], batch["instances"], prev, points_host = crop_to_rois(
+                            batch["images"], batch["instances"], prev, points_host, rois)
+                        gt_host = batch["instances"].cpu()
+            host["points"], host["instances"] = points_host, gt_host
         if self.prev_mask_drop_prob > 0:
             keep = torch.from_numpy(self.rng.random(len(prev)) >= self.prev_mask_drop_prob)
             prev = prev * keep.to(prev.device, prev.dtype).view(-1, 1, 1, 1)
-        return points, prev
+        return prev
 
     def train_step(self, batch: dict[str, Any]):
         """One optimisation step; returns (loss, terms, outputs, batch on device with targets).
@@ -434,8 +461,8 @@ class ISTrainer:
         steps are counted on the device and checked every `log_interval` steps."""
         host = self._host_tensors(batch)
         batch = self._prepare_batch(batch)
-        images, gt = batch["images"], batch["instances"]
-        host["points"], prev = self._interactive_rounds(images, host["points"], host["instances"])
+        prev = self._interactive_rounds(batch, host)
+        images = batch["images"]
         points = batch["points"] = host["points"].to(self.device, non_blocking=True)
         focus_boxes = self._add_refine_targets(batch, host)
         self.optim.zero_grad(set_to_none=True)
@@ -511,8 +538,7 @@ class ISTrainer:
         for batch in self.train_loader:
             host = self._host_tensors(batch)
             batch = self._prepare_batch(batch)
-            host["points"], prev = self._interactive_rounds(batch["images"], host["points"],
-                                                            host["instances"])
+            prev = self._interactive_rounds(batch, host)
             focus_boxes = self._add_refine_targets(batch, host)
             inputs.append((batch["images"], host["points"].to(self.device), prev, focus_boxes))
             if len(inputs) == self.precise_bn_batches:
