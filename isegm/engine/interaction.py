@@ -21,13 +21,11 @@ from torch import nn
 
 from isegm.engine.losses import boundary_band
 from isegm.inference.clicker import Click, next_click_training
-from isegm.inference.crops import object_roi
+from isegm.inference.crops import Roi, object_roi
 from isegm.inference.focus import PREV_MASK_THRESHOLD
 from isegm.inference.resize import resize_bilinear
 from isegm.inference.utils import get_bbox_from_mask
 from isegm.model.ops import resize_coord
-
-Roi = Tuple[int, int, int, int]
 
 
 @torch.no_grad()
