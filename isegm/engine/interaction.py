@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Iterator, Optional, Tuple
+from typing import Callable, Iterator, Optional, Tuple
 
 import numpy as np
 import torch
@@ -82,6 +82,16 @@ def target_crop_rois(prev_prob: torch.Tensor, points: torch.Tensor, expand: floa
     return rois
 
 
+def resample_gt(gt: torch.Tensor, resample: Callable[[torch.Tensor], torch.Tensor]
+                ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """A 1/0/-1 ground truth (B, 1, H, W) through a linear resampling of its object and ignore
+    planes (`resample`: (B, 2, H, W) -> (B, 2, h, w)), each thresholded at 0.5. Returns (object
+    (B, 1, h, w) 1/0 in gt's dtype, ignore (B, 1, h, w) bool)."""
+    planes = torch.cat([(gt > 0.5).to(gt.dtype), (gt == -1).to(gt.dtype)], dim=1)
+    out = resample(planes) > 0.5
+    return out[:, :1].to(gt.dtype), out[:, 1:]
+
+
 @torch.no_grad()
 def crop_to_rois(images: torch.Tensor, gt: torch.Tensor, prev_prob: torch.Tensor,
                  points: torch.Tensor, rois: list[Optional[Roi]]
@@ -101,10 +111,8 @@ def crop_to_rois(images: torch.Tensor, gt: torch.Tensor, prev_prob: torch.Tensor
         window = (slice(b, b + 1), slice(None), slice(r0, r1 + 1), slice(c0, c1 + 1))
         images[b] = resize_bilinear(images[window], (h, w))[0]
         prev_prob[b] = resize_bilinear(prev_prob[window], (h, w))[0]
-        target = gt[window]
-        planes = torch.cat([(target > 0.5).float(), (target == -1).float()], dim=1)
-        planes = resize_bilinear(planes, (h, w))[0] > 0.5
-        gt[b] = torch.where(planes[1:], -1.0, planes[:1].float()).to(gt.dtype)
+        obj, ignore = resample_gt(gt[window], lambda planes: resize_bilinear(planes, (h, w)))
+        gt[b] = torch.where(ignore, torch.full_like(obj, -1), obj)[0]
         rows = points[b]
         valid = rows.amax(dim=1) >= 0
         y = rows[valid, 0].tolist()
@@ -284,11 +292,9 @@ def crop_refine_targets(gt: torch.Tensor, boxes: torch.Tensor, size: int,
     band dilate(gt) XOR erode(gt) of half-width max(1, round(band_ratio * S)); ignore stays -1.
     """
     from isegm.model.roi_sampling import roi_align
-    planes = torch.cat([(gt > 0.5).to(gt.dtype), (gt == -1).to(gt.dtype)], dim=1)
-    crops = roi_align(planes, boxes.to(gt.dtype), output_size=(size, size), spatial_scale=1.0,
-                      sampling_ratio=-1, aligned=True)
-    obj = (crops[:, :1] > 0.5).to(gt.dtype)
-    ignore = crops[:, 1:] > 0.5
+    obj, ignore = resample_gt(gt, lambda planes: roi_align(
+        planes, boxes.to(gt.dtype), output_size=(size, size), spatial_scale=1.0, sampling_ratio=-1,
+        aligned=True))
     band = boundary_band(obj, max(1, int(round(band_ratio * size))))
     instances = torch.where(ignore, torch.full_like(obj, -1), obj)
     boundary = torch.where(ignore, torch.full_like(band, -1), band)
