@@ -191,6 +191,16 @@ def _onnx_stages(text: str) -> List[str]:
         raise argparse.ArgumentTypeError(str(e)) from e
 
 
+def backend_variants(args: argparse.Namespace) -> List[Tuple[str, List[str]]]:
+    """(backend, onnx stages) of every row: 'torch', and 'onnx' once per --onnx-stages set."""
+    variants: List[Tuple[str, List[str]]] = []
+    for backend in args.backends:
+        for stages in ([list(NETWORK_STAGES)] if backend == "torch" else args.onnx_stages):
+            if (backend, stages) not in variants:
+                variants.append((backend, stages))
+    return variants
+
+
 def _check_backends(args: argparse.Namespace) -> None:
     """onnx rows need the export (--onnx-dir) of the benchmarked model (--checkpoint)."""
     if "onnx" in args.backends and not (args.onnx_dir and args.checkpoint):
@@ -304,89 +314,110 @@ def _maxrss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale
 
 
-def run_config(cfg: Dict[str, Any]) -> Dict[str, Any]:
-    """Benchmark one model configuration on one device over all sizes (picklable entry)."""
+def _variants(cfg: Dict[str, Any]) -> List[Tuple[str, List[str]]]:
+    """The configuration's (backend, onnx stages) pairs: `cfg['variants']`, else one."""
+    return [tuple(v) for v in cfg.get("variants") or
+            [(cfg.get("backend", "torch"), cfg.get("onnx_stages", list(NETWORK_STAGES)))]]
+
+
+def run_config(cfg: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """Benchmark one model configuration on one device over all sizes, one row per network
+    backend of `cfg['variants']` (picklable entry). The backends share the model and take
+    turns: every timed round runs one sequence of each size with each backend."""
     torch.set_num_threads(cfg["threads"])
     device = torch.device(cfg["device"])
     model = build_model(cfg).to(device)
     if not cfg["channels_last"]:
         model = model.to(memory_format=torch.contiguous_format)
-    backend = cfg.get("backend", "torch")
-    stages = cfg.get("onnx_stages", NETWORK_STAGES)
-    network = build_network(model, backend, cfg.get("onnx_dir"), stages)
-    predictor = make_predictor(model, cfg, device, network)
-    timer = StageTimer(device)
-    predictor.timer = timer
+    timer = StageTimer(device)  # one timer: the predictors run one at a time
+    variants = []
+    for backend, stages in _variants(cfg):
+        network = build_network(model, backend, cfg.get("onnx_dir"), stages)
+        predictor = make_predictor(model, cfg, device, network)
+        predictor.timer = timer
+        variants.append((backend_label(backend, stages), network, predictor))
     # backbone / head split through module hooks (not inside a compiled graph)
     hooks = [] if cfg["compile"] else _stage_hooks(model, timer)
-    row: Dict[str, Any] = {
+    base = {
         "model": f"{cfg['backbone'].replace('mit_', '').upper()}-{cfg['pipeline'].upper()}",
         "backbone": cfg["backbone"], "pipeline": cfg["pipeline"],
         "iga": cfg["iga"], "refiner": cfg["refiner"], "device": str(device),
-        "backend": backend_label(backend, stages),
         "dtype": cfg["dtype"], "flip": cfg["flip"], "compile": cfg["compile"],
         "channels_last": cfg["channels_last"], "threads": torch.get_num_threads(),
-        "params_m": sum(p.numel() for p in model.parameters()) / 1e6, "sizes": {}}
+        "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
+        "interleaved": len(variants) > 1}
     peak = cfg["peak_gflops"] * (1 if cfg["dtype"] == "fp32" else 2)
     rss_start = _maxrss_mb()  # model built; images, clicks and activations come on top
-    samples: Dict[Tuple[int, int], Tuple[np.ndarray, np.ndarray]] = {}
-    memory: Dict[Tuple[int, int], float] = {}
-    for size in cfg["sizes"]:  # one warm-up sequence per size, in order
-        samples[size] = image, gt = synthetic_object(*size)
-        if "gflop_per_click" not in row:  # size-independent: crops are resized to 256
-            # counted by PyTorch (onnxruntime's graphs run outside its FLOP counter)
-            row["gflop_per_click"] = count_click_flops(
-                predictor if network is model else make_predictor(model, cfg, device),
-                image, gt)
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        run_clicks(predictor, image, gt, cfg["clicks"], 0, timer)
-        memory[size] = (torch.cuda.max_memory_allocated(device) / 2 ** 20
-                        if device.type == "cuda" else _maxrss_mb() - rss_start)
-    # the timed sequences interleave the sizes (one of each in turn, `repeats` rounds): a slow
-    # phase of a shared host then weighs on every size alike, not on one size's block
-    results = {size: {"totals": [], "overhead": [], "stages": []} for size in samples}
+    samples = {size: synthetic_object(*size) for size in cfg["sizes"]}
+    # size-independent (crops are resized to 256); counted by PyTorch (onnxruntime's graphs
+    # run outside its FLOP counter)
+    image, gt = samples[cfg["sizes"][0]]
+    base["gflop_per_click"] = count_click_flops(make_predictor(model, cfg, device), image, gt)
+    # warm-up: one sequence per size, in order, for each backend in turn; peak memory is the
+    # first backend's (ru_maxrss never decreases, so the others' would be a lower bound)
+    memory: Dict[Tuple[int, int], Optional[float]] = {}
+    for index, (_, _, predictor) in enumerate(variants):
+        for size, (image, gt) in samples.items():
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            run_clicks(predictor, image, gt, cfg["clicks"], 0, timer)
+            if index == 0:
+                memory[size] = (torch.cuda.max_memory_allocated(device) / 2 ** 20
+                                if device.type == "cuda" else _maxrss_mb() - rss_start)
+    # the timed sequences interleave the sizes and the backends (one of each in turn,
+    # `repeats` rounds): a slow phase of a shared host then weighs on every row alike
+    results = [{size: {"totals": [], "overhead": [], "stages": []} for size in samples}
+               for _ in variants]
     for _ in range(cfg["repeats"]):
         for size, (image, gt) in samples.items():
-            res = run_clicks(predictor, image, gt, cfg["clicks"], 1, timer, warmup=False)
-            for key, values in res.items():
-                results[size][key].extend(values)
-    for size, (image, gt) in samples.items():
-        h, w = size
-        res, mem = results[size], memory[size]
-        records = res["stages"]
-        stages = {s: _summary([r.get(s, 0.0) for r in records]) for s in STAGES}
-        if records:
-            net = [r.get("coarse_net", 0.0) - r.get("backbone", 0.0) - r.get("head", 0.0)
-                   for r in records]
-            stages["coarse_other"] = _summary(net)
-        per_click = _summary(res["totals"])
-        overhead = _summary(res["overhead"])
-        entry = {"per_click_ms": per_click, "stages_ms": stages,
-                 "evaluator_overhead_ms": overhead,
-                 "evaluator_overhead_fraction": overhead["median"] / per_click["median"],
-                 "peak_memory_mb": mem,
-                 "floor_ms": row["gflop_per_click"] / peak * 1000.0,
-                 "achieved_gflops": row["gflop_per_click"] / per_click["median"] * 1000.0}
-        entry["x_floor"] = per_click["median"] / entry["floor_ms"]
-        if cfg["full_image"]:
-            gflop = full_image_flops(model, h, w, cfg["flip"])
-            full = {"gflop": gflop, "floor_ms": gflop / peak * 1000.0}
-            if gflop <= cfg["full_image_max_gflop"]:
-                full["ms"] = full_image_time(model, image, device, cfg["full_image_runs"],
-                                             cfg["flip"], DTYPES[cfg["dtype"]])
-                full["measured"] = True
-            else:  # too slow to run here: estimated at the click's achieved GFLOP/s
-                full["ms"] = {"median": gflop / entry["achieved_gflops"] * 1000.0}
-                full["measured"] = False
-            entry["full_image"] = full
-        row["sizes"][f"{h}x{w}"] = entry
+            for index, (_, _, predictor) in enumerate(variants):
+                res = run_clicks(predictor, image, gt, cfg["clicks"], 1, timer, warmup=False)
+                for key, values in res.items():
+                    results[index][size][key].extend(values)
+    full_image: Dict[Tuple[int, int], Dict[str, Any]] = {}
+    if cfg["full_image"]:  # the same model on the whole image, PyTorch: once per model
+        for size, (image, _) in samples.items():
+            gflop = full_image_flops(model, *size, cfg["flip"])
+            full_image[size] = {"gflop": gflop, "floor_ms": gflop / peak * 1000.0}
+    rows = []
+    for index, (label, _, _) in enumerate(variants):
+        row = dict(base, backend=label, sizes={})
+        for size, res in results[index].items():
+            h, w = size
+            records = res["stages"]
+            stages = {s: _summary([r.get(s, 0.0) for r in records]) for s in STAGES}
+            if records:
+                net = [r.get("coarse_net", 0.0) - r.get("backbone", 0.0) - r.get("head", 0.0)
+                       for r in records]
+                stages["coarse_other"] = _summary(net)
+            per_click = _summary(res["totals"])
+            overhead = _summary(res["overhead"])
+            entry = {"per_click_ms": per_click, "stages_ms": stages,
+                     "evaluator_overhead_ms": overhead,
+                     "evaluator_overhead_fraction": overhead["median"] / per_click["median"],
+                     "peak_memory_mb": memory[size] if index == 0 else None,
+                     "floor_ms": row["gflop_per_click"] / peak * 1000.0,
+                     "achieved_gflops": row["gflop_per_click"] / per_click["median"] * 1000.0}
+            entry["x_floor"] = per_click["median"] / entry["floor_ms"]
+            if index == 0 and size in full_image:
+                full = dict(full_image[size])
+                if full["gflop"] <= cfg["full_image_max_gflop"]:
+                    full["ms"] = full_image_time(model, samples[size][0], device,
+                                                 cfg["full_image_runs"], cfg["flip"],
+                                                 DTYPES[cfg["dtype"]])
+                    full["measured"] = True
+                else:  # too slow to run here: estimated at the click's achieved GFLOP/s
+                    full["ms"] = {"median": full["gflop"] / entry["achieved_gflops"] * 1000.0}
+                    full["measured"] = False
+                entry["full_image"] = full
+            row["sizes"][f"{h}x{w}"] = entry
+        rows.append(row)
     for hnd in hooks:
         hnd.remove()
-    return row
+    return rows
 
 
-def run_isolated(cfg: Dict[str, Any], isolate: bool) -> Dict[str, Any]:
+def run_isolated(cfg: Dict[str, Any], isolate: bool) -> List[Dict[str, Any]]:
     if not isolate:
         return run_config(cfg)
     ctx = multiprocessing.get_context("spawn")
@@ -519,10 +550,9 @@ def network(args: argparse.Namespace) -> Dict[str, Any]:
     rows = []
     if args.checkpoint:  # a trained model (and its export): one row per backend
         model = load_is_model(args.checkpoint)
-        for backend in args.backends:
-            net = build_network(model, backend, args.onnx_dir, args.onnx_stages)
-            rows.append(network_row(model, args.runs, net,
-                                    backend_label(backend, args.onnx_stages)))
+        for backend, stages in backend_variants(args):
+            net = build_network(model, backend, args.onnx_dir, stages)
+            rows.append(network_row(model, args.runs, net, backend_label(backend, stages)))
     else:
         rows = [network_row(network_model(v, p, iga, args.size), args.runs)
                 for v in args.variants for p in args.pipelines for iga in (True, False)]
@@ -729,6 +759,10 @@ def _fmt(t: Dict[str, float]) -> str:
     return f"{t['median']:.1f} [{t['p25']:.0f}-{t['p75']:.0f}]"
 
 
+def _memory(mb: Optional[float]) -> str:
+    return "-" if mb is None else f"{mb:.0f}"
+
+
 def markdown(result: Dict[str, Any]) -> str:
     env = result["environment"]
     lines = ["# IGLR predictor benchmark\n",
@@ -737,7 +771,10 @@ def markdown(result: Dict[str, Any]) -> str:
              f"flip {'on' if result['settings']['flip'] else 'off'}, batch "
              f"{2 if result['settings']['flip'] else 1}. Times: median [p25-p75] ms per click "
              f"of the whole predictor. FLOPs: {CONVENTIONS['flops']}. Floor: FLOPs / "
-             f"{result['settings']['peak_gflops']:.0f} GFLOP/s (x2 for bf16/fp16).\n",
+             f"{result['settings']['peak_gflops']:.0f} GFLOP/s (x2 for bf16/fp16)."
+             + (" Backends of one model took turns in one process (one sequence each in "
+                "turn); peak memory is the first backend's only."
+                if any(r.get("interleaved") for r in result["rows"]) else "") + "\n",
              "| model | IGA | refiner | device | backend | dtype | params M | GFLOP/click | "
              "image | ms/click | floor ms | x floor | eval overhead % | peak MB | full image ms "
              "(GFLOP) |",
@@ -755,8 +792,8 @@ def markdown(result: Dict[str, Any]) -> str:
                 f"{row.get('backend', 'torch')} | {row['dtype']} | "
                 f"{row['params_m']:.2f} | {row['gflop_per_click']:.2f} | {size} | "
                 f"{_fmt(e['per_click_ms'])} | {e['floor_ms']:.0f} | {e['x_floor']:.2f} | "
-                f"{100 * e['evaluator_overhead_fraction']:.1f} | {e['peak_memory_mb']:.0f} | "
-                f"{full_s} |")
+                f"{100 * e['evaluator_overhead_fraction']:.1f} | "
+                f"{_memory(e['peak_memory_mb'])} | {full_s} |")
     lines += ["", "Per-stage medians (ms; onnxruntime's coarse graph is not split: backbone and "
               "head count under coarse_other in onnx rows):", "",
               "| model | IGA | refiner | device | backend | dtype | image | "
@@ -798,9 +835,11 @@ def add_backend_arguments(p: argparse.ArgumentParser) -> None:
                    help="network backends, one row each: PyTorch, onnxruntime on --onnx-dir")
     p.add_argument("--onnx-dir", default=None,
                    help="ONNX export of --checkpoint (scripts/export_onnx.py), for the onnx rows")
-    p.add_argument("--onnx-stages", type=_onnx_stages, default=list(NETWORK_STAGES),
+    p.add_argument("--onnx-stages", type=_onnx_stages, nargs="+",
+                   default=[list(NETWORK_STAGES)],
                    help="stages onnxruntime runs in the onnx rows (comma-separated: "
-                        "coarse,refiner); PyTorch runs the others")
+                        "coarse,refiner); PyTorch runs the others. Several sets: one onnx row "
+                        "each (e.g. --onnx-stages refiner coarse,refiner)")
 
 
 def add_predictor_arguments(p: argparse.ArgumentParser) -> None:
@@ -838,6 +877,10 @@ def add_predictor_arguments(p: argparse.ArgumentParser) -> None:
                    help="also measure the mask IoU of --dtype against fp32 on GrabCut")
     p.add_argument("--agreement-samples", type=int, default=10)
     p.add_argument("--agreement-clicks", type=int, default=5)
+    p.add_argument("--no-interleave", dest="interleave", action="store_false",
+                   help="time each backend in its own run (and process) instead of taking "
+                        "turns with the others in one; gives every backend row its own peak "
+                        "memory, but a shared host's slow phases then fall on some rows only")
     p.add_argument("--no-isolate", dest="isolate", action="store_false",
                    help="run every configuration in this process (memory becomes a lower bound)")
     p.add_argument("--markdown", default=str(OUTPUT_DIR / "predictor.md"))
@@ -865,30 +908,33 @@ def predictor(args: argparse.Namespace) -> Dict[str, Any]:
         for backbone in args.backbones:
             for pipeline in args.pipelines:
                 for iga in _onoff(args.iga):
-                    for refiner, backend in ((r, b) for r in _onoff(args.refiner)
-                                             for b in args.backends):
-                        cfg = {"backbone": backbone, "pipeline": pipeline, "iga": iga,
-                               "refiner": refiner, "device": device, "threads": args.threads,
-                               "dtype": args.dtype, "compile": args.compile,
-                               "channels_last": args.channels_last, "flip": args.flip,
-                               "checkpoint": args.checkpoint,
-                               "trust_checkpoint": args.trust_checkpoint, "clicks": args.clicks,
-                               "repeats": args.repeats, "sizes": args.sizes,
-                               "peak_gflops": args.peak_gflops,
-                               "backend": backend, "onnx_dir": args.onnx_dir,
-                               "onnx_stages": args.onnx_stages,
-                               # the full-image reference (PyTorch, no refiner): once per model
-                               "full_image": args.full_image and refiner == _onoff(
-                                   args.refiner)[0] and backend == args.backends[0],
-                               "full_image_max_gflop": args.full_image_max_gflop,
-                               "full_image_runs": args.full_image_runs}
-                        row = run_isolated(cfg, args.isolate)
-                        rows.append(row)
-                        print(f"{row['model']} IGA {'on' if iga else 'off'} refiner "
-                              f"{'on' if refiner else 'off'} {device} {row['backend']}: "
-                              + ", ".join(
-                                  f"{s} {e['per_click_ms']['median']:.1f} ms"
-                                  for s, e in row["sizes"].items()), flush=True)
+                    for refiner in _onoff(args.refiner):
+                        variants = backend_variants(args)
+                        groups = [variants] if args.interleave else [[v] for v in variants]
+                        for group in groups:
+                            cfg = {"backbone": backbone, "pipeline": pipeline, "iga": iga,
+                                   "refiner": refiner, "device": device,
+                                   "threads": args.threads, "dtype": args.dtype,
+                                   "compile": args.compile,
+                                   "channels_last": args.channels_last, "flip": args.flip,
+                                   "checkpoint": args.checkpoint,
+                                   "trust_checkpoint": args.trust_checkpoint,
+                                   "clicks": args.clicks, "repeats": args.repeats,
+                                   "sizes": args.sizes, "peak_gflops": args.peak_gflops,
+                                   "variants": group, "onnx_dir": args.onnx_dir,
+                                   # the full-image reference (PyTorch, no refiner): once
+                                   # per model
+                                   "full_image": args.full_image and refiner == _onoff(
+                                       args.refiner)[0] and group[0] == variants[0],
+                                   "full_image_max_gflop": args.full_image_max_gflop,
+                                   "full_image_runs": args.full_image_runs}
+                            for row in run_isolated(cfg, args.isolate):
+                                rows.append(row)
+                                print(f"{row['model']} IGA {'on' if iga else 'off'} refiner "
+                                      f"{'on' if refiner else 'off'} {device} "
+                                      f"{row['backend']}: " + ", ".join(
+                                          f"{s} {e['per_click_ms']['median']:.1f} ms"
+                                          for s, e in row["sizes"].items()), flush=True)
     result: Dict[str, Any] = {"conventions": CONVENTIONS, "settings": settings, "rows": rows}
     if args.agreement and args.dtype != "fp32":
         cfg = {"backbone": args.backbones[-1], "pipeline": args.pipelines[-1],

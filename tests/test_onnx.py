@@ -17,10 +17,10 @@ import torch
 
 from isegm.inference.cli import EvaluationSetupError, parse_args, run_evaluation
 from isegm.inference.clicker import Clicker
-from isegm.inference.onnx_backend import OnnxNetwork, StageNetwork, build_network
+from isegm.inference.onnx_backend import OnnxNetwork, StageNetwork, _to_numpy, build_network
 from isegm.inference.predictors import get_predictor
 from isegm.inference.onnx_export import COARSE_OUTPUTS, META_FILE, REFINER_OUTPUTS, \
-    example_inputs, read_export_metadata
+    example_inputs, graph_feeds, read_export_metadata
 from isegm.model import IGLRModel, load_is_model, save_is_model
 from isegm.utils.serialization import get_model_config
 
@@ -136,6 +136,9 @@ def test_export_metadata(b0_export):
     assert meta["versions"]["torch"] == torch.__version__
     assert (meta["input_size"], meta["refine_size"], meta["feature_size"]) == (SIZE, SIZE, 16)
     assert meta["feature_channels"] == model.feature_channels == 256
+    assert meta["feature_layout"] == "NHWC" and meta["format_version"] == 2
+    assert meta["graphs"]["coarse"]["outputs"]["feature"] == ["batch", 16, 16, 256]
+    assert meta["graphs"]["refiner"]["inputs"]["feature_crop"] == ["batch", 16, 16, 256]
     assert meta["normalization"]["mean"] == [0.485, 0.456, 0.406]
     assert meta["thresholds"]["prediction"] == 0.49
     assert meta["graphs"]["coarse"]["inputs"] == {"image": ["batch", 3, SIZE, SIZE],
@@ -172,7 +175,9 @@ def test_export_runs_in_a_fresh_process_without_project_code(b0_export, tmp_path
     model, export_dir = b0_export
     inputs = {**example_inputs(model, "coarse", 1, 2, seed=7),
               **example_inputs(model, "refiner", 1, 4, seed=8)}
-    np.savez(tmp_path / "in.npz", **{k: v.numpy() for k, v in inputs.items()})
+    # the graphs' own layout: the decoder feature NHWC (B, h, w, D), in and out
+    feeds = graph_feeds(inputs)
+    np.savez(tmp_path / "in.npz", **{k: v.contiguous().numpy() for k, v in feeds.items()})
     # -I: isolated mode (no PYTHONPATH, no current folder on sys.path), run from an empty folder
     subprocess.run([sys.executable, "-I", "-c", FRESH_SCRIPT, str(export_dir),
                     str(tmp_path / "in.npz"), str(tmp_path / "out.npz")],
@@ -182,6 +187,8 @@ def test_export_runs_in_a_fresh_process_without_project_code(b0_export, tmp_path
         want = {**model.forward_coarse(inputs["image"], inputs["points"], inputs["prev_mask"]),
                 **model.forward_refine(inputs["image_crop"], inputs["points_crop"],
                                        inputs["coarse_crop"], inputs["feature_crop"])}
+    want["feature"] = want["feature"].permute(0, 2, 3, 1)
+    assert got["feature"].shape == (1, SIZE // 4, SIZE // 4, model.feature_channels)
     assert sorted(got.files) == sorted(COARSE_OUTPUTS + REFINER_OUTPUTS)
     for key in got.files:
         assert np.abs(got[key] - want[key].numpy()).max() <= TOL, key
@@ -199,9 +206,34 @@ def test_backend_rejects_wrong_sizes_and_folders(b0_export, tmp_path):
     with pytest.raises(ValueError, match="not an IGLR ONNX export"):
         OnnxNetwork(tmp_path)
     meta = json.loads((export_dir / META_FILE).read_text())
+    (tmp_path / META_FILE).write_text(json.dumps(dict(meta, format_version=1)))
+    with pytest.raises(ValueError, match="version 1 passed the decoder feature NCHW.*export the "
+                                         "checkpoint again"):
+        OnnxNetwork(tmp_path)
     (tmp_path / META_FILE).write_text(json.dumps(meta))
     with pytest.raises(FileNotFoundError, match="coarse graph file 'coarse.onnx' is missing"):
         OnnxNetwork(tmp_path)
+
+
+@pytest.mark.slow
+def test_decoder_feature_crosses_the_graphs_without_a_copy(b0_export):
+    """The feature leaves coarse.onnx as the model's channels-last map (a view of onnxruntime's
+    NHWC array) and enters refiner.onnx as an NHWC view of the host's channels-last crop."""
+    model, export_dir = b0_export
+    network = OnnxNetwork(export_dir, num_threads=1)
+    feature = network.forward_coarse(*example_inputs(model, "coarse", 1, 2).values())["feature"]
+    assert feature.shape == (1, 256, 16, 16)
+    assert feature.is_contiguous(memory_format=torch.channels_last)
+    assert not feature.is_contiguous()
+    inputs = example_inputs(model, "refiner", 1, 2)
+    crop = inputs["feature_crop"].contiguous(memory_format=torch.channels_last)
+    fed = _to_numpy(crop.permute(0, 2, 3, 1))
+    assert fed.flags["C_CONTIGUOUS"] and fed.ctypes.data == crop.data_ptr()
+    with torch.no_grad():
+        want = model.forward_refine(*inputs.values())["refined"]
+    inputs["feature_crop"] = crop
+    got = network.forward_refine(*inputs.values())["refined"]
+    assert float((got - want).abs().max()) <= TOL
 
 
 @pytest.mark.slow
@@ -345,14 +377,35 @@ def test_benchmark_rows_for_both_backends(b0_checkpoint_export, tmp_path):
         [("B0-S2", "torch", SIZE), ("B0-S2", "onnx", SIZE)]
     assert result["rows"][0]["coarse_gflop"] == result["rows"][1]["coarse_gflop"] > 0
     assert "| B0-S2 | on | onnx | 64x64 |" in stdout
+    # the backends take turns in one process: same clicks, one warm-up each, memory of the first
     result, _ = _benchmark(tmp_path, "predictor", "--quick", "--devices", "cpu", "--no-full-image",
-                           "--markdown", str(tmp_path / "bench.md"), *backends)
+                           "--markdown", str(tmp_path / "bench.md"), *backends,
+                           "--onnx-stages", "refiner", "coarse,refiner")
     rows = result["rows"]
-    assert [(r["backend"], r["refiner"]) for r in rows] == [("torch", True), ("onnx", True)]
-    assert rows[0]["gflop_per_click"] == rows[1]["gflop_per_click"] > 0
+    assert [(r["backend"], r["refiner"], r["interleaved"]) for r in rows] == \
+        [("torch", True, True), ("onnx-refiner", True, True), ("onnx", True, True)]
+    assert rows[0]["gflop_per_click"] == rows[1]["gflop_per_click"] == \
+        rows[2]["gflop_per_click"] > 0
     for row in rows:
-        assert row["sizes"]["120x160"]["per_click_ms"]["median"] > 0
-    assert "| B0-S2 | on | on | cpu | onnx | fp32 |" in (tmp_path / "bench.md").read_text()
+        entry = row["sizes"]["120x160"]
+        assert entry["per_click_ms"]["median"] > 0 and entry["per_click_ms"]["n"] == 3
+        # each stage charged to the row whose predictor ran it
+        assert entry["stages_ms"]["refiner"]["median"] > 0
+    assert [r["sizes"]["120x160"]["peak_memory_mb"] is None for r in rows] == \
+        [False, True, True]
+    # PyTorch's coarse stage is split by the module hooks; onnxruntime's graph is not
+    assert rows[1]["sizes"]["120x160"]["stages_ms"]["backbone"]["median"] > 0
+    assert rows[2]["sizes"]["120x160"]["stages_ms"]["backbone"]["median"] == 0
+    text = (tmp_path / "bench.md").read_text()
+    assert "| B0-S2 | on | on | cpu | onnx | fp32 |" in text
+    assert "| B0-S2 | on | on | cpu | onnx-refiner | fp32 |" in text
+    assert "took turns in one process" in text
+    # --no-interleave: a run per backend, each with its own memory
+    result, _ = _benchmark(tmp_path, "predictor", "--quick", "--devices", "cpu", "--no-full-image",
+                           "--no-interleave", *backends)
+    assert [(r["backend"], r["interleaved"]) for r in result["rows"]] == \
+        [("torch", False), ("onnx", False)]
+    assert all(r["sizes"]["120x160"]["peak_memory_mb"] is not None for r in result["rows"])
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / "benchmark.py"), "network",
                            "--backends", "onnx"], capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0 and "needs --onnx-dir" in proc.stderr

@@ -25,7 +25,7 @@ import torch
 
 from ..utils.serialization import get_model_config
 from .onnx_export import CHECK_TOLERANCE, COARSE_OUTPUTS, REFINER_INPUTS, REFINER_OUTPUTS, \
-    coarse_inputs, example_inputs, read_export_metadata
+    coarse_inputs, example_inputs, from_nhwc, read_export_metadata, to_nhwc
 
 
 def session_options(num_threads: Optional[int] = None):
@@ -128,7 +128,9 @@ class OnnxNetwork:
                              f"(B, 3, {r}, {r}) and feature crops (B, {self.feature_channels}, "
                              f"{f}, {f}), got {tuple(image_crop.shape)} and "
                              f"{tuple(feature_crop.shape)}")
-        feeds = dict(zip(REFINER_INPUTS, (image_crop, points_crop, coarse_crop, feature_crop)))
+        # the graph takes the feature NHWC: a view of the channels-last crops the host samples
+        feeds = dict(zip(REFINER_INPUTS, (image_crop, points_crop, coarse_crop,
+                                          to_nhwc(feature_crop))))
         return self._run(self._refiner, feeds, REFINER_OUTPUTS, image_crop.device)
 
     def check_matches(self, model: torch.nn.Module, tolerance: float = CHECK_TOLERANCE) -> float:
@@ -160,23 +162,16 @@ class OnnxNetwork:
              device: torch.device) -> Dict[str, torch.Tensor]:
         arrays = {k: _to_numpy(v) for k, v in feeds.items()}
         results = session.run(list(outputs), arrays)
-        return {k: _to_tensor(v, device) for k, v in zip(outputs, results)}
+        out = {k: torch.from_numpy(v).to(device) for k, v in zip(outputs, results)}
+        if "feature" in out:  # NHWC from the graph: the model's channels-last (B, D, h, w)
+            out["feature"] = from_nhwc(out["feature"])
+        return out
 
 
 def _to_numpy(tensor: torch.Tensor) -> np.ndarray:
     """A C-contiguous float32 host array of `tensor` (no copy when it is one already)."""
     array = tensor.detach().to("cpu", torch.float32).numpy()
     return np.ascontiguousarray(array)
-
-
-def _to_tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
-    """An output as a tensor on `device`; multi-channel maps in channels-last memory, as the
-    model returns them (the host-side ROI sampling of the decoder feature reads whole channel
-    vectors)."""
-    tensor = torch.from_numpy(array)
-    if tensor.ndim == 4 and tensor.shape[1] > 1:
-        tensor = tensor.contiguous(memory_format=torch.channels_last)
-    return tensor.to(device)
 
 
 def _check_names(session, inputs: Sequence[str], outputs: Sequence[str], filename: str) -> None:

@@ -5,12 +5,15 @@
 - `coarse.onnx` is `IGLRModel.forward_coarse` on the target crop: image (B, 3, S, S) in [0, 1],
   points (B, 2M, 3) rows (y, x, order) with padding (-1, -1, -1), prev_mask (B, 1, S, S)
   probabilities (absent for models without the previous-mask input) -> instances (B, 1, S, S)
-  logits, instances_lowres (B, 1, S/4, S/4) logits and feature (B, D, S/4, S/4). The batch (1, or
+  logits, instances_lowres (B, 1, S/4, S/4) logits and feature (B, S/4, S/4, D). The batch (1, or
   2 with flip averaging) and the click axis 2M are dynamic; S is the model's `infer_size`.
 - `refiner.onnx` is `IGLRModel.forward_refine` on crops already ROI-sampled on the host:
   image_crop (B, 3, R, R) in [0, 1], points_crop (B, 2M, 3) in crop pixels, coarse_crop
-  (B, 1, R, R) logits, feature_crop (B, D, R/4, R/4) -> refined, boundary (B, 1, R, R) logits;
+  (B, 1, R, R) logits, feature_crop (B, R/4, R/4, D) -> refined, boundary (B, 1, R, R) logits;
   R is `refine_size`. ROI sampling (`roi_align` with data-dependent sizes) stays on the host.
+- The decoder feature crosses the graph boundary channels-last (NHWC), the layout in which the
+  model computes it and the host samples it: in NCHW, the host would make a transposing copy of
+  it twice a click (12 MB each for B3's 768 channels; `FEATURE_LAYOUT`).
 - `export.json` holds what a runtime needs: input sizes, normalisation (applied inside the
   graphs), thresholds, the checkpoint's model arguments, input/output names and shapes, the
   opset and the exporting versions, and the export's own check against PyTorch.
@@ -38,7 +41,7 @@ from .evaluation import PRED_THRESHOLD
 from .focus import FOCUS_LOGIT_THRESHOLD, PREV_MASK_THRESHOLD
 
 FORMAT = "iglr-onnx"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the decoder feature in and out as NHWC
 OPSET = 20
 COARSE_FILE = "coarse.onnx"
 REFINER_FILE = "refiner.onnx"
@@ -46,6 +49,9 @@ META_FILE = "export.json"
 COARSE_OUTPUTS = ("instances", "instances_lowres", "feature")
 REFINER_INPUTS = ("image_crop", "points_crop", "coarse_crop", "feature_crop")
 REFINER_OUTPUTS = ("refined", "boundary")
+# the decoder feature's layout at the graph boundary: coarse.onnx's output "feature" and
+# refiner.onnx's input "feature_crop" are (B, h, w, D)
+FEATURE_LAYOUT = "NHWC"
 # the export's own check: onnxruntime against PyTorch on the example inputs (max abs difference)
 CHECK_TOLERANCE = 1e-3
 
@@ -59,8 +65,25 @@ def coarse_inputs(with_prev_mask: bool) -> Tuple[str, ...]:
     return ("image", "points", "prev_mask") if with_prev_mask else ("image", "points")
 
 
+def to_nhwc(feature: torch.Tensor) -> torch.Tensor:
+    """(B, D, h, w) -> (B, h, w, D): a view, contiguous when `feature` is channels-last."""
+    return feature.permute(0, 2, 3, 1)
+
+
+def from_nhwc(feature: torch.Tensor) -> torch.Tensor:
+    """(B, h, w, D) -> (B, D, h, w): a view, channels-last when `feature` is contiguous."""
+    return feature.permute(0, 3, 1, 2)
+
+
+def graph_feeds(inputs: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """The model's inputs of one stage (`example_inputs`) as the graph takes them: the
+    feature crop NHWC."""
+    return {k: to_nhwc(v) if k == "feature_crop" else v for k, v in inputs.items()}
+
+
 class CoarseGraph(nn.Module):
-    """`model.forward_coarse` with tuple outputs (in `COARSE_OUTPUTS` order), for export."""
+    """`model.forward_coarse` with tuple outputs (in `COARSE_OUTPUTS` order; the feature
+    NHWC), for export."""
 
     def __init__(self, model: IGLRModel):
         super().__init__()
@@ -69,11 +92,13 @@ class CoarseGraph(nn.Module):
     def forward(self, image: torch.Tensor, points: torch.Tensor,
                 prev_mask: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, ...]:
         out = self.model.forward_coarse(image, points, prev_mask)
+        out["feature"] = to_nhwc(out["feature"])
         return tuple(out[name] for name in COARSE_OUTPUTS)
 
 
 class RefinerGraph(nn.Module):
-    """`model.forward_refine` with tuple outputs (in `REFINER_OUTPUTS` order), for export."""
+    """`model.forward_refine` (the feature crop taken NHWC) with tuple outputs (in
+    `REFINER_OUTPUTS` order), for export."""
 
     def __init__(self, model: IGLRModel):
         super().__init__()
@@ -81,7 +106,8 @@ class RefinerGraph(nn.Module):
 
     def forward(self, image_crop: torch.Tensor, points_crop: torch.Tensor,
                 coarse_crop: torch.Tensor, feature_crop: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        out = self.model.forward_refine(image_crop, points_crop, coarse_crop, feature_crop)
+        out = self.model.forward_refine(image_crop, points_crop, coarse_crop,
+                                        from_nhwc(feature_crop))
         return tuple(out[name] for name in REFINER_OUTPUTS)
 
 
@@ -98,7 +124,8 @@ def example_points(batch: int, per_sign: int, size: int, generator: torch.Genera
 
 def example_inputs(model: IGLRModel, stage: str, batch: int = 2, per_sign: int = 2,
                    seed: int = 0) -> Dict[str, torch.Tensor]:
-    """Random inputs of one stage ('coarse' or 'refiner') keyed by the graph's input names."""
+    """Random inputs of one stage ('coarse' or 'refiner') keyed by the graph's input names,
+    as the model takes them (`graph_feeds` gives the graph's layout)."""
     g = torch.Generator().manual_seed(seed)
     if stage == "coarse":
         s = model.infer_size
@@ -189,7 +216,7 @@ def export_onnx(model: IGLRModel, output_dir: Union[str, os.PathLike], opset: in
     check: Dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix=".export.", dir=output_dir) as tmp:
         for stage, module, filename, outputs in stages:
-            inputs = example_inputs(model, stage)
+            inputs = graph_feeds(example_inputs(model, stage))
             logger.info(f"exporting the {stage} stage to {output_dir / filename}")
             _export_graph(module, inputs, outputs, Path(tmp) / filename, opset)
             diff, results = _check(module, Path(tmp) / filename, inputs, outputs)
@@ -252,6 +279,7 @@ def _metadata(model: IGLRModel, graphs: Dict[str, Any], check: Dict[str, float],
         "refine_size": model.refine_size if "refiner" in graphs else None,
         "feature_size": max(1, model.refine_size // 4) if "refiner" in graphs else None,
         "feature_channels": model.feature_channels,
+        "feature_layout": FEATURE_LAYOUT,
         "with_prev_mask": model.with_prev_mask,
         "use_refiner": "refiner" in graphs,
         "normalization": {"input_range": [0.0, 1.0], "channels": "RGB",
@@ -284,7 +312,8 @@ def read_export_metadata(export_dir: Union[str, os.PathLike]) -> Dict[str, Any]:
         raise ValueError(f"{path}: not an IGLR ONNX export (expected \"format\": \"{FORMAT}\")")
     if meta.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path}: format_version {meta.get('format_version')!r}, this code "
-                         f"reads {FORMAT_VERSION}")
+                         f"reads {FORMAT_VERSION} (version 1 passed the decoder feature NCHW): "
+                         f"export the checkpoint again with scripts/export_onnx.py")
     for key in ("graphs", "input_size", "with_prev_mask", "use_refiner", "model"):
         if key not in meta:
             raise ValueError(f"{path}: missing key '{key}'")
