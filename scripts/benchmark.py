@@ -66,7 +66,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from isegm.inference.clicker import Clicker  # noqa: E402
 from isegm.inference.evaluation import evaluate_dataset  # noqa: E402
 from isegm.inference.onnx_backend import NETWORK_BACKENDS, STAGES as NETWORK_STAGES, \
-    backend_label, build_network, parse_stages  # noqa: E402
+    backend_label, build_network, network_label, parse_stages  # noqa: E402
 from isegm.inference.predictors import get_predictor  # noqa: E402
 from isegm.inference.utils import half_open_bbox, masks_iou  # noqa: E402
 from isegm.model import IGLRModel, load_is_model  # noqa: E402
@@ -195,10 +195,17 @@ def backend_variants(args: argparse.Namespace) -> List[Tuple[str, List[str]]]:
     """(backend, onnx stages) of every row: 'torch', and 'onnx' once per --onnx-stages set."""
     variants: List[Tuple[str, List[str]]] = []
     for backend in args.backends:
-        for stages in ([list(NETWORK_STAGES)] if backend == "torch" else args.onnx_stages):
+        for stages in (args.onnx_stages if backend == "onnx" else [list(NETWORK_STAGES)]):
             if (backend, stages) not in variants:
                 variants.append((backend, stages))
     return variants
+
+
+def row_label(backend: str, stages: Sequence[str], network: Any, model: Any) -> str:
+    """A row's backend: 'torch', 'onnx', 'onnx-<stage>', or 'auto (<what it chose>)'."""
+    if backend == "auto":
+        return f"auto ({network_label(network, model)})"
+    return backend_label(backend, stages)
 
 
 def _check_backends(args: argparse.Namespace) -> None:
@@ -332,10 +339,12 @@ def run_config(cfg: Dict[str, Any]) -> List[Dict[str, Any]]:
     timer = StageTimer(device)  # one timer: the predictors run one at a time
     variants = []
     for backend, stages in _variants(cfg):
-        network = build_network(model, backend, cfg.get("onnx_dir"), stages)
+        # the auto row: the scripts' default without an export folder
+        network = build_network(model, backend,
+                                cfg.get("onnx_dir") if backend == "onnx" else None, stages)
         predictor = make_predictor(model, cfg, device, network)
         predictor.timer = timer
-        variants.append((backend_label(backend, stages), network, predictor))
+        variants.append((row_label(backend, stages, network, model), network, predictor))
     # backbone / head split through module hooks (not inside a compiled graph)
     hooks = [] if cfg["compile"] else _stage_hooks(model, timer)
     base = {
@@ -551,8 +560,10 @@ def network(args: argparse.Namespace) -> Dict[str, Any]:
     if args.checkpoint:  # a trained model (and its export): one row per backend
         model = load_is_model(args.checkpoint)
         for backend, stages in backend_variants(args):
-            net = build_network(model, backend, args.onnx_dir, stages)
-            rows.append(network_row(model, args.runs, net, backend_label(backend, stages)))
+            net = build_network(model, backend, args.onnx_dir if backend == "onnx" else None,
+                                stages)
+            rows.append(network_row(model, args.runs, net,
+                                    row_label(backend, stages, net, model)))
     else:
         rows = [network_row(network_model(v, p, iga, args.size), args.runs)
                 for v in args.variants for p in args.pipelines for iga in (True, False)]
@@ -832,7 +843,10 @@ OUTPUT_DIR = ROOT / "experiments" / "benchmark"  # default outputs (git-ignored)
 
 def add_backend_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backends", nargs="+", default=["torch"], choices=NETWORK_BACKENDS,
-                   help="network backends, one row each: PyTorch, onnxruntime on --onnx-dir")
+                   help="network backends, one row each: PyTorch, onnxruntime on --onnx-dir, "
+                        "and 'auto' (the scripts' default without an export folder: on the "
+                        "CPU, onnxruntime's refiner exported in the process; the row names "
+                        "its choice)")
     p.add_argument("--onnx-dir", default=None,
                    help="ONNX export of --checkpoint (scripts/export_onnx.py), for the onnx rows")
     p.add_argument("--onnx-stages", type=_onnx_stages, nargs="+",

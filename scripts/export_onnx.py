@@ -1,9 +1,12 @@
 """Export an IGLR checkpoint's two network stages to ONNX (an export folder for onnxruntime).
 
+    python scripts/export_onnx.py --checkpoint runs/best_checkpoint.pth   # -> runs/best_checkpoint_onnx
+    python scripts/evaluate_model.py NoBRS --checkpoint=runs/best_checkpoint.pth   # uses it on the CPU
     python scripts/export_onnx.py --checkpoint CKPT --output exports/b0_s2
-    python scripts/evaluate_model.py NoBRS --checkpoint=... --backend onnx --onnx-dir exports/b0_s2
+    python scripts/evaluate_model.py NoBRS --checkpoint=CKPT --backend onnx --onnx-dir exports/b0_s2
 
-Writes into --output: coarse.onnx (the network on the target crop: image, clicks with a dynamic
+Writes into --output (default: `<stem>_onnx` beside the checkpoint, the folder where the
+scripts' default backend, 'auto', finds it on the CPU): coarse.onnx (the network on the target crop: image, clicks with a dynamic
 click axis, previous mask -> coarse logits and the decoder feature), refiner.onnx (the refiner on
 crops ROI-sampled on the host; absent for models without the refiner) and export.json (input
 sizes, normalisation, thresholds, the checkpoint's model arguments, opset, exporting versions,
@@ -31,7 +34,8 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import torch  # noqa: E402
 
-from isegm.inference.onnx_export import OPSET, ExportError, export_onnx  # noqa: E402
+from isegm.inference.onnx_export import OPSET, ExportError, default_export_dir, \
+    export_onnx  # noqa: E402
 from isegm.model import load_is_model  # noqa: E402
 from isegm.utils.log import logger, setup_logging  # noqa: E402
 from isegm.utils.serialization import CheckpointError  # noqa: E402
@@ -42,9 +46,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, type=Path,
                         help="IGLR checkpoint file (.pth written by training)")
-    parser.add_argument("--output", required=True, type=Path,
+    parser.add_argument("--output", type=Path, default=None,
                         help="export folder (created; coarse.onnx, refiner.onnx and export.json "
-                             "in it are replaced)")
+                             "in it are replaced). Default: <stem>_onnx beside the checkpoint, "
+                             "where --backend auto (the scripts' default) looks for it")
     parser.add_argument("--opset", type=int, default=OPSET,
                         help=f"ONNX opset of the dynamo exporter (default {OPSET})")
     parser.add_argument("--threads", type=int, default=1,
@@ -58,7 +63,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     torch.set_num_threads(max(1, args.threads))
     try:
         model = load_is_model(args.checkpoint, device="cpu")
-        export_onnx(model, args.output, opset=args.opset, checkpoint=str(args.checkpoint))
+        output = args.output or default_export_dir(args.checkpoint)
+        export_onnx(model, output, opset=args.opset, checkpoint=str(args.checkpoint))
     except (CheckpointError, ExportError, OSError) as e:
         logger.error(str(e))
         return 1

@@ -3,6 +3,10 @@ import os
 from pathlib import Path
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+# The scripts' default network backend, 'auto', exports the refiner to ONNX (about 3 s) in every
+# run that builds a predictor; the tests pin PyTorch and test 'auto' where they name it
+# (tests/test_onnx.py).
+os.environ.setdefault("IGLR_BACKEND", "torch")
 
 import pytest
 import torch

@@ -17,7 +17,8 @@ import torch
 
 from isegm.inference.cli import EvaluationSetupError, parse_args, run_evaluation
 from isegm.inference.clicker import Clicker
-from isegm.inference.onnx_backend import OnnxNetwork, StageNetwork, _to_numpy, build_network
+from isegm.inference.onnx_backend import InProcessRefiner, OnnxNetwork, StageNetwork, _to_numpy, \
+    build_network, network_label
 from isegm.inference.predictors import get_predictor
 from isegm.inference.onnx_export import COARSE_OUTPUTS, META_FILE, REFINER_OUTPUTS, \
     example_inputs, graph_feeds, read_export_metadata
@@ -443,3 +444,128 @@ def test_interactive_tools_take_the_onnx_backend(b0_checkpoint_export, tmp_path)
     assert predict_main(["--checkpoint", str(checkpoint), "--image", str(tmp_path / "image.png"),
                          "--clicks", "70,65,+", "--output", str(tmp_path / "x.png"),
                          "--backend", "onnx", "--onnx-dir", str(tmp_path)]) == 2
+
+
+# ------------------------------------------------------------------------------------------
+# the 'auto' backend: onnxruntime where it is faster, PyTorch elsewhere
+
+@pytest.mark.slow
+def test_auto_backend_exports_the_refiner_in_process(b0_export):
+    """On the CPU, 'auto' keeps PyTorch's coarse stage and serves the refiner with onnxruntime
+    from an export made in this process, equal to PyTorch within 1e-4."""
+    model, export_dir = b0_export
+    network = build_network(model, "auto", num_threads=1)
+    assert isinstance(network, StageNetwork) and network.coarse is model
+    assert isinstance(network.refine, InProcessRefiner)
+    assert network.fixed_sizes == {"refiner": SIZE}
+    assert network_label(network, model) == "onnx-refiner"
+    assert 0 <= network.refine.max_abs_diff <= TOL
+    for batch, per_sign in ((1, 2), (2, 5)):
+        inputs = example_inputs(model, "refiner", batch, per_sign, seed=11)
+        with torch.no_grad():
+            want = model.forward_refine(*inputs.values())
+        got = network.forward_refine(*inputs.values())
+        assert _max_diff(got, want, REFINER_OUTPUTS) <= TOL
+    # with an export folder: onnxruntime for both stages, checked against the model
+    from_dir = build_network(model, "auto", export_dir, num_threads=1)
+    assert isinstance(from_dir, OnnxNetwork) and network_label(from_dir, model) == "onnx"
+    # a model without a refiner: nothing to gain without an export, PyTorch
+    coarse_only = IGLRModel(backbone="mit_b0", infer_size=SIZE, use_refiner=False).eval()
+    assert build_network(coarse_only, "auto") is coarse_only
+
+
+def test_auto_backend_falls_back_to_pytorch_and_says_why(monkeypatch, caplog):
+    import isegm.inference.onnx_backend as backend
+    from isegm.utils.log import logger
+    monkeypatch.setattr(logger, "propagate", True)  # off once a script set up the logging
+    model = IGLRModel(backbone="mit_b0", infer_size=SIZE, refine_size=SIZE).eval()
+
+    def broken_export(*args, **kwargs):
+        raise RuntimeError("unsupported operator")
+
+    monkeypatch.setattr(backend, "graph_bytes", broken_export)
+    with caplog.at_level("INFO", logger="isegm"):
+        assert build_network(model, "auto") is model
+    assert "exporting the refiner to ONNX failed: RuntimeError: unsupported operator" \
+        in caplog.text
+    caplog.clear()
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails as if not installed
+    with caplog.at_level("INFO", logger="isegm"):
+        assert build_network(model, "auto") is model
+    assert "onnxruntime is not installed" in caplog.text
+
+
+def test_scripts_default_to_auto_unless_iglr_backend_says_otherwise(monkeypatch):
+    from isegm.inference.onnx_backend import default_backend
+    monkeypatch.delenv("IGLR_BACKEND", raising=False)
+    assert default_backend() == "auto"
+    assert parse_args(["NoBRS", "--checkpoint=x.pth"]).backend == "auto"
+    monkeypatch.setenv("IGLR_BACKEND", "torch")
+    assert parse_args(["NoBRS", "--checkpoint=x.pth"]).backend == "torch"
+    monkeypatch.setenv("IGLR_BACKEND", "tensorrt")
+    with pytest.raises(ValueError, match="IGLR_BACKEND='tensorrt': expected one of torch, "
+                                         "onnx, auto"):
+        default_backend()
+
+
+@pytest.mark.slow
+def test_evaluate_model_with_the_auto_backend(b0_checkpoint_export, grabcut_root, tmp_path,
+                                              monkeypatch):
+    """'auto' gives PyTorch's NoC and writes PyTorch's result files, naming its backend in the
+    records and the table."""
+    checkpoint, _ = b0_checkpoint_export
+    monkeypatch.setenv("GRABCUT_PATH", str(grabcut_root))
+    logs = tmp_path / "logs"
+    want = _evaluate(checkpoint, logs, "--backend", "torch")
+    texts = []
+    args = parse_args(["NoBRS", f"--checkpoint={checkpoint}", "--datasets=GrabCut",
+                       "--max-samples=2", "--n-clicks=4", "--iou-analysis", "--cpu",
+                       f"--logs-path={logs}", "--backend", "auto"])
+    (got,) = run_evaluation(args, echo=texts.append)
+    assert (want["backend"], got["backend"]) == ("torch", "onnx-refiner")
+    for key in ("NoC@80", "NoC@85", "NoC@90", "NoF@85", "NoF@90", "clicks"):
+        assert got[key] == want[key], key
+    assert np.abs(np.array(got["mIoU_per_click"]) - want["mIoU_per_click"]).max() <= 1e-3
+    assert "network backend onnx-refiner" in texts[-1]
+    out = logs / "model"
+    assert sorted(p.name for p in out.glob("results_*.csv")) == ["results_NoBRS_cvpr_4.csv"]
+    assert len((out / "results_NoBRS_cvpr_4.csv").read_text().splitlines()) == 3  # header + 2
+    assert sorted(p.name for p in (out / "ious").glob("*.npz")) == \
+        ["GrabCut_model_iglr_cvpr.npz", "GrabCut_model_iglr_cvpr_2.npz"]
+
+
+@pytest.mark.slow
+def test_auto_backend_uses_the_export_beside_the_checkpoint(tmp_path, caplog, monkeypatch):
+    """scripts/export_onnx.py without --output writes <stem>_onnx beside the checkpoint; 'auto'
+    then runs both stages in onnxruntime, and falls back (with a warning) once the checkpoint
+    has other weights than its export."""
+    torch.set_num_threads(1)
+    checkpoint = tmp_path / "run" / "best_checkpoint.pth"
+    checkpoint.parent.mkdir()
+    model = _trained_like("mit_b0")
+    save_is_model(model, checkpoint, epoch=0)
+    assert export_main(["--checkpoint", str(checkpoint)]) == 0
+    beside = tmp_path / "run" / "best_checkpoint_onnx"
+    assert (beside / META_FILE).is_file() and (beside / "coarse.onnx").is_file()
+    model = load_is_model(checkpoint)
+    network = build_network(model, "auto", checkpoint=checkpoint, num_threads=1)
+    assert isinstance(network, OnnxNetwork) and network.export_dir == beside
+    _assert_stages_equal(model, network, [(1, 2), (2, 4)])
+    # the segmenter of the interactive tools finds it too
+    from isegm.inference.session import Segmenter
+    segmenter = Segmenter.from_checkpoint(checkpoint, backend="auto")
+    assert isinstance(segmenter.new_predictor().network, OnnxNetwork)
+    assert segmenter.label.endswith("(onnx)")
+    # training wrote new weights to the same file: the export no longer belongs to it
+    with torch.no_grad():
+        model.refiner.gate.bias.add_(1.0)
+    save_is_model(model, checkpoint, epoch=1)
+    model = load_is_model(checkpoint)
+    from isegm.utils.log import logger
+    monkeypatch.setattr(logger, "propagate", True)  # the export script's logging stops it
+    with caplog.at_level("INFO", logger="isegm"):
+        network = build_network(model, "auto", checkpoint=checkpoint, num_threads=1)
+    assert "not using the ONNX export beside the checkpoint" in caplog.text
+    assert "differs from the model by" in caplog.text
+    assert isinstance(network, StageNetwork) and network.coarse is model
+    assert isinstance(network.refine, InProcessRefiner)

@@ -443,8 +443,9 @@ def parse_args(argv: Optional[List[str]] = None):
                              "the default checkpoint or to anything uploaded")
     add_network_arguments(parser)
     args = parser.parse_args(argv)
-    if args.backend != "torch" and args.checkpoint is None:
-        parser.error(f"--backend {args.backend} needs --checkpoint (the model of --onnx-dir)")
+    if (args.backend == "onnx" or args.onnx_dir) and args.checkpoint is None:
+        parser.error(f"--backend {args.backend} with an export folder needs --checkpoint (the "
+                     f"model of --onnx-dir)")
     return args
 
 
@@ -467,7 +468,7 @@ def build(args) -> Tuple[FastAPI, Segmenter]:
         segmenter, note = None, f"no trained checkpoint under {exps}"
         if newest is not None:
             try:
-                segmenter = Segmenter.from_checkpoint(newest, device)
+                segmenter = Segmenter.from_checkpoint(newest, device, backend=args.backend)
                 note = f"the newest checkpoint under {exps}"
             except CheckpointError as e:
                 logger.warning("demo: the newest checkpoint is not usable (%s); using the "

@@ -66,7 +66,8 @@ from ..data.datasets.davis585 import INIT_MASK_MODES, FolderInitMasks
 from .crops import ZoomIn
 from .evaluation import evaluate_dataset
 from .focus import FOCUS_STRATEGIES
-from .onnx_backend import add_network_arguments, backend_label, build_network, parse_stages
+from .onnx_backend import add_network_arguments, backend_label, build_network, network_label, \
+    parse_stages
 from .onnx_export import read_export_metadata
 from .predictors import (CLICK_MAPPINGS, EMPTY_MASK_ROIS, MODES, PREDICTORS, get_predictor,
                          predictor_name_for_mode)
@@ -402,9 +403,10 @@ def prepare(args: argparse.Namespace) -> EvaluationPlan:
 
 def _check_network_backend(args: argparse.Namespace, needs_model: bool,
                            checkpoints: Sequence[Optional[Path]]) -> None:
-    """--backend onnx: a model-based mode, one checkpoint, a readable export folder, known
-    stages (whether the export is of the checkpoint is checked once the model is loaded)."""
-    if args.backend == "torch":
+    """--backend onnx (or auto with --onnx-dir): a model-based mode, one checkpoint, a readable
+    export folder, known stages (whether the export is of the checkpoint is checked once the
+    model is loaded). --backend auto without --onnx-dir needs nothing."""
+    if args.backend == "torch" or (args.backend == "auto" and not args.onnx_dir):
         return
     if not needs_model:
         raise EvaluationSetupError(f"--backend {args.backend} runs a network; predictor "
@@ -425,12 +427,13 @@ def _check_network_backend(args: argparse.Namespace, needs_model: bool,
         raise EvaluationSetupError(f"--onnx-dir: {e}") from e
 
 
-def _network(args: argparse.Namespace, model: Any) -> Any:
+def _network(args: argparse.Namespace, model: Any, checkpoint: Optional[Path]) -> Any:
     """The network backend of the predictors (the model itself for PyTorch)."""
     if args.backend == "torch" or model is None:
-        return None
+        return model
     try:
-        return build_network(model, args.backend, args.onnx_dir, parse_stages(args.onnx_stages))
+        return build_network(model, args.backend, args.onnx_dir, parse_stages(args.onnx_stages),
+                             checkpoint=checkpoint)
     except (OSError, ValueError) as e:
         raise EvaluationSetupError(f"--onnx-dir {args.onnx_dir}: {e}") from e
 
@@ -475,10 +478,13 @@ def run_evaluation(args: argparse.Namespace,
     extra = percent_key(args.target_iou) if int(100 * args.target_iou) not in (80, 85, 90) else None
     if extra and extra not in {percent_key(t) for t in iou_thrs} and args.target_iou <= 1.0:
         iou_thrs.append(args.target_iou)
-    backend = backend_label(args.backend, parse_stages(args.onnx_stages))
-    # results of another network backend go to their own files, beside PyTorch's
-    suffix = (f"{args.eval_mode}_{args.n_clicks}" if backend == "torch"
-              else f"{backend}_{args.eval_mode}_{args.n_clicks}")
+    # results of a backend chosen with --backend onnx go to their own files, beside
+    # PyTorch's; 'auto' writes PyTorch's files (its onnxruntime stages are equal to PyTorch
+    # within 1e-4) and names the backend in the records and the table's header
+    file_backend = (backend_label(args.backend, parse_stages(args.onnx_stages))
+                    if args.backend == "onnx" else "torch")
+    suffix = (f"{args.eval_mode}_{args.n_clicks}" if file_backend == "torch"
+              else f"{file_backend}_{args.eval_mode}_{args.n_clicks}")
     records: List[Dict[str, Any]] = []
     init_masks = FolderInitMasks(args.init_masks) if args.init_masks else None
     for checkpoint, (model_name, output_dir) in zip(plan.checkpoints, plan.outputs):
@@ -486,7 +492,8 @@ def run_evaluation(args: argparse.Namespace,
         ious_dir.mkdir(parents=True, exist_ok=True)
         model = load_is_model(checkpoint, plan.device, trust=args.trust_checkpoint) \
             if checkpoint is not None else None
-        network = _network(args, model)
+        network = _network(args, model, checkpoint)
+        backend = network_label(network, model)
         predictor_name = predictor_name_for_mode(args.mode, model)
         ckpt_name = checkpoint.stem if checkpoint is not None else "none"
         rows = []
@@ -549,8 +556,8 @@ def run_evaluation(args: argparse.Namespace,
                                            "n_clicks", "eval_mode", "with_flip", "backend")}
             meta["max_iou_thr"] = tau_stop
             stem = f"{ds_name}_{ckpt_name}_{predictor_name}_{args.eval_mode}"
-            if backend != "torch":
-                stem += f"_{backend}"
+            if file_backend != "torch":
+                stem += f"_{file_backend}"
             if stats["skipped"]:
                 skipped_path = fresh_path(output_dir / f"skipped_{stem}.txt")
                 write_text_atomic(skipped_path, "".join(

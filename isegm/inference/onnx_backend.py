@@ -24,8 +24,14 @@ import numpy as np
 import torch
 
 from ..utils.serialization import get_model_config
-from .onnx_export import CHECK_TOLERANCE, COARSE_OUTPUTS, REFINER_INPUTS, REFINER_OUTPUTS, \
-    coarse_inputs, example_inputs, from_nhwc, read_export_metadata, to_nhwc
+from ..utils.log import logger
+from .onnx_export import CHECK_TOLERANCE, COARSE_OUTPUTS, META_FILE, REFINER_INPUTS, \
+    REFINER_OUTPUTS, RefinerGraph, coarse_inputs, cpu_eval_copy, default_export_dir, \
+    example_inputs, from_nhwc, graph_bytes, graph_feeds, read_export_metadata, to_nhwc
+
+# the equality the 'auto' backend requires of onnxruntime before it uses it (max abs
+# difference of the logits to PyTorch)
+EQUALITY_TOLERANCE = 1e-4
 
 
 def session_options(num_threads: Optional[int] = None):
@@ -121,17 +127,9 @@ class OnnxNetwork:
         if self._refiner is None:
             raise RuntimeError(f"the ONNX export in {self.export_dir} has no refiner "
                                f"(use_refiner=False)")
-        r, f = self.refine_size, max(1, self.refine_size // 4)
-        if (tuple(image_crop.shape[1:]) != (3, r, r)
-                or tuple(feature_crop.shape[1:]) != (self.feature_channels, f, f)):
-            raise ValueError(f"ONNX refiner graph ({self.export_dir}) takes image crops "
-                             f"(B, 3, {r}, {r}) and feature crops (B, {self.feature_channels}, "
-                             f"{f}, {f}), got {tuple(image_crop.shape)} and "
-                             f"{tuple(feature_crop.shape)}")
-        # the graph takes the feature NHWC: a view of the channels-last crops the host samples
-        feeds = dict(zip(REFINER_INPUTS, (image_crop, points_crop, coarse_crop,
-                                          to_nhwc(feature_crop))))
-        return self._run(self._refiner, feeds, REFINER_OUTPUTS, image_crop.device)
+        return _run_refiner(self._refiner, f"ONNX refiner graph ({self.export_dir})",
+                            self.refine_size, self.feature_channels,
+                            (image_crop, points_crop, coarse_crop, feature_crop))
 
     def check_matches(self, model: torch.nn.Module, tolerance: float = CHECK_TOLERANCE) -> float:
         """Raise ValueError unless this export is of `model` (an `IGLRModel`, eval mode): the same
@@ -174,6 +172,70 @@ def _to_numpy(tensor: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
+def _run_refiner(session, name: str, refine_size: int, feature_channels: int,
+                 inputs: Sequence[torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """One call of a refiner graph on the model's inputs (the feature crop (B, D, R/4, R/4),
+    fed NHWC: a view of the channels-last crops the host samples)."""
+    image_crop, points_crop, coarse_crop, feature_crop = inputs
+    r, f = refine_size, max(1, refine_size // 4)
+    if (tuple(image_crop.shape[1:]) != (3, r, r)
+            or tuple(feature_crop.shape[1:]) != (feature_channels, f, f)):
+        raise ValueError(f"{name} takes image crops (B, 3, {r}, {r}) and feature crops "
+                         f"(B, {feature_channels}, {f}, {f}), got {tuple(image_crop.shape)} "
+                         f"and {tuple(feature_crop.shape)}")
+    feeds = dict(zip(REFINER_INPUTS, (image_crop, points_crop, coarse_crop,
+                                      to_nhwc(feature_crop))))
+    return OnnxNetwork._run(session, feeds, REFINER_OUTPUTS, image_crop.device)
+
+
+class InProcessRefiner:
+    """`model`'s refiner exported to ONNX in this process (no files) and served by
+    onnxruntime: the 'auto' backend's refiner stage (`build_network`). Building it exports
+    the refiner (about 3 s here, 6 s for the first export of a process) and checks it against
+    the model on random crops (batch 1 and 2, 1 to 6 clicks per sign): ValueError above
+    `tolerance` (max abs difference of the logits)."""
+
+    backend = "onnx"
+
+    def __init__(self, model: torch.nn.Module, num_threads: Optional[int] = None,
+                 tolerance: float = EQUALITY_TOLERANCE):
+        import time
+
+        import onnxruntime as ort
+        if getattr(model, "refiner", None) is None:
+            raise ValueError("the model has no refiner to export")
+        start = time.perf_counter()
+        graph_model = cpu_eval_copy(model)
+        data = graph_bytes(RefinerGraph(graph_model).eval(),
+                           graph_feeds(example_inputs(graph_model, "refiner")), REFINER_OUTPUTS)
+        self._session = ort.InferenceSession(data, session_options(num_threads),
+                                             providers=["CPUExecutionProvider"])
+        _check_names(self._session, REFINER_INPUTS, REFINER_OUTPUTS, "the in-process refiner")
+        self.refine_size = int(model.refine_size)
+        self.feature_channels = int(model.feature_channels)
+        self.fixed_sizes = {"refiner": self.refine_size}
+        self.max_abs_diff = 0.0
+        for batch, per_sign in ((1, 1), (2, 3), (1, 6)):
+            inputs = example_inputs(graph_model, "refiner", batch, per_sign, seed=per_sign)
+            with torch.no_grad():
+                want = graph_model.forward_refine(*inputs.values())
+            got = self.forward_refine(*inputs.values())
+            self.max_abs_diff = max(self.max_abs_diff, max(
+                float((got[k] - want[k]).abs().max()) for k in REFINER_OUTPUTS))
+        if not self.max_abs_diff <= tolerance:
+            raise ValueError(f"the refiner's ONNX graph differs from PyTorch by "
+                             f"{self.max_abs_diff:.3g} (max abs, tolerance {tolerance})")
+        self.seconds = time.perf_counter() - start
+
+    def forward_refine(self, image_crop: torch.Tensor, points_crop: torch.Tensor,
+                       coarse_crop: torch.Tensor,
+                       feature_crop: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """As `IGLRModel.forward_refine` (fixed crop size `refine_size`)."""
+        return _run_refiner(self._session, "the in-process ONNX refiner", self.refine_size,
+                            self.feature_channels,
+                            (image_crop, points_crop, coarse_crop, feature_crop))
+
+
 def _check_names(session, inputs: Sequence[str], outputs: Sequence[str], filename: str) -> None:
     got_in = [i.name for i in session.get_inputs()]
     got_out = [o.name for o in session.get_outputs()]
@@ -182,8 +244,10 @@ def _check_names(session, inputs: Sequence[str], outputs: Sequence[str], filenam
                          f"{list(inputs)} / {list(outputs)}")
 
 
-NETWORK_BACKENDS = ("torch", "onnx")
+NETWORK_BACKENDS = ("torch", "onnx", "auto")
 STAGES = ("coarse", "refiner")
+# the scripts' --backend default; IGLR_BACKEND=torch keeps PyTorch for both stages everywhere
+DEFAULT_BACKEND_ENV = "IGLR_BACKEND"
 
 
 class StageNetwork:
@@ -206,15 +270,29 @@ class StageNetwork:
         return self.refine.forward_refine(*args)
 
 
+def default_backend() -> str:
+    """The scripts' --backend default: $IGLR_BACKEND, else 'auto'."""
+    value = os.environ.get(DEFAULT_BACKEND_ENV, "auto")
+    if value not in NETWORK_BACKENDS:
+        raise ValueError(f"{DEFAULT_BACKEND_ENV}='{value}': expected one of "
+                         f"{', '.join(NETWORK_BACKENDS)}")
+    return value
+
+
 def add_network_arguments(parser: Any) -> None:
     """--backend, --onnx-dir, --onnx-stages of the scripts that run a predictor."""
-    parser.add_argument("--backend", type=str, default="torch", choices=NETWORK_BACKENDS,
-                        help="what runs the network: PyTorch, or onnxruntime on the export in "
-                             "--onnx-dir (scripts/export_onnx.py); everything else is the same")
+    parser.add_argument("--backend", type=str, default=default_backend(),
+                        choices=NETWORK_BACKENDS,
+                        help="what runs the network. 'auto' (default; $IGLR_BACKEND overrides "
+                             "the default): on the CPU, onnxruntime for the refiner (exported "
+                             "in this process, about 3 s) and PyTorch for the coarse stage, or "
+                             "onnxruntime for both with --onnx-dir; PyTorch on a GPU. 'torch': "
+                             "PyTorch for both. 'onnx': onnxruntime on the export in --onnx-dir "
+                             "(scripts/export_onnx.py); everything else is the same")
     parser.add_argument("--onnx-dir", type=str, default="",
-                        help="ONNX export folder of the checkpoint (--backend onnx)")
+                        help="ONNX export folder of the checkpoint (--backend onnx or auto)")
     parser.add_argument("--onnx-stages", type=str, default=",".join(STAGES),
-                        help="stages that onnxruntime runs with --backend onnx (comma-separated, "
+                        help="stages that onnxruntime runs from --onnx-dir (comma-separated, "
                              "from: coarse, refiner); PyTorch runs the others")
 
 
@@ -235,17 +313,34 @@ def backend_label(backend: str, stages: Sequence[str] = STAGES) -> str:
     return backend if set(stages) == set(STAGES) else f"{backend}-" + "-".join(stages)
 
 
+def network_label(network: Any, model: Any) -> str:
+    """What runs a built network's stages, as `backend_label` writes it: 'torch', 'onnx' or
+    'onnx-<stage>'."""
+    if network is None or network is model:
+        return "torch"
+    if isinstance(network, StageNetwork):
+        stages = [stage for stage, net in (("coarse", network.coarse),
+                                           ("refiner", network.refine)) if net is not model]
+        return backend_label("onnx", stages)
+    return "onnx"
+
+
 def build_network(model: torch.nn.Module, backend: str = "torch",
                   onnx_dir: Optional[Union[str, os.PathLike]] = None,
-                  stages: Sequence[str] = STAGES, num_threads: Optional[int] = None) -> Any:
+                  stages: Sequence[str] = STAGES, num_threads: Optional[int] = None,
+                  checkpoint: Optional[Union[str, os.PathLike]] = None) -> Any:
     """What runs a predictor's two network calls: `model` itself for 'torch'; for 'onnx' the
     export in `onnx_dir` (checked to be of `model`, `OnnxNetwork.check_matches`) for the
-    `stages` named ('coarse', 'refiner'), `model` for the others."""
+    `stages` named ('coarse', 'refiner'), `model` for the others; for 'auto'
+    `auto_network` (`checkpoint`: the file `model` was loaded from, whose export it looks for
+    beside it)."""
     if backend not in NETWORK_BACKENDS:
         raise ValueError(f"unknown network backend '{backend}'; known: "
                          f"{', '.join(NETWORK_BACKENDS)}")
     if backend == "torch":
         return model
+    if backend == "auto":
+        return auto_network(model, onnx_dir, stages, num_threads, checkpoint)
     if not onnx_dir:
         raise ValueError("the 'onnx' network backend needs an export folder (--onnx-dir), "
                          "written by scripts/export_onnx.py")
@@ -261,3 +356,69 @@ def build_network(model: torch.nn.Module, backend: str = "torch",
         return network
     return StageNetwork(network if "coarse" in stages else model,
                         network if "refiner" in stages else model)
+
+
+def auto_network(model: torch.nn.Module, onnx_dir: Optional[Union[str, os.PathLike]] = None,
+                 stages: Sequence[str] = STAGES, num_threads: Optional[int] = None,
+                 checkpoint: Optional[Union[str, os.PathLike]] = None) -> Any:
+    """The 'auto' backend: per stage, the faster of PyTorch and onnxruntime on the CPU, where
+    they are equal (docs/onnx.md has the measurements). Inside the predictor onnxruntime's
+    refiner takes about half PyTorch's time and its coarse stage about 10% less; exporting the
+    refiner takes about 3 s, the coarse stage 20-45 s, so the coarse stage runs in onnxruntime
+    only from an export made beforehand.
+
+    - `model` not on the CPU, or onnxruntime / onnxscript not installed: `model` (PyTorch).
+    - `onnx_dir`: that export for `stages` (as 'onnx': an export of another model is an
+      error).
+    - the export beside `checkpoint` (`default_export_dir`, written by scripts/export_onnx.py
+      without --output), if there is one: onnxruntime for both stages, provided it is of this
+      model and equal to it within `EQUALITY_TOLERANCE`; otherwise a warning says why and the
+      next rule applies.
+    - a model with a refiner: PyTorch's coarse stage and an `InProcessRefiner` (exported now,
+      equal to PyTorch within `EQUALITY_TOLERANCE`); if that export fails, a warning names why
+      and PyTorch runs both stages.
+    The choice is logged."""
+    device = next(model.parameters()).device
+    if device.type != "cpu":
+        logger.info(f"network backend: PyTorch on {device} (onnxruntime runs on the CPU here)")
+        return model
+    try:
+        import onnxruntime  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError as e:
+        logger.info(f"network backend: PyTorch ({e.name} is not installed; "
+                    f"pip install -e .[onnx] for onnxruntime's faster refiner)")
+        return model
+    if onnx_dir:
+        network = build_network(model, "onnx", onnx_dir, stages, num_threads)
+        logger.info(f"network backend: onnxruntime for the "
+                    f"{' and '.join(s for s in STAGES if s in stages)} stage(s), export in "
+                    f"{onnx_dir}")
+        return network
+    beside = default_export_dir(checkpoint) if checkpoint is not None else None
+    if beside is not None and (beside / META_FILE).is_file():
+        try:
+            network = OnnxNetwork(beside, num_threads)
+            diff = network.check_matches(model, EQUALITY_TOLERANCE)
+        except (OSError, ValueError) as e:
+            logger.warning(f"network backend: not using the ONNX export beside the checkpoint "
+                           f"({e}); export it again with scripts/export_onnx.py --checkpoint "
+                           f"{checkpoint}")
+        else:
+            logger.info(f"network backend: onnxruntime for both stages, export in {beside} "
+                        f"(max abs difference to PyTorch {diff:.1g})")
+            return network
+    if getattr(model, "refiner", None) is None:
+        logger.info("network backend: PyTorch (no refiner, and no ONNX export of the coarse "
+                    "stage: scripts/export_onnx.py --checkpoint CKPT writes one)")
+        return model
+    try:
+        refiner = InProcessRefiner(model, num_threads)
+    except Exception as e:  # an export failure must not stop a run that PyTorch can do
+        logger.warning(f"network backend: PyTorch (exporting the refiner to ONNX failed: "
+                       f"{type(e).__name__}: {e})")
+        return model
+    logger.info(f"network backend: PyTorch coarse stage, onnxruntime refiner (exported in "
+                f"{refiner.seconds:.1f} s; max abs difference to PyTorch "
+                f"{refiner.max_abs_diff:.1g})")
+    return StageNetwork(model, refiner)

@@ -56,6 +56,13 @@ FEATURE_LAYOUT = "NHWC"
 CHECK_TOLERANCE = 1e-3
 
 
+def default_export_dir(checkpoint: Union[str, os.PathLike]) -> Path:
+    """Where scripts/export_onnx.py writes a checkpoint's export without --output, and where
+    the 'auto' backend looks for it: `<folder>/<stem>_onnx` beside `<folder>/<stem>.pth`."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.with_name(f"{checkpoint.stem}_onnx")
+
+
 class ExportError(RuntimeError):
     """The model cannot be exported, or the exported graph does not match PyTorch."""
 
@@ -161,25 +168,41 @@ def _versions() -> Dict[str, str]:
             "onnxscript": onnxscript.__version__, "onnxruntime": onnxruntime.__version__}
 
 
-def _export_graph(module: nn.Module, inputs: Dict[str, torch.Tensor], output_names: Sequence[str],
-                  path: Path, opset: int) -> None:
-    """torch.onnx.export (dynamo) of `module` on keyword-named example inputs into `path` (one
-    self-contained file)."""
+def graph_bytes(module: nn.Module, inputs: Dict[str, torch.Tensor],
+                output_names: Sequence[str], opset: int = OPSET) -> bytes:
+    """torch.onnx.export (dynamo) of `module` on keyword-named example inputs: the serialized
+    ONNX model (one self-contained protobuf)."""
+    import logging
     from torch.nn.attention import SDPBackend, sdpa_kernel
     names = list(inputs)
+    # torch's registry logs a warning for every torchvision op it cannot register; this
+    # project has no torchvision and its graphs use none of them
+    registry = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registry.level
+    registry.setLevel(logging.ERROR)
     # The CPU flash-attention kernel reports an output layout that the reshape after it takes
     # as a view; the decomposed graph computes attention as the math kernel does, with another
     # layout, and that view fails. Exporting with the math kernel keeps both the same.
-    with sdpa_kernel(SDPBackend.MATH), torch.no_grad(), warnings.catch_warnings():
-        # torch's own notes on every export: one Dim object shared by all batch axes, and a
-        # deprecation inside torch.utils._pytree
-        warnings.filterwarnings("ignore", message=".*axis name: batch will not be used")
-        warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated",
-                                category=FutureWarning)
-        torch.onnx.export(module, tuple(inputs[n] for n in names), str(path), dynamo=True,
-                          opset_version=opset, input_names=names,
-                          output_names=list(output_names), dynamic_shapes=_dynamic_shapes(names),
-                          external_data=False, verbose=False)
+    try:
+        with sdpa_kernel(SDPBackend.MATH), torch.no_grad(), warnings.catch_warnings():
+            # torch's own notes on every export: one Dim object shared by all batch axes, and a
+            # deprecation inside torch.utils._pytree
+            warnings.filterwarnings("ignore", message=".*axis name: batch will not be used")
+            warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated",
+                                    category=FutureWarning)
+            program = torch.onnx.export(module, tuple(inputs[n] for n in names), dynamo=True,
+                                        opset_version=opset, input_names=names,
+                                        output_names=list(output_names),
+                                        dynamic_shapes=_dynamic_shapes(names), verbose=False)
+    finally:
+        registry.setLevel(level)
+    return program.model_proto.SerializeToString()
+
+
+def _export_graph(module: nn.Module, inputs: Dict[str, torch.Tensor], output_names: Sequence[str],
+                  path: Path, opset: int) -> None:
+    """`graph_bytes` written to `path`."""
+    path.write_bytes(graph_bytes(module, inputs, output_names, opset))
 
 
 def _check(module: nn.Module, path: Path, inputs: Dict[str, torch.Tensor],
@@ -205,7 +228,7 @@ def export_onnx(model: IGLRModel, output_dir: Union[str, os.PathLike], opset: in
     above `CHECK_TOLERANCE`). Returns the metadata written to export.json."""
     if not isinstance(model, IGLRModel):
         raise ExportError(f"export_onnx expects an IGLRModel, got {type(model).__name__}")
-    model = _cpu_eval_copy(model)
+    model = cpu_eval_copy(model)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     stages: List[Tuple[str, nn.Module, str, Tuple[str, ...]]] = [
@@ -242,7 +265,7 @@ def export_onnx(model: IGLRModel, output_dir: Union[str, os.PathLike], opset: in
     return meta
 
 
-def _cpu_eval_copy(model: IGLRModel) -> IGLRModel:
+def cpu_eval_copy(model: IGLRModel) -> IGLRModel:
     """A float32 CPU copy in eval mode when `model` is not one already (never changed)."""
     params = list(model.parameters())
     on_cpu_fp32 = all(p.device.type == "cpu" and p.dtype == torch.float32 for p in params)

@@ -105,14 +105,15 @@ class Segmenter:
         raises `isegm.utils.serialization.CheckpointError` naming it; a file that needs full
         unpickling raises `UntrustedCheckpointError` unless `trust=True` (see `load_is_model`).
         `backend='onnx'`: onnxruntime runs `onnx_stages` of the network from the checkpoint's
-        export in `onnx_dir` (`onnx_backend.build_network`; ValueError if it is not of it)."""
+        export in `onnx_dir` (`onnx_backend.build_network`; ValueError if it is not of it);
+        'auto': the faster backend per stage (`onnx_backend.auto_network`)."""
         if str(checkpoint) == MODEL_FREE:
-            if backend != "torch":
+            if backend == "onnx":
                 raise ValueError(f"backend '{backend}' needs a checkpoint; '{MODEL_FREE}' has "
                                  f"no network")
             return cls(MODEL_FREE, None, "cpu", **options)
         from ..model import load_is_model  # model-free use needs no model code
-        from .onnx_backend import backend_label, build_network
+        from .onnx_backend import build_network, network_label
 
         path = Path(checkpoint)
         model = load_is_model(path, device, trust=trust)
@@ -120,8 +121,10 @@ class Segmenter:
         run = path.parent.parent if path.parent.name == "checkpoints" else path.parent
         label = f"{name}: {run.name}/{path.name}"
         if backend != "torch":
-            options["network"] = build_network(model, backend, onnx_dir, onnx_stages)
-            label += f" ({backend_label(backend, onnx_stages)})"
+            network = build_network(model, backend, onnx_dir, onnx_stages, checkpoint=path)
+            if network is not model:
+                options["network"] = network
+                label += f" ({network_label(network, model)})"
         return cls(name, model, device, label=label, **options)
 
     def new_predictor(self) -> BasePredictor:
