@@ -489,6 +489,11 @@ def test_auto_backend_falls_back_to_pytorch_and_says_why(monkeypatch, caplog):
     assert "exporting the refiner to ONNX failed: RuntimeError: unsupported operator" \
         in caplog.text
     caplog.clear()
+    # predict.py (one image) does not export: PyTorch unless an export is beside the checkpoint
+    with caplog.at_level("INFO", logger="isegm"):
+        assert build_network(model, "auto", export_refiner=False) is model
+    assert "no ONNX export beside the checkpoint" in caplog.text
+    caplog.clear()
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails as if not installed
     with caplog.at_level("INFO", logger="isegm"):
         assert build_network(model, "auto") is model
@@ -500,6 +505,9 @@ def test_scripts_default_to_auto_unless_iglr_backend_says_otherwise(monkeypatch)
     monkeypatch.delenv("IGLR_BACKEND", raising=False)
     assert default_backend() == "auto"
     assert parse_args(["NoBRS", "--checkpoint=x.pth"]).backend == "auto"
+    from isegm.demo.predict import parse_args as predict_args
+    assert predict_args(["--checkpoint", "x.pth", "--image", "i.png", "--clicks", "1,1,+",
+                         "--output", "o.png"]).backend == "auto"
     monkeypatch.setenv("IGLR_BACKEND", "torch")
     assert parse_args(["NoBRS", "--checkpoint=x.pth"]).backend == "torch"
     monkeypatch.setenv("IGLR_BACKEND", "tensorrt")

@@ -69,7 +69,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--trust-checkpoint", action="store_true",
                         help="unpickle a checkpoint that needs it in full (it can run code): only "
                              "for files from a source you trust")
-    add_network_arguments(parser)
+    add_network_arguments(parser, export_refiner=False)
     return parser.parse_args(argv)
 
 
@@ -84,7 +84,10 @@ def run(args: argparse.Namespace) -> None:
         segmenter = Segmenter.from_checkpoint(args.checkpoint, select_device(cpu=args.cpu),
                                               trust=args.trust_checkpoint, backend=args.backend,
                                               onnx_dir=args.onnx_dir,
-                                              onnx_stages=parse_stages(args.onnx_stages))
+                                              onnx_stages=parse_stages(args.onnx_stages),
+                                              # one image, a few clicks: exporting the refiner
+                                              # (3 s) would cost more than it saves
+                                              export_refiner=False)
     except (ValueError, FileNotFoundError) as e:
         raise PredictError(f"--backend {args.backend}: {e}") from e
     session = segmenter.new_session()

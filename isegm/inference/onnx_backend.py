@@ -279,16 +279,20 @@ def default_backend() -> str:
     return value
 
 
-def add_network_arguments(parser: Any) -> None:
-    """--backend, --onnx-dir, --onnx-stages of the scripts that run a predictor."""
+def add_network_arguments(parser: Any, export_refiner: bool = True) -> None:
+    """--backend, --onnx-dir, --onnx-stages of the scripts that run a predictor
+    (`export_refiner`: whether their 'auto' exports the refiner in the process)."""
+    refiner = ("onnxruntime for the refiner (exported in this process, about 3 s) and PyTorch "
+               "for the coarse stage, or onnxruntime for both from --onnx-dir or an export "
+               "beside the checkpoint" if export_refiner else
+               "onnxruntime for both stages from --onnx-dir or an export beside the checkpoint "
+               "(scripts/export_onnx.py --checkpoint CKPT), else PyTorch")
     parser.add_argument("--backend", type=str, default=default_backend(),
                         choices=NETWORK_BACKENDS,
-                        help="what runs the network. 'auto' (default; $IGLR_BACKEND overrides "
-                             "the default): on the CPU, onnxruntime for the refiner (exported "
-                             "in this process, about 3 s) and PyTorch for the coarse stage, or "
-                             "onnxruntime for both with --onnx-dir; PyTorch on a GPU. 'torch': "
-                             "PyTorch for both. 'onnx': onnxruntime on the export in --onnx-dir "
-                             "(scripts/export_onnx.py); everything else is the same")
+                        help=f"what runs the network. 'auto' (default; $IGLR_BACKEND overrides "
+                             f"the default): on the CPU, {refiner}; PyTorch on a GPU. 'torch': "
+                             f"PyTorch for both. 'onnx': onnxruntime on the export in --onnx-dir "
+                             f"(scripts/export_onnx.py); everything else is the same")
     parser.add_argument("--onnx-dir", type=str, default="",
                         help="ONNX export folder of the checkpoint (--backend onnx or auto)")
     parser.add_argument("--onnx-stages", type=str, default=",".join(STAGES),
@@ -328,19 +332,20 @@ def network_label(network: Any, model: Any) -> str:
 def build_network(model: torch.nn.Module, backend: str = "torch",
                   onnx_dir: Optional[Union[str, os.PathLike]] = None,
                   stages: Sequence[str] = STAGES, num_threads: Optional[int] = None,
-                  checkpoint: Optional[Union[str, os.PathLike]] = None) -> Any:
+                  checkpoint: Optional[Union[str, os.PathLike]] = None,
+                  export_refiner: bool = True) -> Any:
     """What runs a predictor's two network calls: `model` itself for 'torch'; for 'onnx' the
     export in `onnx_dir` (checked to be of `model`, `OnnxNetwork.check_matches`) for the
     `stages` named ('coarse', 'refiner'), `model` for the others; for 'auto'
     `auto_network` (`checkpoint`: the file `model` was loaded from, whose export it looks for
-    beside it)."""
+    beside it; `export_refiner`: whether it may export the refiner in the process)."""
     if backend not in NETWORK_BACKENDS:
         raise ValueError(f"unknown network backend '{backend}'; known: "
                          f"{', '.join(NETWORK_BACKENDS)}")
     if backend == "torch":
         return model
     if backend == "auto":
-        return auto_network(model, onnx_dir, stages, num_threads, checkpoint)
+        return auto_network(model, onnx_dir, stages, num_threads, checkpoint, export_refiner)
     if not onnx_dir:
         raise ValueError("the 'onnx' network backend needs an export folder (--onnx-dir), "
                          "written by scripts/export_onnx.py")
@@ -360,7 +365,8 @@ def build_network(model: torch.nn.Module, backend: str = "torch",
 
 def auto_network(model: torch.nn.Module, onnx_dir: Optional[Union[str, os.PathLike]] = None,
                  stages: Sequence[str] = STAGES, num_threads: Optional[int] = None,
-                 checkpoint: Optional[Union[str, os.PathLike]] = None) -> Any:
+                 checkpoint: Optional[Union[str, os.PathLike]] = None,
+                 export_refiner: bool = True) -> Any:
     """The 'auto' backend: per stage, the faster of PyTorch and onnxruntime on the CPU, where
     they are equal (docs/onnx.md has the measurements). Inside the predictor onnxruntime's
     refiner takes about half PyTorch's time and its coarse stage about 10% less; exporting the
@@ -374,9 +380,10 @@ def auto_network(model: torch.nn.Module, onnx_dir: Optional[Union[str, os.PathLi
       without --output), if there is one: onnxruntime for both stages, provided it is of this
       model and equal to it within `EQUALITY_TOLERANCE`; otherwise a warning says why and the
       next rule applies.
-    - a model with a refiner: PyTorch's coarse stage and an `InProcessRefiner` (exported now,
-      equal to PyTorch within `EQUALITY_TOLERANCE`); if that export fails, a warning names why
-      and PyTorch runs both stages.
+    - a model with a refiner, unless `export_refiner` is False (a one-shot run, where the
+      export would cost more than it saves): PyTorch's coarse stage and an `InProcessRefiner`
+      (exported now, equal to PyTorch within `EQUALITY_TOLERANCE`); if that export fails, a
+      warning names why and PyTorch runs both stages.
     The choice is logged."""
     device = next(model.parameters()).device
     if device.type != "cpu":
@@ -408,9 +415,9 @@ def auto_network(model: torch.nn.Module, onnx_dir: Optional[Union[str, os.PathLi
             logger.info(f"network backend: onnxruntime for both stages, export in {beside} "
                         f"(max abs difference to PyTorch {diff:.1g})")
             return network
-    if getattr(model, "refiner", None) is None:
-        logger.info("network backend: PyTorch (no refiner, and no ONNX export of the coarse "
-                    "stage: scripts/export_onnx.py --checkpoint CKPT writes one)")
+    if getattr(model, "refiner", None) is None or not export_refiner:
+        logger.info("network backend: PyTorch (no ONNX export beside the checkpoint: "
+                    "scripts/export_onnx.py --checkpoint CKPT writes one)")
         return model
     try:
         refiner = InProcessRefiner(model, num_threads)

@@ -99,14 +99,15 @@ class Segmenter:
                         device: Union[str, torch.device] = "cpu", trust: bool = False,
                         backend: str = "torch", onnx_dir: Optional[str] = None,
                         onnx_stages: Sequence[str] = ("coarse", "refiner"),
-                        **options: Any) -> "Segmenter":
+                        export_refiner: bool = True, **options: Any) -> "Segmenter":
         """'cv_grabcut' (no weights) or an IGLR checkpoint file: the evaluator's NoBRS
         predictor for it ('iglr' with a refiner, else 'coarse'). A foreign or unreadable file
         raises `isegm.utils.serialization.CheckpointError` naming it; a file that needs full
         unpickling raises `UntrustedCheckpointError` unless `trust=True` (see `load_is_model`).
         `backend='onnx'`: onnxruntime runs `onnx_stages` of the network from the checkpoint's
         export in `onnx_dir` (`onnx_backend.build_network`; ValueError if it is not of it);
-        'auto': the faster backend per stage (`onnx_backend.auto_network`)."""
+        'auto': the faster backend per stage (`onnx_backend.auto_network`, which exports the
+        refiner in the process unless `export_refiner` is False)."""
         if str(checkpoint) == MODEL_FREE:
             if backend == "onnx":
                 raise ValueError(f"backend '{backend}' needs a checkpoint; '{MODEL_FREE}' has "
@@ -121,7 +122,8 @@ class Segmenter:
         run = path.parent.parent if path.parent.name == "checkpoints" else path.parent
         label = f"{name}: {run.name}/{path.name}"
         if backend != "torch":
-            network = build_network(model, backend, onnx_dir, onnx_stages, checkpoint=path)
+            network = build_network(model, backend, onnx_dir, onnx_stages, checkpoint=path,
+                                    export_refiner=export_refiner)
             if network is not model:
                 options["network"] = network
                 label += f" ({network_label(network, model)})"
