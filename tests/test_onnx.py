@@ -107,6 +107,16 @@ def test_b0_onnx_equals_pytorch_over_click_counts(b0_export):
 
 
 @pytest.mark.slow
+def test_b3_onnx_equals_pytorch_over_click_counts(tmp_path_factory):
+    """B3: other depths and reduction ratios, a 512-channel decoder (about a minute to
+    export)."""
+    model, export_dir, _ = _export(tmp_path_factory, "mit_b3")
+    assert model.feature_channels == 512
+    network = OnnxNetwork(export_dir, num_threads=1)
+    _assert_stages_equal(model, network, [(1, 1), (2, 3), (1, 12)])
+
+
+@pytest.mark.slow
 def test_iga_bias_is_in_the_graph(b0_export):
     """The exported coarse graph depends on the IGA coefficients: it matches the model with its
     non-zero coefficients, not the same model with them zeroed."""

@@ -13,7 +13,7 @@
   R is `refine_size`. ROI sampling (`roi_align` with data-dependent sizes) stays on the host.
 - The decoder feature crosses the graph boundary channels-last (NHWC), the layout in which the
   model computes it and the host samples it: in NCHW, the host would make a transposing copy of
-  it twice a click (12 MB each for B3's 768 channels; `FEATURE_LAYOUT`).
+  it twice a click (8 MB each for B3's 512 channels; `FEATURE_LAYOUT`).
 - `export.json` holds what a runtime needs: input sizes, normalisation (applied inside the
   graphs), thresholds, the checkpoint's model arguments, input/output names and shapes, the
   opset and the exporting versions, and the export's own check against PyTorch.
