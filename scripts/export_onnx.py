@@ -6,11 +6,12 @@
     python scripts/evaluate_model.py NoBRS --checkpoint=CKPT --backend onnx --onnx-dir exports/b0_s2
 
 Writes into --output (default: `<stem>_onnx` beside the checkpoint, the folder where the
-scripts' default backend, 'auto', finds it on the CPU): coarse.onnx (the network on the target crop: image, clicks with a dynamic
-click axis, previous mask -> coarse logits and the decoder feature), refiner.onnx (the refiner on
-crops ROI-sampled on the host; absent for models without the refiner) and export.json (input
-sizes, normalisation, thresholds, the checkpoint's model arguments, opset, exporting versions,
-and the export's own check against PyTorch). See docs/onnx.md and isegm/inference/onnx_export.py.
+scripts' default backend, 'auto', finds it on the CPU): coarse.onnx (the network on the target
+crop: image, clicks with a dynamic click axis, previous mask -> coarse logits and the decoder
+feature, NHWC), refiner.onnx (the refiner on crops ROI-sampled on the host; absent for models
+without the refiner) and export.json (input sizes, normalisation, thresholds, the checkpoint's
+model arguments, opset, exporting versions, and the export's own check against PyTorch). See
+docs/onnx.md and isegm/inference/onnx_export.py.
 
 Exporter: `torch.onnx.export(dynamo=True)` (torch.export, non-strict, then onnxscript), opset 20.
 The legacy TorchScript exporter (opset 17) also exports both stages, and ten times faster (tiny
