@@ -116,7 +116,7 @@ class OnnxNetwork:
         if self.with_prev_mask:
             feeds["prev_mask"] = (prev_mask if prev_mask is not None
                                   else image.new_zeros(image.shape[0], 1, s, s))
-        return self._run(self._coarse, feeds, COARSE_OUTPUTS, image.device)
+        return _run_session(self._coarse, feeds, COARSE_OUTPUTS, image.device)
 
     def forward_refine(self, image_crop: torch.Tensor, points_crop: torch.Tensor,
                        coarse_crop: torch.Tensor,
@@ -139,31 +139,38 @@ class OnnxNetwork:
         if config != self.meta["model"]:
             raise ValueError(f"the ONNX export in {self.export_dir} is of another model: "
                              f"{self.meta['model']} (export.json), {config} (checkpoint)")
-        diff = 0.0
-        for stage in ("coarse", "refiner") if self.use_refiner else ("coarse",):
-            inputs = {k: v.to(next(model.parameters()).device)
-                      for k, v in example_inputs(model, stage, batch=1, per_sign=2).items()}
-            call = self.forward_coarse if stage == "coarse" else self.forward_refine
-            with torch.no_grad():
-                want = (model.forward_coarse if stage == "coarse" else model.forward_refine)(
-                    *inputs.values())
-            got = call(*inputs.values())
-            diff = max(diff, max(float((got[k] - want[k].float()).abs().max()) for k in got))
+        device = next(model.parameters()).device
+        diff = max(_max_abs_diff(self, model, stage,
+                                 {k: v.to(device) for k, v in example_inputs(model, stage, batch=1,
+                                                                              per_sign=2).items()})
+                   for stage in (("coarse", "refiner") if self.use_refiner else ("coarse",)))
         if not diff <= tolerance:
             raise ValueError(f"the ONNX export in {self.export_dir} differs from the model by "
                              f"{diff:.3g} (max abs, tolerance {tolerance}): exported from other "
                              f"weights?")
         return diff
 
-    @staticmethod
-    def _run(session, feeds: Dict[str, torch.Tensor], outputs: Sequence[str],
-             device: torch.device) -> Dict[str, torch.Tensor]:
-        arrays = {k: _to_numpy(v) for k, v in feeds.items()}
-        results = session.run(list(outputs), arrays)
-        out = {k: torch.from_numpy(v).to(device) for k, v in zip(outputs, results)}
-        if "feature" in out:  # NHWC from the graph: the model's channels-last (B, D, h, w)
-            out["feature"] = from_nhwc(out["feature"])
-        return out
+
+def _run_session(session, feeds: Dict[str, torch.Tensor], outputs: Sequence[str],
+                 device: torch.device) -> Dict[str, torch.Tensor]:
+    """One onnxruntime call on torch tensors; the outputs as tensors on `device` (the decoder
+    feature as the model's channels-last map)."""
+    arrays = {k: _to_numpy(v) for k, v in feeds.items()}
+    results = session.run(list(outputs), arrays)
+    out = {k: torch.from_numpy(v).to(device) for k, v in zip(outputs, results)}
+    if "feature" in out:  # NHWC from the graph: the model's channels-last (B, D, h, w)
+        out["feature"] = from_nhwc(out["feature"])
+    return out
+
+
+def _max_abs_diff(network: Any, model: torch.nn.Module, stage: str,
+                  inputs: Dict[str, torch.Tensor]) -> float:
+    """Max abs difference between `network`'s and `model`'s outputs of one stage."""
+    name = "forward_coarse" if stage == "coarse" else "forward_refine"
+    with torch.no_grad():
+        want = getattr(model, name)(*inputs.values())
+    got = getattr(network, name)(*inputs.values())
+    return max(float((got[k] - want[k].float()).abs().max()) for k in got)
 
 
 def _to_numpy(tensor: torch.Tensor) -> np.ndarray:
@@ -185,7 +192,7 @@ def _run_refiner(session, name: str, refine_size: int, feature_channels: int,
                          f"and {tuple(feature_crop.shape)}")
     feeds = dict(zip(REFINER_INPUTS, (image_crop, points_crop, coarse_crop,
                                       to_nhwc(feature_crop))))
-    return OnnxNetwork._run(session, feeds, REFINER_OUTPUTS, image_crop.device)
+    return _run_session(session, feeds, REFINER_OUTPUTS, image_crop.device)
 
 
 class InProcessRefiner:
@@ -214,14 +221,10 @@ class InProcessRefiner:
         self.refine_size = int(model.refine_size)
         self.feature_channels = int(model.feature_channels)
         self.fixed_sizes = {"refiner": self.refine_size}
-        self.max_abs_diff = 0.0
-        for batch, per_sign in ((1, 1), (2, 3), (1, 6)):
-            inputs = example_inputs(graph_model, "refiner", batch, per_sign, seed=per_sign)
-            with torch.no_grad():
-                want = graph_model.forward_refine(*inputs.values())
-            got = self.forward_refine(*inputs.values())
-            self.max_abs_diff = max(self.max_abs_diff, max(
-                float((got[k] - want[k]).abs().max()) for k in REFINER_OUTPUTS))
+        self.max_abs_diff = max(
+            _max_abs_diff(self, graph_model, "refiner",
+                          example_inputs(graph_model, "refiner", batch, per_sign, seed=per_sign))
+            for batch, per_sign in ((1, 1), (2, 3), (1, 6)))
         if not self.max_abs_diff <= tolerance:
             raise ValueError(f"the refiner's ONNX graph differs from PyTorch by "
                              f"{self.max_abs_diff:.3g} (max abs, tolerance {tolerance})")
@@ -373,7 +376,7 @@ def auto_network(model: torch.nn.Module, onnx_dir: Optional[Union[str, os.PathLi
     refiner takes about 3 s, the coarse stage 20-45 s, so the coarse stage runs in onnxruntime
     only from an export made beforehand.
 
-    - `model` not on the CPU, or onnxruntime / onnxscript not installed: `model` (PyTorch).
+    - `model` not on the CPU, or onnxruntime not installed: `model` (PyTorch).
     - `onnx_dir`: that export for `stages` (as 'onnx': an export of another model is an
       error).
     - the export beside `checkpoint` (`default_export_dir`, written by scripts/export_onnx.py
@@ -391,10 +394,9 @@ def auto_network(model: torch.nn.Module, onnx_dir: Optional[Union[str, os.PathLi
         return model
     try:
         import onnxruntime  # noqa: F401
-        import onnxscript  # noqa: F401
-    except ImportError as e:
-        logger.info(f"network backend: PyTorch ({e.name} is not installed; "
-                    f"pip install -e .[onnx] for onnxruntime's faster refiner)")
+    except ImportError:
+        logger.info("network backend: PyTorch (onnxruntime is not installed; "
+                    "pip install -e .[onnx] for its faster refiner)")
         return model
     if onnx_dir:
         network = build_network(model, "onnx", onnx_dir, stages, num_threads)
