@@ -363,6 +363,10 @@ def test_evaluate_model_with_the_onnx_backend(b0_checkpoint_export, grabcut_root
         _evaluate(checkpoint, logs, "--backend", "onnx")
     with pytest.raises(EvaluationSetupError, match="has no export.json"):
         _evaluate(checkpoint, logs, "--backend", "onnx", "--onnx-dir", str(tmp_path))
+    with pytest.raises(EvaluationSetupError, match="predictor 'iglr': the network backend's "
+                                                   "coarse stage takes 64x64 inputs"):
+        _evaluate(checkpoint, logs, "--backend", "onnx", "--onnx-dir", str(export_dir),
+                  "--infer-size", "96")
     other = tmp_path / "other.pth"
     save_is_model(IGLRModel(backbone="mit_b0", infer_size=SIZE, refine_size=SIZE), other)
     with pytest.raises(EvaluationSetupError, match="differs from the model by"):
@@ -569,6 +573,22 @@ def test_auto_backend_uses_the_export_beside_the_checkpoint(tmp_path, caplog, mo
     network = build_network(model, "auto", checkpoint=checkpoint, num_threads=1)
     assert isinstance(network, OnnxNetwork) and network.export_dir == beside
     _assert_stages_equal(model, network, [(1, 2), (2, 4)])
+    # settings the export's coarse graph cannot serve give that stage back to PyTorch
+    image, gt = _blob_sample()
+    for options, label in (({"infer_size": 96}, "onnx-refiner"), ({}, "onnx")):
+        predictor = get_predictor("iglr", model, "cpu", network=network, **options)
+        assert network_label(predictor.network, model) == label
+        reference = get_predictor("iglr", model, "cpu", **options)
+        for p in (predictor, reference):
+            p.set_image(image)
+        clicker = Clicker(gt_mask=gt)
+        clicker.make_next_click(np.zeros(gt.shape, dtype=bool))
+        assert np.abs(predictor.get_prediction(clicker)
+                      - reference.get_prediction(clicker)).max() <= 1e-3
+    zoom = get_predictor("coarse", model, "cpu", crop_mode="zoom_in", network=network)
+    assert zoom.network.coarse is model  # (a coarse predictor never calls the refiner)
+    bf16 = get_predictor("iglr", model, "cpu", autocast_dtype=torch.bfloat16, network=network)
+    assert bf16.network is not network and network_label(bf16.network, bf16.model) == "torch"
     # the segmenter of the interactive tools finds it too
     from isegm.inference.session import Segmenter
     segmenter = Segmenter.from_checkpoint(checkpoint, backend="auto")

@@ -493,18 +493,22 @@ def run_evaluation(args: argparse.Namespace,
         model = load_is_model(checkpoint, plan.device, trust=args.trust_checkpoint) \
             if checkpoint is not None else None
         network = _network(args, model, checkpoint)
-        backend = network_label(network, model)
         predictor_name = predictor_name_for_mode(args.mode, model)
         ckpt_name = checkpoint.stem if checkpoint is not None else "none"
         rows = []
         for ds_name, dataset in plan.datasets.items():
-            predictor = get_predictor(
-                predictor_name, model, plan.device, clicks_limit=args.clicks_limit,
-                with_flip=args.with_flip, infer_size=args.infer_size,
-                target_crop_r=args.target_crop_r, focus_crop_r=args.focus_crop_r,
-                focus_strategy=args.focus_strategy, crop_mode=args.crop_mode,
-                empty_mask_roi=args.empty_mask_roi, click_mapping=args.click_mapping,
-                zoom_in=_zoom_in_for(args, ds_name), network=network)
+            try:
+                predictor = get_predictor(
+                    predictor_name, model, plan.device, clicks_limit=args.clicks_limit,
+                    with_flip=args.with_flip, infer_size=args.infer_size,
+                    target_crop_r=args.target_crop_r, focus_crop_r=args.focus_crop_r,
+                    focus_strategy=args.focus_strategy, crop_mode=args.crop_mode,
+                    empty_mask_roi=args.empty_mask_roi, click_mapping=args.click_mapping,
+                    zoom_in=_zoom_in_for(args, ds_name), network=network)
+            except ValueError as e:  # e.g. --infer-size against the sizes of --onnx-dir
+                raise EvaluationSetupError(f"predictor '{predictor_name}': {e}") from e
+            # what runs the stages: 'auto' may give a stage back to PyTorch for the settings
+            backend = network_label(getattr(predictor, "network", None), model)
             indices = None
             if args.max_samples is not None:
                 indices = list(range(min(len(dataset), args.max_samples)))

@@ -57,6 +57,7 @@ class OnnxNetwork:
     """
 
     backend = "onnx"
+    auto = False  # True: the 'auto' backend's choice (`_chosen`)
 
     def __init__(self, export_dir: Union[str, os.PathLike], num_threads: Optional[int] = None):
         import onnxruntime as ort
@@ -257,6 +258,8 @@ class StageNetwork:
     """The coarse call of one network and the refiner call of another (e.g. PyTorch's coarse
     stage with onnxruntime's refiner)."""
 
+    auto = False  # True: the 'auto' backend's choice (`_chosen`)
+
     def __init__(self, coarse: Any, refine: Any):
         self.coarse = coarse
         self.refine = refine
@@ -318,6 +321,18 @@ def backend_label(backend: str, stages: Sequence[str] = STAGES) -> str:
     if backend == "torch":
         return "torch"
     return backend if set(stages) == set(STAGES) else f"{backend}-" + "-".join(stages)
+
+
+def with_pytorch_stage(network: Any, model: torch.nn.Module, stage: str) -> Any:
+    """`network` with `model` (PyTorch) running `stage` ('coarse' or 'refiner'); `model`
+    itself when that leaves no stage to another backend. Keeps the 'auto' mark."""
+    coarse = model if stage == "coarse" else getattr(network, "coarse", network)
+    refine = model if stage == "refiner" else getattr(network, "refine", network)
+    if coarse is model and refine is model:
+        return model
+    result = StageNetwork(coarse, refine)
+    result.auto = getattr(network, "auto", False)
+    return result
 
 
 def network_label(network: Any, model: Any) -> str:
@@ -387,7 +402,8 @@ def auto_network(model: torch.nn.Module, onnx_dir: Optional[Union[str, os.PathLi
       export would cost more than it saves): PyTorch's coarse stage and an `InProcessRefiner`
       (exported now, equal to PyTorch within `EQUALITY_TOLERANCE`); if that export fails, a
       warning names why and PyTorch runs both stages.
-    The choice is logged."""
+    The choice is logged. A predictor whose settings a chosen onnxruntime stage cannot serve
+    (another input size, ZoomIn crops, autocast) runs that stage in PyTorch instead."""
     device = next(model.parameters()).device
     if device.type != "cpu":
         logger.info(f"network backend: PyTorch on {device} (onnxruntime runs on the CPU here)")
@@ -403,7 +419,7 @@ def auto_network(model: torch.nn.Module, onnx_dir: Optional[Union[str, os.PathLi
         logger.info(f"network backend: onnxruntime for the "
                     f"{' and '.join(s for s in STAGES if s in stages)} stage(s), export in "
                     f"{onnx_dir}")
-        return network
+        return _chosen(network)
     beside = default_export_dir(checkpoint) if checkpoint is not None else None
     if beside is not None and (beside / META_FILE).is_file():
         try:
@@ -416,7 +432,7 @@ def auto_network(model: torch.nn.Module, onnx_dir: Optional[Union[str, os.PathLi
         else:
             logger.info(f"network backend: onnxruntime for both stages, export in {beside} "
                         f"(max abs difference to PyTorch {diff:.1g})")
-            return network
+            return _chosen(network)
     if getattr(model, "refiner", None) is None or not export_refiner:
         logger.info("network backend: PyTorch (no ONNX export beside the checkpoint: "
                     "scripts/export_onnx.py --checkpoint CKPT writes one)")
@@ -430,4 +446,12 @@ def auto_network(model: torch.nn.Module, onnx_dir: Optional[Union[str, os.PathLi
     logger.info(f"network backend: PyTorch coarse stage, onnxruntime refiner (exported in "
                 f"{refiner.seconds:.1f} s; max abs difference to PyTorch "
                 f"{refiner.max_abs_diff:.1g})")
-    return StageNetwork(model, refiner)
+    return _chosen(StageNetwork(model, refiner))
+
+
+def _chosen(network: Any) -> Any:
+    """Mark a network as the 'auto' backend's choice: a predictor whose settings a stage of it
+    cannot serve (another input size, ZoomIn crops, autocast) runs that stage in PyTorch
+    instead of refusing (`IGLRPredictor._check_network_size`)."""
+    network.auto = True
+    return network

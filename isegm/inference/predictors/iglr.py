@@ -36,6 +36,7 @@ import torch
 from ...model.is_model import with_autocast_weights
 from ...model.ops import box_coord
 from ...model.roi_sampling import roi_align_box
+from ...utils.log import logger
 from ...utils.timing import NULL_TIMER
 from ..backends import MaskWithBox, select_backend
 from ..clicker import Click, Clicker
@@ -90,8 +91,11 @@ class CoarsePredictor(BasePredictor):
             raise ValueError(f"{type(self).__name__} needs a model")
         if network is not None and network is not model and (autocast_dtype is not None
                                                               or compile_model):
-            raise ValueError("autocast_dtype and compile_model apply to the PyTorch model, not "
-                             "to another network backend")
+            if not getattr(network, "auto", False):
+                raise ValueError("autocast_dtype and compile_model apply to the PyTorch model, "
+                                 "not to another network backend")
+            logger.info("network backend: PyTorch (autocast_dtype / compile_model asked for)")
+            network = model  # the 'auto' backend's choice gives way to the caller's
         if crop_mode not in CROP_MODES:
             raise KeyError(f"unknown crop mode '{crop_mode}'; known: {', '.join(CROP_MODES)}")
         if empty_mask_roi not in EMPTY_MASK_ROIS:
@@ -354,17 +358,25 @@ class CoarsePredictor(BasePredictor):
 
     def _check_network_size(self, stage: str, size: int) -> None:
         """A network with a fixed input size for `stage` (an ONNX export) must get that size;
-        the coarse stage's ZoomIn crops have free sizes."""
+        the coarse stage's ZoomIn crops have free sizes. A network the 'auto' backend chose
+        gives the stage to PyTorch instead of failing."""
         fixed = getattr(self.network, "fixed_sizes", {}).get(stage)
         if fixed is None:
             return
         if stage == "coarse" and self.crop_mode == "zoom_in":
-            raise ValueError("crop_mode='zoom_in' feeds the network crops of any size; the "
-                             "network backend's coarse stage takes only "
-                             f"{fixed}x{fixed} inputs (use crop_mode='target')")
-        if size != fixed:
-            raise ValueError(f"the network backend's {stage} stage takes {fixed}x{fixed} "
-                             f"inputs (its export's size), the predictor is set to {size}")
+            reason = ("crop_mode='zoom_in' feeds the network crops of any size; the network "
+                      f"backend's coarse stage takes only {fixed}x{fixed} inputs (use "
+                      f"crop_mode='target')")
+        elif size != fixed:
+            reason = (f"the network backend's {stage} stage takes {fixed}x{fixed} inputs (its "
+                      f"export's size), the predictor is set to {size}")
+        else:
+            return
+        if not getattr(self.network, "auto", False):
+            raise ValueError(reason)
+        from ..onnx_backend import with_pytorch_stage
+        logger.info(f"network backend: PyTorch for the {stage} stage ({reason})")
+        self.network = with_pytorch_stage(self.network, self.model, stage)
 
     def _autocast(self):
         if self.autocast_dtype is None:
