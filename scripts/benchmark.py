@@ -344,7 +344,9 @@ def run_config(cfg: Dict[str, Any]) -> List[Dict[str, Any]]:
                                 cfg.get("onnx_dir") if backend == "onnx" else None, stages)
         predictor = make_predictor(model, cfg, device, network)
         predictor.timer = timer
-        variants.append((row_label(backend, stages, network, model), network, predictor))
+        # the predictor's network: 'auto' gives PyTorch a stage the settings rule out
+        variants.append((row_label(backend, stages, predictor.network, predictor.model), network,
+                         predictor))
     # backbone / head split through module hooks (not inside a compiled graph)
     hooks = [] if cfg["compile"] else _stage_hooks(model, timer)
     base = {

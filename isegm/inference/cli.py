@@ -508,7 +508,8 @@ def run_evaluation(args: argparse.Namespace,
             except ValueError as e:  # e.g. --infer-size against the sizes of --onnx-dir
                 raise EvaluationSetupError(f"predictor '{predictor_name}': {e}") from e
             # what runs the stages: 'auto' may give a stage back to PyTorch for the settings
-            backend = network_label(getattr(predictor, "network", None), model)
+            backend = network_label(getattr(predictor, "network", None),
+                                    getattr(predictor, "model", None))
             indices = None
             if args.max_samples is not None:
                 indices = list(range(min(len(dataset), args.max_samples)))
