@@ -321,15 +321,10 @@ def _maxrss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale
 
 
-def _variants(cfg: Dict[str, Any]) -> List[Tuple[str, List[str]]]:
-    """The configuration's (backend, onnx stages) pairs: `cfg['variants']`, else one."""
-    return [tuple(v) for v in cfg.get("variants") or
-            [(cfg.get("backend", "torch"), cfg.get("onnx_stages", list(NETWORK_STAGES)))]]
-
-
 def run_config(cfg: Dict[str, Any]) -> List[Dict[str, Any]]:
     """Benchmark one model configuration on one device over all sizes, one row per network
-    backend of `cfg['variants']` (picklable entry). The backends share the model and take
+    backend of `cfg['variants']` ((backend, onnx stages) pairs, from `backend_variants`;
+    picklable entry). The backends share the model and take
     turns: every timed round runs one sequence of each size with each backend."""
     torch.set_num_threads(cfg["threads"])
     device = torch.device(cfg["device"])
@@ -338,7 +333,7 @@ def run_config(cfg: Dict[str, Any]) -> List[Dict[str, Any]]:
         model = model.to(memory_format=torch.contiguous_format)
     timer = StageTimer(device)  # one timer: the predictors run one at a time
     variants = []
-    for backend, stages in _variants(cfg):
+    for backend, stages in cfg["variants"]:
         # the auto row: the scripts' default without an export folder
         network = build_network(model, backend,
                                 cfg.get("onnx_dir") if backend == "onnx" else None, stages)
